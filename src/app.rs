@@ -1,0 +1,229 @@
+//! `relaygate serve`: wires the parts together and runs them until a signal.
+//!
+//! Start-up order: config → data dir lock → spool replay → queue → transports snapshot →
+//! scheduler → submission listeners → admin listener → `ready.json`. Shutdown (SIGTERM,
+//! SIGINT) runs it backwards: stop accepting, let sessions and deliveries finish (bounded),
+//! flush the spool. SIGHUP reloads routes and transports from the config file; a bad file
+//! is refused and the running snapshot stays.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use relaygate_transports::smarthost::TlsClientConfigs;
+use relaygate_transports::TlsRoots;
+use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::queue::scheduler::Scheduler;
+use crate::queue::{Queue, QueueSettings};
+use crate::snapshot::{self, SnapshotCell};
+use crate::spool::Spool;
+use crate::submission::server::parse_networks;
+use crate::submission::{SubmissionServer, SubmissionSettings};
+
+/// What a running gateway publishes in `data_dir/ready.json` once it listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    pub pid: u32,
+    pub submission: Vec<SocketAddr>,
+    pub submission_tls: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+pub fn ready_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("ready.json")
+}
+
+fn write_ready(data_dir: &Path, ready: &Ready) -> anyhow::Result<()> {
+    let tmp = data_dir.join("ready.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(ready)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, ready_path(data_dir)).with_context(|| format!("publishing {}", ready_path(data_dir).display()))?;
+    Ok(())
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(false)
+}
+
+/// Loads the TLS client configs shared by every transport.
+pub fn tls_configs(config: &Config) -> anyhow::Result<TlsClientConfigs> {
+    let extra = (!config.tls.extra_ca_file.is_empty()).then(|| Path::new(&config.tls.extra_ca_file));
+    let roots = TlsRoots::load(extra).map_err(|e| anyhow!("tls.extra_ca_file: {e}"))?;
+    Ok(TlsClientConfigs::new(&roots))
+}
+
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data_dir {}", data_dir.display()))?;
+    let lock = File::create(data_dir.join("lock")).with_context(|| format!("creating lock file in {}", data_dir.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another relaygate is running with data_dir {}", data_dir.display());
+    }
+
+    let admin_token = if config.admin.token_file.is_empty() {
+        if !config.admin.listen.is_empty() && !is_loopback(&config.admin.listen) {
+            bail!(
+                "admin.listen {} is not a loopback address: set admin.token_file to protect the admin API",
+                config.admin.listen
+            );
+        }
+        None
+    } else {
+        let t = std::fs::read_to_string(&config.admin.token_file)
+            .with_context(|| format!("admin.token_file {}", config.admin.token_file))?;
+        let t = t.trim().to_string();
+        if t.is_empty() {
+            bail!("admin.token_file {} is empty", config.admin.token_file);
+        }
+        Some(Arc::new(t))
+    };
+
+    let tls_server = if config.submission.tls_cert.is_empty() {
+        None
+    } else {
+        Some(
+            crate::submission::tls::server_config(Path::new(&config.submission.tls_cert), Path::new(&config.submission.tls_key))
+                .map_err(|e| anyhow!("submission TLS: {e}"))?,
+        )
+    };
+
+    let (spool, recovered) = Spool::open(&data_dir.join("spool")).map_err(|e| anyhow!("{e}"))?;
+    let spool = Arc::new(spool);
+    let queue = Arc::new(Queue::new(
+        Arc::clone(&spool),
+        recovered,
+        QueueSettings {
+            hostname: config.hostname.clone(),
+            max_attempts: config.queue.max_attempts,
+            first_retry: config.queue.first_retry.0,
+            delayed_dsn_after: config.queue.delayed_dsn_after,
+        },
+    ));
+    let tls = tls_configs(&config)?;
+    let snap = SnapshotCell::new(snapshot::build(&config, &tls).map_err(|e| anyhow!("{e}"))?);
+    let metrics_handle = crate::metrics::install();
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let scheduler = Scheduler::new(
+        Arc::clone(&queue),
+        snap.clone(),
+        config.queue.max_concurrency,
+        config.queue.max_per_destination,
+    );
+    let scheduler_task = tokio::spawn(scheduler.run(shutdown_rx.clone()));
+
+    let submission = SubmissionServer::new(
+        SubmissionSettings {
+            hostname: config.hostname.clone(),
+            max_message_size: config.submission.max_message_size.0,
+            max_recipients: config.submission.max_recipients,
+            max_connections: config.submission.max_connections,
+            trusted_networks: parse_networks(&config.submission.trusted_networks).map_err(|e| anyhow!(e))?,
+            tls: tls_server,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+        },
+        Arc::clone(&queue),
+    );
+    let (plain, implicit) = submission
+        .start(&config.submission.listen, &config.submission.listen_tls, shutdown_rx.clone())
+        .await
+        .map_err(|e| anyhow!(e))?;
+
+    let admin_addr = if config.admin.listen.is_empty() {
+        None
+    } else {
+        let state = AdminState {
+            queue: Arc::clone(&queue),
+            metrics: metrics_handle.clone(),
+            token: admin_token,
+        };
+        Some(admin::start(&config.admin.listen, state, shutdown_rx.clone()).await.map_err(|e| anyhow!(e))?)
+    };
+
+    // Housekeeping: spool segments, metric upkeep.
+    {
+        let queue = Arc::clone(&queue);
+        let handle = metrics_handle.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                queue.housekeeping().await;
+                if let Some(h) = &handle {
+                    h.run_upkeep();
+                }
+            }
+        });
+    }
+
+    write_ready(
+        &data_dir,
+        &Ready {
+            pid: std::process::id(),
+            submission: plain,
+            submission_tls: implicit,
+            admin: admin_addr,
+        },
+    )?;
+    tracing::info!(config = %config_path.display(), hostname = %config.hostname, "relaygate ready");
+
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(config_path, &config, &snap),
+        }
+    }
+
+    tracing::info!("shutting down: no new connections; finishing sessions and deliveries");
+    let _ = shutdown_tx.send(true);
+    if !submission.drain(Duration::from_secs(30)).await {
+        tracing::warn!("submission sessions still open after 30s; closing");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(35), scheduler_task).await;
+    spool.close();
+    let _ = std::fs::remove_file(ready_path(&data_dir));
+    drop(lock);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reloads routes and transports; listeners, data_dir and the like need a restart.
+fn reload(config_path: &Path, running: &Config, snap: &SnapshotCell) {
+    let fresh = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(errors = %e, "reload refused: config invalid; the running config stays");
+            return;
+        }
+    };
+    if fresh.data_dir != running.data_dir || fresh.submission.listen != running.submission.listen {
+        tracing::warn!("reload: data_dir and listener changes take effect at the next restart");
+    }
+    let built = tls_configs(&fresh)
+        .map_err(|e| e.to_string())
+        .and_then(|tls| snapshot::build(&fresh, &tls));
+    match built {
+        Ok(s) => {
+            snap.set(s);
+            tracing::info!("reload: routes and transports replaced");
+        }
+        Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
+    }
+}

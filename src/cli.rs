@@ -1,0 +1,128 @@
+//! Command-line front ends that talk to a running gateway: a small HTTP client for the
+//! admin API and the `queue` commands built on it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+
+use crate::app::{ready_path, Ready};
+use crate::config::Config;
+
+/// Where the admin API is and how to authenticate.
+pub struct AdminTarget {
+    pub addr: String,
+    pub token: Option<String>,
+}
+
+/// Finds the admin API: `--admin URL` wins; else the running gateway's `ready.json`
+/// under the config's data_dir; else the configured `admin.listen`.
+pub fn admin_target(config_path: &Path, admin: Option<&str>) -> anyhow::Result<AdminTarget> {
+    let config = Config::load(config_path).ok();
+    let token = match &config {
+        Some(c) if !c.admin.token_file.is_empty() => Some(
+            std::fs::read_to_string(&c.admin.token_file)
+                .with_context(|| format!("reading admin.token_file {}", c.admin.token_file))?
+                .trim()
+                .to_string(),
+        ),
+        _ => None,
+    };
+    if let Some(url) = admin {
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        return Ok(AdminTarget { addr, token });
+    }
+    let config = config.ok_or_else(|| anyhow!("cannot load {}; pass --admin http://HOST:PORT", config_path.display()))?;
+    if let Ok(text) = std::fs::read(ready_path(&config.data_dir)) {
+        if let Ok(ready) = serde_json::from_slice::<Ready>(&text) {
+            if let Some(a) = ready.admin {
+                return Ok(AdminTarget { addr: a.to_string(), token });
+            }
+        }
+    }
+    if config.admin.listen.is_empty() {
+        bail!("the admin API is disabled (admin.listen is empty)");
+    }
+    Ok(AdminTarget {
+        addr: config.admin.listen.clone(),
+        token,
+    })
+}
+
+/// A plain HTTP/1.0 request to the admin API; returns status and body.
+pub fn http(target: &AdminTarget, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(&target.addr).with_context(|| format!("connecting to the admin API at {} (is the gateway running?)", target.addr))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n", target.addr);
+    if let Some(t) = &target.token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if body.is_some() {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", payload.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(&payload);
+    stream.write_all(req.as_bytes())?;
+    let mut resp = Vec::new();
+    stream.read_to_end(&mut resp)?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response from {}", target.addr))?;
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP status line from {}", target.addr))?;
+    Ok((status, resp[split + 4..].to_vec()))
+}
+
+/// `relaygate queue list`.
+pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
+    let (status, body) = http(target, "GET", "/api/queue", None)?;
+    if status != 200 {
+        bail!("admin API answered {status}: {}", String::from_utf8_lossy(&body).trim());
+    }
+    let v: Value = serde_json::from_slice(&body).context("admin API sent invalid JSON")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let empty = Vec::new();
+    let messages = v["messages"].as_array().unwrap_or(&empty);
+    if messages.is_empty() {
+        println!("queue is empty");
+        return Ok(());
+    }
+    for m in messages {
+        let held = if m["held"].as_bool() == Some(true) { " HELD" } else { "" };
+        println!(
+            "{}  {}  {} bytes  from <{}>{}",
+            m["id"].as_str().unwrap_or("?"),
+            m["received"].as_str().unwrap_or("?"),
+            m["size"],
+            m["from"].as_str().unwrap_or(""),
+            held
+        );
+        for r in m["rcpts"].as_array().unwrap_or(&empty) {
+            println!(
+                "    <{}> {} attempts={} next={} transport={} last={}",
+                r["address"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+                r["attempts"],
+                r["next_attempt"].as_str().unwrap_or("-"),
+                r["transport"].as_str().unwrap_or("-"),
+                r["last_reply"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,840 @@
+//! The config file: its TOML shape (every key of the product spec, `deny_unknown_fields`),
+//! defaults, and validation that reports errors with the file, line and key.
+//!
+//! Parsing yields [`Config`]; [`Config::validate`] checks what the types cannot (routes
+//! naming missing transports, transport fields per kind, domain syntax). The runtime view
+//! of routes and transports is built from a validated config by `crate::snapshot`.
+
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// The config embedded as the default: `config/relaygate.toml` of the source tree.
+pub const DEFAULT_CONFIG_PATH: &str = "config/relaygate.toml";
+
+/// A config problem, with where it is when that is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ": line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A list of errors found in one config file.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A duration written as text ("7m30s").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        units::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size written as text ("25MiB") or as a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanSize(pub u64);
+
+impl<'de> Deserialize<'de> for HumanSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(HumanSize(n)),
+            Raw::Text(t) => units::parse_size(&t)
+                .map(HumanSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One string or a list of strings (`address = "a"` or `address = ["a", "b"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::One(s) => OneOrMany(vec![s]),
+            Raw::Many(v) => OneOrMany(v),
+        })
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// EHLO name, and the name in Received headers and DSNs.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Spool and local state. Relative paths are relative to the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Where applications submit.
+    #[serde(default)]
+    pub submission: SubmissionConfig,
+    /// The admin HTTP listener (metrics, health, queue API).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// DNS resolution for direct delivery.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Queue and retry schedule.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Direct MX delivery.
+    #[serde(default)]
+    pub direct: DirectConfig,
+    /// MTA-STS policy fetching.
+    #[serde(default)]
+    pub mtasts: MtaStsConfig,
+    /// TLS trust shared by every PKIX check.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Where routes, transports and accounts come from.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Named transports that routes refer to.
+    #[serde(default)]
+    pub transports: BTreeMap<String, TransportConfig>,
+    /// Global routes, evaluated in order after account and sender-domain routes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// SASL identities of submitting applications, with their own routes.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountConfig>,
+    /// Sender-domain routes.
+    #[serde(default)]
+    pub domains: BTreeMap<String, DomainConfig>,
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionConfig {
+    /// Plain listeners (STARTTLS offered when a certificate is set).
+    #[serde(default = "default_submission_listen")]
+    pub listen: Vec<String>,
+    /// Implicit-TLS listeners.
+    #[serde(default)]
+    pub listen_tls: Vec<String>,
+    /// PEM certificate chain for STARTTLS and implicit TLS.
+    #[serde(default)]
+    pub tls_cert: String,
+    /// PEM private key for `tls_cert`.
+    #[serde(default)]
+    pub tls_key: String,
+    /// Networks that may submit without AUTH.
+    #[serde(default = "default_trusted_networks")]
+    pub trusted_networks: Vec<String>,
+    /// Largest message accepted (SIZE, enforced with 552).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: HumanSize,
+    /// Most simultaneous client connections; further ones get 421.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most recipients in one transaction.
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+}
+
+impl Default for SubmissionConfig {
+    fn default() -> Self {
+        SubmissionConfig {
+            listen: default_submission_listen(),
+            listen_tls: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            trusted_networks: default_trusted_networks(),
+            max_message_size: default_max_message_size(),
+            max_connections: default_max_connections(),
+            max_recipients: default_max_recipients(),
+        }
+    }
+}
+
+fn default_submission_listen() -> Vec<String> {
+    vec!["127.0.0.1:2525".into()]
+}
+fn default_trusted_networks() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+fn default_max_message_size() -> HumanSize {
+    HumanSize(25 << 20)
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_recipients() -> usize {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener; empty disables it.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// File holding the bearer token; required when `listen` is not loopback.
+    #[serde(default)]
+    pub token_file: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            token_file: String::new(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9025".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Resolvers as "IP:PORT"; empty means /etc/resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Trust the AD bit of the configured (validating) resolvers.
+    #[serde(default)]
+    pub trust_ad: bool,
+    /// Validate DNSSEC in process.
+    #[serde(default)]
+    pub validate: bool,
+    /// DS/DNSKEY trust anchors for `validate` (default: the root's).
+    #[serde(default)]
+    pub trust_anchor_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Attempts before a recipient fails with a DSN.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt; each later delay doubles.
+    #[serde(default = "default_first_retry")]
+    pub first_retry: HumanDuration,
+    /// Deliveries in flight at once, over all destinations.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Deliveries in flight at once to one destination (transport and domain).
+    #[serde(default = "default_max_per_destination")]
+    pub max_per_destination: usize,
+    /// The attempt after which a delayed DSN is sent (0 disables it).
+    #[serde(default = "default_delay_dsn_after")]
+    pub delayed_dsn_after: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_attempts: default_max_attempts(),
+            first_retry: default_first_retry(),
+            max_concurrency: default_max_concurrency(),
+            max_per_destination: default_max_per_destination(),
+            delayed_dsn_after: default_delay_dsn_after(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_first_retry() -> HumanDuration {
+    HumanDuration(Duration::from_secs(450))
+}
+fn default_max_concurrency() -> usize {
+    100
+}
+fn default_max_per_destination() -> usize {
+    20
+}
+fn default_delay_dsn_after() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectConfig {
+    /// Remote SMTP port; change only for labs and tests.
+    #[serde(default = "default_direct_port")]
+    pub port: u16,
+    /// MX host name → port; labs and tests only.
+    #[serde(default)]
+    pub port_overrides: BTreeMap<String, u16>,
+    /// Never dial IPv4 addresses.
+    #[serde(default)]
+    pub disable_ipv4: bool,
+    /// Never dial IPv6 addresses.
+    #[serde(default)]
+    pub disable_ipv6: bool,
+}
+
+impl Default for DirectConfig {
+    fn default() -> Self {
+        DirectConfig {
+            port: default_direct_port(),
+            port_overrides: BTreeMap::new(),
+            disable_ipv4: false,
+            disable_ipv6: false,
+        }
+    }
+}
+
+fn default_direct_port() -> u16 {
+    25
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtaStsConfig {
+    /// HTTPS port for policy fetches; change only for labs and tests.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+}
+
+impl Default for MtaStsConfig {
+    fn default() -> Self {
+        MtaStsConfig {
+            https_port: default_https_port(),
+        }
+    }
+}
+
+fn default_https_port() -> u16 {
+    443
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Extra trusted roots (PEM) for every PKIX check.
+    #[serde(default)]
+    pub extra_ca_file: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    File,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// "file" (routes from this file) or "redis".
+    #[serde(default = "default_store_kind")]
+    pub kind: StoreKind,
+    /// Redis URL when `kind = "redis"`.
+    #[serde(default = "default_redis_url")]
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: default_store_kind(),
+            redis_url: default_redis_url(),
+            key_prefix: default_key_prefix(),
+        }
+    }
+}
+
+fn default_store_kind() -> StoreKind {
+    StoreKind::File
+}
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379/0".into()
+}
+fn default_key_prefix() -> String {
+    "relaygate:".into()
+}
+
+/// The kinds of transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Direct,
+    Smtp,
+    Submission,
+    Submissions,
+    Socks,
+}
+
+impl TransportKind {
+    pub fn default_port(self) -> u16 {
+        match self {
+            TransportKind::Direct | TransportKind::Smtp | TransportKind::Socks => 25,
+            TransportKind::Submission => 587,
+            TransportKind::Submissions => 465,
+        }
+    }
+
+    pub fn is_smarthost(self) -> bool {
+        match self {
+            TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => true,
+            TransportKind::Direct | TransportKind::Socks => false,
+        }
+    }
+}
+
+/// A named transport. Which fields apply depends on `kind`; validation says which.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    pub kind: TransportKind,
+    /// Smarthost name or address.
+    #[serde(default)]
+    pub host: String,
+    /// Smarthost port; default by kind (25 / 587 / 465).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// SASL user name for the smarthost.
+    #[serde(default)]
+    pub username: String,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: String,
+    /// The password itself (discouraged).
+    #[serde(default)]
+    pub password: String,
+    /// SASL mechanisms in preference order.
+    #[serde(default)]
+    pub mechanisms: Vec<String>,
+    /// Accept any certificate (still checks handshake signatures).
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
+    /// Do not use STARTTLS (refused for `submissions`).
+    #[serde(default)]
+    pub no_starttls: bool,
+    /// Reach this smarthost through the named socks transport's proxy.
+    #[serde(default)]
+    pub socks_proxy: String,
+    /// SOCKS5 proxy address(es), tried in order.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub address: Vec<String>,
+    /// The proxy's egress IPs (for dnscheck/SPF).
+    #[serde(default)]
+    pub remote_ips: Vec<String>,
+    /// EHLO name used through this proxy.
+    #[serde(default)]
+    pub remote_hostname: String,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    OneOrMany::deserialize(d).map(|v| v.0)
+}
+
+/// A route as written in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Sender domains; empty = any; a leading "." includes subdomains.
+    #[serde(default)]
+    pub from_domain: Vec<String>,
+    /// Recipient domains; same syntax.
+    #[serde(default)]
+    pub to_domain: Vec<String>,
+    /// Matches when at least this many attempts are already done.
+    #[serde(default)]
+    pub minimum_attempts: u32,
+    /// Transport name; empty = direct delivery.
+    #[serde(default = "empty_spanned")]
+    pub transport: Spanned<String>,
+}
+
+fn empty_spanned() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// File holding the account's password.
+    #[serde(default)]
+    pub password_file: String,
+    /// Environment variable holding the account's password.
+    #[serde(default)]
+    pub password_env: String,
+    /// Routes for mail this account submits.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// Routes for mail from this sender domain.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Converts a byte offset in `text` into a 1-based line number.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Finds the key named in a serde message such as "unknown field `foo`, expected ...".
+fn key_in_message(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: None,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: e.span().map(|s| line_of(text, s.start)),
+                key: key_in_message(&message),
+                message,
+            }])
+        })?;
+        let errors = config.validate(path, text);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Checks what the types do not: per-kind transport fields, route targets, domains,
+    /// listener addresses, networks.
+    pub fn validate(&self, path: &Path, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |line: Option<usize>, key: &str, message: String| {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line,
+                key: Some(key.to_string()),
+                message,
+            })
+        };
+        let find_line = |needle: &str| {
+            text.find(needle).map(|offset| line_of(text, offset))
+        };
+
+        if self.hostname.trim().is_empty() {
+            err(find_line("hostname"), "hostname", "must not be empty".into());
+        }
+        for addr in self.submission.listen.iter().chain(&self.submission.listen_tls) {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                err(
+                    find_line(addr),
+                    "submission.listen",
+                    format!("{addr:?} is not an IP:PORT address"),
+                );
+            }
+        }
+        if !self.submission.listen_tls.is_empty()
+            && (self.submission.tls_cert.is_empty() || self.submission.tls_key.is_empty())
+        {
+            err(
+                find_line("listen_tls"),
+                "submission.listen_tls",
+                "implicit TLS listeners need submission.tls_cert and submission.tls_key".into(),
+            );
+        }
+        if self.submission.tls_cert.is_empty() != self.submission.tls_key.is_empty() {
+            err(
+                find_line("tls_cert").or(find_line("tls_key")),
+                "submission.tls_cert",
+                "tls_cert and tls_key go together".into(),
+            );
+        }
+        for net in &self.submission.trusted_networks {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                err(
+                    find_line(net),
+                    "submission.trusted_networks",
+                    format!("{net:?} is not a network (e.g. 10.0.0.0/8)"),
+                );
+            }
+        }
+        if !self.admin.listen.is_empty()
+            && self.admin.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            err(
+                find_line(&self.admin.listen),
+                "admin.listen",
+                format!("{:?} is not an IP:PORT address", self.admin.listen),
+            );
+        }
+        if self.queue.max_attempts == 0 {
+            err(find_line("max_attempts"), "queue.max_attempts", "must be at least 1".into());
+        }
+        if self.queue.first_retry.0.is_zero() {
+            err(find_line("first_retry"), "queue.first_retry", "must be positive".into());
+        }
+        if self.queue.max_concurrency == 0 || self.queue.max_per_destination == 0 {
+            err(
+                find_line("max_concurrency").or(find_line("max_per_destination")),
+                "queue.max_concurrency",
+                "concurrency limits must be at least 1".into(),
+            );
+        }
+
+        for (name, t) in &self.transports {
+            let key = format!("transports.{name}");
+            let line = find_line(&format!("[transports.{name}]"))
+                .or(find_line(&format!("[transports.\"{name}\"]")));
+            for problem in transport_problems(name, t, &self.transports) {
+                err(line, &key, problem);
+            }
+        }
+
+        let mut check_routes = |routes: &[RouteConfig], key: &str| {
+            for (i, r) in routes.iter().enumerate() {
+                let span = r.transport.span();
+                let line = if span.end > 0 {
+                    Some(line_of(text, span.start))
+                } else {
+                    None
+                };
+                let name = r.transport.get_ref();
+                if !name.is_empty() && !self.transports.contains_key(name) {
+                    errors.push(ConfigError {
+                        file: path.to_path_buf(),
+                        line,
+                        key: Some(format!("{key}[{i}].transport")),
+                        message: format!("route names transport {name:?}, which is not defined"),
+                    });
+                }
+                for d in r.from_domain.iter().chain(&r.to_domain) {
+                    if let Err(e) = crate::routes::DomainPattern::parse(d) {
+                        errors.push(ConfigError {
+                            file: path.to_path_buf(),
+                            line: line.or(find_line(d)),
+                            key: Some(format!("{key}[{i}]")),
+                            message: e,
+                        });
+                    }
+                }
+            }
+        };
+        check_routes(&self.routes, "routes");
+        for (name, acct) in &self.accounts {
+            check_routes(&acct.routes, &format!("accounts.{name}.routes"));
+        }
+        for (domain, d) in &self.domains {
+            check_routes(&d.routes, &format!("domains.{domain:?}.routes"));
+        }
+        for domain in self.domains.keys() {
+            if crate::routes::normalize_domain(domain).is_err() {
+                errors.push(ConfigError {
+                    file: path.to_path_buf(),
+                    line: find_line(domain),
+                    key: Some(format!("domains.{domain:?}")),
+                    message: format!("{domain:?} is not a valid domain"),
+                });
+            }
+        }
+        errors
+    }
+}
+
+/// What is wrong with one transport's fields for its kind.
+pub fn transport_problems(
+    name: &str,
+    t: &TransportConfig,
+    all: &BTreeMap<String, TransportConfig>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let secrets = [&t.password_file, &t.password_env, &t.password]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .count();
+    if secrets > 1 {
+        out.push("set only one of password_file, password_env, password".into());
+    }
+    match t.kind {
+        TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
+            if t.host.trim().is_empty() {
+                out.push(format!("transport {name:?} of kind {:?} needs `host`", t.kind));
+            }
+            if t.kind == TransportKind::Submissions && t.no_starttls {
+                out.push("no_starttls cannot apply to submissions (implicit TLS)".into());
+            }
+            if !t.address.is_empty() || !t.remote_ips.is_empty() {
+                out.push("address/remote_ips apply only to socks transports".into());
+            }
+            if secrets > 0 && t.username.is_empty() {
+                out.push("a password is set but no username".into());
+            }
+            if !t.socks_proxy.is_empty() {
+                match all.get(&t.socks_proxy) {
+                    Some(p) if p.kind == TransportKind::Socks => {}
+                    Some(_) => out.push(format!(
+                        "socks_proxy {:?} is not a socks transport",
+                        t.socks_proxy
+                    )),
+                    None => out.push(format!(
+                        "socks_proxy names transport {:?}, which is not defined",
+                        t.socks_proxy
+                    )),
+                }
+            }
+        }
+        TransportKind::Socks => {
+            if t.address.is_empty() {
+                out.push(format!("socks transport {name:?} needs `address`"));
+            }
+            if !t.host.is_empty() {
+                out.push("`host` does not apply to socks transports (use `address`)".into());
+            }
+        }
+        TransportKind::Direct => {
+            if !t.host.is_empty() || !t.address.is_empty() {
+                out.push("direct transports take no host or address".into());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gets_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.submission.listen, vec!["127.0.0.1:2525"]);
+        assert_eq!(c.admin.listen, "127.0.0.1:9025");
+        assert_eq!(c.queue.max_attempts, 8);
+        assert_eq!(c.queue.first_retry.0, Duration::from_secs(450));
+        assert_eq!(c.submission.max_message_size.0, 25 << 20);
+        assert_eq!(c.store.kind, StoreKind::File);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = parse("hostname = \"a\"\n\n[queue]\nmax_atempts = 3\n").unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].line, Some(4));
+        assert_eq!(e.0[0].key.as_deref(), Some("max_atempts"));
+    }
+
+    #[test]
+    fn route_to_missing_transport_names_line() {
+        let text = "[transports.a]\nkind = \"smtp\"\nhost = \"h\"\n\n[[routes]]\ntransport = \"a\"\n\n[[routes]]\nto_domain = [\"x.org\"]\ntransport = \"b\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].line, Some(10));
+        assert!(e.to_string().contains("\"b\""), "{e}");
+    }
+
+    #[test]
+    fn transport_kind_checks() {
+        let e = parse("[transports.s]\nkind = \"submissions\"\nhost = \"h\"\nno_starttls = true\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("no_starttls"), "{e}");
+        let e = parse("[transports.p]\nkind = \"socks\"\n").unwrap_err();
+        assert!(e.to_string().contains("address"), "{e}");
+        let c = parse("[transports.p]\nkind = \"socks\"\naddress = \"127.0.0.1:1080\"\n").unwrap();
+        assert_eq!(c.transports["p"].address, vec!["127.0.0.1:1080"]);
+    }
+
+    #[test]
+    fn bad_domain_in_route() {
+        let e = parse("[[routes]]\nto_domain = [\"bad domain\"]\n").unwrap_err();
+        assert!(e.to_string().contains("bad domain"), "{e}");
+    }
+}

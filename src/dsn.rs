@@ -1,0 +1,248 @@
+//! Delivery status notifications (RFC 3464, carried in multipart/report, RFC 6522):
+//! what the sender gets back when recipients fail or are delayed. Pure: facts in, the
+//! message bytes out. The queue decides when one is due and submits it to itself with a
+//! null sender, so a DSN is never answered by another DSN.
+
+use crate::message::{header_section, field_value};
+use crate::model::{format_id, rfc5322_date, Ret, StoredMessage};
+
+/// Largest original message included whole; above it only the headers are returned.
+const FULL_RETURN_LIMIT: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    Delayed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+        }
+    }
+}
+
+/// One recipient's line in the report.
+#[derive(Debug, Clone)]
+pub struct DsnRecipient {
+    pub address: String,
+    pub orcpt: Option<String>,
+    /// The remote's reply or our own reason, e.g. "550 5.1.1 no such user".
+    pub diagnostic: String,
+    /// "host [ip]" of the remote MTA, when a connection was made.
+    pub remote_mta: Option<String>,
+    pub last_attempt_ms: i64,
+    /// For delayed DSNs: when we give up.
+    pub will_retry_until_ms: Option<i64>,
+}
+
+pub struct DsnInput<'a> {
+    pub hostname: &'a str,
+    pub original: &'a StoredMessage,
+    pub body: &'a [u8],
+    pub action: Action,
+    pub rcpts: &'a [DsnRecipient],
+    pub now_ms: i64,
+    /// Id of the DSN message itself (for its Message-ID).
+    pub dsn_id: u64,
+}
+
+/// The status code of a reply: its enhanced code when it has one (RFC 3463), else
+/// derived from the basic code's class.
+pub fn status_of(reply: &str, action: Action) -> String {
+    let mut parts = reply.split_whitespace();
+    let basic = parts.next().unwrap_or("");
+    if let Some(enh) = parts.next() {
+        let nums: Vec<&str> = enh.split('.').collect();
+        if nums.len() == 3
+            && matches!(nums[0], "2" | "4" | "5")
+            && nums[1..].iter().all(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let class = match action {
+                Action::Delayed => "4",
+                Action::Failed => nums[0],
+            };
+            return format!("{class}.{}.{}", nums[1], nums[2]);
+        }
+    }
+    match (action, basic.as_bytes().first()) {
+        (Action::Delayed, _) => "4.0.0".into(),
+        (Action::Failed, Some(b'4')) => "4.0.0".into(),
+        (Action::Failed, _) => "5.0.0".into(),
+    }
+}
+
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// Builds the DSN message (headers and body, CRLF line ends).
+pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
+    let o = input.original;
+    let boundary = format!("{}/{}", format_id(input.dsn_id), input.hostname);
+    let subject = match input.action {
+        Action::Failed => "Delivery Status Notification (Failure)",
+        Action::Delayed => "Delivery Status Notification (Delay)",
+    };
+    let orig_headers = header_section(input.body);
+    let orig_subject = field_value(orig_headers, "Subject").unwrap_or_default();
+    let mut m = String::new();
+    m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{}>\r\n", input.hostname));
+    m.push_str(&format!("To: <{}>\r\n", o.mail_from));
+    m.push_str(&format!("Subject: {subject}\r\n"));
+    m.push_str(&format!("Date: {}\r\n", rfc5322_date(input.now_ms)));
+    m.push_str(&format!("Message-ID: <{}@{}>\r\n", format_id(input.dsn_id), input.hostname));
+    // RFC 3834 §5: automatic responses are marked.
+    m.push_str("Auto-Submitted: auto-replied\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str("This is a MIME-encapsulated delivery status notification.\r\n\r\n");
+
+    // Human-readable part.
+    m.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    match input.action {
+        Action::Failed => m.push_str(&format!(
+            "This is the mail gateway at {}.\r\n\r\nYour message could not be delivered to the following recipients; no further attempts will be made:\r\n\r\n",
+            input.hostname
+        )),
+        Action::Delayed => m.push_str(&format!(
+            "This is the mail gateway at {}.\r\n\r\nYour message has not been delivered yet to the following recipients. Delivery will be retried; you do not need to resend it.\r\n\r\n",
+            input.hostname
+        )),
+    }
+    for r in input.rcpts {
+        m.push_str(&format!("  <{}>\r\n    {}\r\n", r.address, clean(&r.diagnostic)));
+        if let Some(mta) = &r.remote_mta {
+            m.push_str(&format!("    (remote server {})\r\n", clean(mta)));
+        }
+        if let Some(until) = r.will_retry_until_ms {
+            m.push_str(&format!("    Will retry until {}\r\n", rfc5322_date(until)));
+        }
+    }
+    if !orig_subject.is_empty() {
+        m.push_str(&format!("\r\nSubject of your message: {}\r\n", clean(&orig_subject)));
+    }
+    m.push_str(&format!("Queue id: {}\r\n\r\n", format_id(o.id)));
+
+    // Machine-readable part (RFC 3464 §2.2, §2.3).
+    m.push_str(&format!("--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    m.push_str(&format!("Reporting-MTA: dns; {}\r\n", input.hostname));
+    if let Some(envid) = &o.params.envid {
+        m.push_str(&format!("Original-Envelope-Id: {}\r\n", clean(envid)));
+    }
+    m.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(o.received_at)));
+    for r in input.rcpts {
+        m.push_str("\r\n");
+        if let Some(orcpt) = &r.orcpt {
+            m.push_str(&format!("Original-Recipient: {}\r\n", clean(orcpt)));
+        }
+        m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", r.address));
+        m.push_str(&format!("Action: {}\r\n", input.action.as_str()));
+        m.push_str(&format!("Status: {}\r\n", status_of(&r.diagnostic, input.action)));
+        if let Some(mta) = &r.remote_mta {
+            let host = mta.split_whitespace().next().unwrap_or(mta);
+            m.push_str(&format!("Remote-MTA: dns; {}\r\n", clean(host)));
+        }
+        let is_smtp_reply = r.diagnostic.as_bytes().first().is_some_and(|b| b.is_ascii_digit());
+        let diag_type = if is_smtp_reply { "smtp" } else { "x-local" };
+        m.push_str(&format!("Diagnostic-Code: {diag_type}; {}\r\n", clean(&r.diagnostic)));
+        m.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc5322_date(r.last_attempt_ms)));
+        if let Some(until) = r.will_retry_until_ms {
+            m.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
+        }
+    }
+    m.push_str("\r\n");
+
+    // The original: whole for failures when asked (or small enough), headers otherwise.
+    let full = input.action == Action::Failed
+        && o.params.ret != Some(Ret::Hdrs)
+        && input.body.len() <= FULL_RETURN_LIMIT;
+    let mut out = m.into_bytes();
+    if full {
+        out.extend_from_slice(format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes());
+        out.extend_from_slice(input.body);
+        if !input.body.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    } else {
+        out.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
+        );
+        out.extend_from_slice(orig_headers);
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MailParams, Overrides};
+
+    fn original() -> StoredMessage {
+        StoredMessage {
+            id: 1,
+            received_at: 0,
+            mail_from: "sender@s.org".into(),
+            params: MailParams { envid: Some("E1".into()), ..Default::default() },
+            account: None,
+            client: None,
+            size: 10,
+            overrides: Overrides::default(),
+            rcpts: vec![],
+        }
+    }
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(status_of("550 5.1.1 no", Action::Failed), "5.1.1");
+        assert_eq!(status_of("451 4.7.1 later", Action::Delayed), "4.7.1");
+        assert_eq!(status_of("550 no", Action::Failed), "5.0.0");
+        assert_eq!(status_of("connection refused", Action::Failed), "5.0.0");
+        assert_eq!(status_of("451 x", Action::Failed), "4.0.0");
+    }
+
+    #[test]
+    fn failed_report_has_the_fields() {
+        let o = original();
+        let body = b"Subject: hello\r\n\r\nbody\r\n";
+        let rcpts = vec![DsnRecipient {
+            address: "r@x.org".into(),
+            orcpt: Some("rfc822;R@x.org".into()),
+            diagnostic: "550 5.1.1 user unknown".into(),
+            remote_mta: Some("mx.x.org [192.0.2.1]".into()),
+            last_attempt_ms: 0,
+            will_retry_until_ms: None,
+        }];
+        let out = String::from_utf8(build(&DsnInput {
+            hostname: "gw.test",
+            original: &o,
+            body,
+            action: Action::Failed,
+            rcpts: &rcpts,
+            now_ms: 0,
+            dsn_id: 2,
+        }))
+        .unwrap();
+        for needle in [
+            "To: <sender@s.org>\r\n",
+            "report-type=delivery-status",
+            "Reporting-MTA: dns; gw.test\r\n",
+            "Original-Envelope-Id: E1\r\n",
+            "Original-Recipient: rfc822;R@x.org\r\n",
+            "Final-Recipient: rfc822; r@x.org\r\n",
+            "Action: failed\r\n",
+            "Status: 5.1.1\r\n",
+            "Remote-MTA: dns; mx.x.org\r\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n",
+            "Content-Type: message/rfc822\r\n\r\nSubject: hello\r\n\r\nbody\r\n",
+        ] {
+            assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+        }
+        assert!(out.ends_with("--\r\n"));
+    }
+}

@@ -1,0 +1,34 @@
+//! relaygate: an SMTP transport and SASL proxy gateway.
+//!
+//! Applications submit mail over SMTP; the gateway stores each message durably before
+//! answering `250`, then delivers it, choosing a route and a transport at every attempt.
+//!
+//! # Layout
+//! - [`config`]: the TOML config file, defaults and validation with line numbers.
+//! - [`submission`]: the SMTP server applications talk to (protocol, DATA, sessions).
+//! - [`message`]: headers the gateway adds (Received, Date, Message-ID).
+//! - [`spool`]: the durable append-only log with group commit and replay.
+//! - [`model`]: the stored message and per-recipient state.
+//! - [`queue`]: due-time index, the decision after each attempt, the scheduler.
+//! - [`routes`]: pure route selection (account → sender domain → global).
+//! - [`snapshot`]: routes and live transport objects, swapped whole on reload.
+//! - [`dsn`]: delivery status notifications (RFC 3464).
+//! - [`admin`], [`metrics`]: the admin HTTP API, Prometheus metrics.
+//! - [`app`]: start-up, signals, shutdown; [`cli`]: commands that talk to a gateway.
+//!
+//! Outbound SMTP (client sessions, TLS, smarthosts) lives in the `relaygate-transports`
+//! crate, which knows nothing about the queue.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod dsn;
+pub mod message;
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod routes;
+pub mod snapshot;
+pub mod spool;
+pub mod submission;

@@ -1,0 +1,120 @@
+//! The `relaygate` command: parses arguments, sets up logging, runs a subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use relaygate::config::{Config, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser)]
+#[command(name = "relaygate", version, about = "SMTP transport and SASL proxy gateway")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a config file; exit 0 when it is good, 1 with the errors otherwise.
+    CheckConfig {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Queue administration through the running gateway's admin API.
+    Queue {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        /// Admin API base URL (default: from the config / the running gateway).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// List queued messages and the state of each recipient.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                let routes = c.routes.len()
+                    + c.domains.values().map(|d| d.routes.len()).sum::<usize>()
+                    + c.accounts.values().map(|a| a.routes.len()).sum::<usize>();
+                println!(
+                    "{}: OK ({} transports, {} routes, store {:?})",
+                    config.display(),
+                    c.transports.len(),
+                    routes,
+                    c.store.kind
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            init_logging(cli.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("relaygate: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(relaygate::app::serve(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("relaygate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Queue { config, admin, action } => {
+            let result = relaygate::cli::admin_target(&config, admin.as_deref()).and_then(|target| match action {
+                QueueAction::List { json } => relaygate::cli::queue_list(&target, json),
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("relaygate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! The queue: every message not yet finished, one entry per recipient, with a due-time
+//! index so the scheduler finds what to send next without scanning everything.
+//!
+//! The in-memory state mirrors the spool. Each change is applied in memory and appended
+//! to the spool while the queue lock is held, so the spool's order of records is the
+//! order of the changes. A new message is in the queue only once it is durable.
+//!
+//! What happens after an attempt is decided in one place, [`decide`]: delivered, retried
+//! later (doubling back-off, a delayed DSN after the configured attempt), or failed with a
+//! DSN to the sender (never for a null sender). The scheduler (`scheduler.rs`) takes due
+//! recipients, groups them into transactions and runs them.
+
+pub mod retry;
+pub mod scheduler;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::dsn::{self, Action, DsnRecipient};
+use crate::model::{
+    format_id, now_ms, AttemptInfo, MailParams, MsgId, Overrides, RcptState, Recipient,
+    StoredMessage,
+};
+use crate::spool::record::{self, RecipientUpdate};
+use crate::spool::{BodyRef, Recovered, Spool, SpoolError};
+
+/// Queue behaviour from the config.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub hostname: String,
+    pub max_attempts: u32,
+    pub first_retry: Duration,
+    /// Attempt after which a delayed DSN goes out (0: never).
+    pub delayed_dsn_after: u32,
+}
+
+/// A message as handed over by the submission server.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub mail_from: String,
+    pub params: MailParams,
+    pub account: Option<String>,
+    pub client: Option<String>,
+    /// (address, NOTIFY, ORCPT)
+    pub rcpts: Vec<(String, Option<String>, Option<String>)>,
+    pub body: Vec<u8>,
+}
+
+/// The verdict of one attempt for one recipient, as the transport layer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    Temporary,
+    Permanent,
+}
+
+/// One recipient's result of an attempt.
+#[derive(Debug, Clone)]
+pub struct RcptResult {
+    pub index: usize,
+    pub verdict: Verdict,
+    pub info: AttemptInfo,
+}
+
+/// Due recipients of one message, handed to the scheduler.
+#[derive(Debug, Clone)]
+pub struct DueWork {
+    pub message: StoredMessage,
+    pub body: BodyRef,
+    pub rcpts: Vec<usize>,
+}
+
+struct Entry {
+    msg: StoredMessage,
+    body: BodyRef,
+    in_flight: Vec<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    messages: HashMap<MsgId, Entry>,
+    /// (due time ms, message, recipient index) for pending, idle, unheld recipients.
+    due: BTreeSet<(i64, MsgId, usize)>,
+}
+
+impl State {
+    fn index(&mut self, id: MsgId) {
+        let Some(e) = self.messages.get(&id) else {
+            return;
+        };
+        if e.msg.overrides.held {
+            return;
+        }
+        for (i, r) in e.msg.rcpts.iter().enumerate() {
+            if let RcptState::Pending { next_attempt } = r.state {
+                if !e.in_flight[i] {
+                    self.due.insert((next_attempt, id, i));
+                }
+            }
+        }
+    }
+}
+
+/// Counts for metrics and health.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueCounts {
+    pub messages: usize,
+    pub pending_rcpts: usize,
+    pub in_flight_rcpts: usize,
+    pub held_messages: usize,
+    pub oldest_received_ms: Option<i64>,
+}
+
+pub struct Queue {
+    spool: Arc<Spool>,
+    settings: QueueSettings,
+    state: Mutex<State>,
+    wake: Notify,
+    last_id: AtomicU64,
+}
+
+/// What to do with a recipient after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub rcpt: Recipient,
+    pub dsn: Option<Action>,
+}
+
+/// The one place that decides between delivered, retry and failure for a recipient.
+pub fn decide(
+    current: &Recipient,
+    verdict: Verdict,
+    info: AttemptInfo,
+    settings: &QueueSettings,
+    null_sender: bool,
+    now: i64,
+) -> Decision {
+    let mut rcpt = current.clone();
+    rcpt.attempts = current.attempts.saturating_add(1);
+    rcpt.last = Some(info);
+    let failure_dsn = |r: &Recipient| (!null_sender && r.wants_notify("FAILURE")).then_some(Action::Failed);
+    match verdict {
+        Verdict::Delivered => {
+            rcpt.state = RcptState::Delivered { at: now };
+            Decision { rcpt, dsn: None }
+        }
+        Verdict::Permanent => {
+            rcpt.state = RcptState::Failed { at: now };
+            let dsn = failure_dsn(&rcpt);
+            Decision { rcpt, dsn }
+        }
+        Verdict::Temporary if rcpt.attempts >= settings.max_attempts => {
+            rcpt.state = RcptState::Failed { at: now };
+            let dsn = failure_dsn(&rcpt);
+            Decision { rcpt, dsn }
+        }
+        Verdict::Temporary => {
+            let delay = retry::jitter(retry::backoff(settings.first_retry, rcpt.attempts));
+            rcpt.state = RcptState::Pending {
+                next_attempt: now + delay.as_millis() as i64,
+            };
+            let delayed_due = settings.delayed_dsn_after > 0
+                && rcpt.attempts >= settings.delayed_dsn_after
+                && !rcpt.delayed_dsn_sent
+                && !null_sender
+                && rcpt.wants_notify("DELAY");
+            let dsn = if delayed_due {
+                rcpt.delayed_dsn_sent = true;
+                Some(Action::Delayed)
+            } else {
+                None
+            };
+            Decision { rcpt, dsn }
+        }
+    }
+}
+
+impl Queue {
+    /// Builds the queue from what the spool recovered.
+    pub fn new(spool: Arc<Spool>, recovered: Vec<Recovered>, settings: QueueSettings) -> Queue {
+        let mut state = State::default();
+        let mut max_id = 0;
+        let mut due_now = 0usize;
+        for r in recovered {
+            max_id = max_id.max(r.message.id);
+            if r.message.is_done() {
+                continue;
+            }
+            let id = r.message.id;
+            let n = r.message.rcpts.len();
+            due_now += r.message.rcpts.iter().filter(|x| !x.state.is_final()).count();
+            state.messages.insert(
+                id,
+                Entry {
+                    msg: r.message,
+                    body: r.body,
+                    in_flight: vec![false; n],
+                },
+            );
+            state.index(id);
+        }
+        if !state.messages.is_empty() {
+            tracing::info!(messages = state.messages.len(), recipients = due_now, "queue: recovered from spool");
+        }
+        Queue {
+            spool,
+            settings,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            last_id: AtomicU64::new(max_id),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    /// A fresh id, larger than every id seen before.
+    pub fn next_id(&self) -> MsgId {
+        let floor = (now_ms().max(0) as u64) << 12;
+        let mut cur = self.last_id.load(Ordering::Relaxed);
+        loop {
+            let next = floor.max(cur + 1);
+            match self
+                .last_id
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Stores a message durably, then queues its recipients for delivery now.
+    pub async fn enqueue(&self, id: MsgId, new: NewMessage) -> Result<MsgId, SpoolError> {
+        let now = now_ms();
+        let msg = StoredMessage {
+            id,
+            received_at: now,
+            mail_from: new.mail_from,
+            params: new.params,
+            account: new.account,
+            client: new.client,
+            size: new.body.len() as u64,
+            overrides: Overrides::default(),
+            rcpts: new
+                .rcpts
+                .into_iter()
+                .map(|(address, notify, orcpt)| Recipient {
+                    address,
+                    notify,
+                    orcpt,
+                    state: RcptState::Pending { next_attempt: now },
+                    attempts: 0,
+                    last: None,
+                    delayed_dsn_sent: false,
+                })
+                .collect(),
+        };
+        let body = self.spool.add_message(&msg, &new.body).await?;
+        let n = msg.rcpts.len();
+        {
+            let mut st = self.lock();
+            st.messages.insert(
+                id,
+                Entry {
+                    msg,
+                    body,
+                    in_flight: vec![false; n],
+                },
+            );
+            st.index(id);
+        }
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Waits until something may have become due.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Wakes the scheduler (after an admin change, for instance).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Earliest due time of an idle pending recipient.
+    pub fn next_due(&self) -> Option<i64> {
+        self.lock().due.iter().next().map(|&(t, _, _)| t)
+    }
+
+    /// Takes the due recipients of at most `max_messages` messages and marks them in
+    /// flight; they come back through [`Queue::finish`] or [`Queue::release`].
+    pub fn take_due(&self, now: i64, max_messages: usize) -> Vec<DueWork> {
+        let mut st = self.lock();
+        let mut picked: Vec<(MsgId, Vec<usize>)> = Vec::new();
+        let mut keys = Vec::new();
+        for &(t, id, idx) in st.due.iter() {
+            if t > now {
+                break;
+            }
+            match picked.iter_mut().find(|(m, _)| *m == id) {
+                Some((_, v)) => v.push(idx),
+                None => {
+                    if picked.len() >= max_messages {
+                        continue;
+                    }
+                    picked.push((id, vec![idx]));
+                }
+            }
+            keys.push((t, id, idx));
+        }
+        for k in keys {
+            st.due.remove(&k);
+        }
+        let mut out = Vec::with_capacity(picked.len());
+        for (id, rcpts) in picked {
+            if let Some(e) = st.messages.get_mut(&id) {
+                for &i in &rcpts {
+                    e.in_flight[i] = true;
+                }
+                out.push(DueWork {
+                    message: e.msg.clone(),
+                    body: e.body,
+                    rcpts,
+                });
+            }
+        }
+        out
+    }
+
+    /// Puts recipients back without an attempt having been made (e.g. on shutdown).
+    pub fn release(&self, id: MsgId, rcpts: &[usize]) {
+        let mut st = self.lock();
+        if let Some(e) = st.messages.get_mut(&id) {
+            for &i in rcpts {
+                if let Some(f) = e.in_flight.get_mut(i) {
+                    *f = false;
+                }
+            }
+            st.index(id);
+        }
+    }
+
+    /// Records the results of an attempt: sends the DSNs that are due (durably, before
+    /// the failure is recorded), updates the recipients, and drops the message when
+    /// every recipient is final.
+    pub async fn finish(&self, id: MsgId, results: Vec<RcptResult>) {
+        let now = now_ms();
+        let (decisions, original, body_ref) = {
+            let st = self.lock();
+            let Some(e) = st.messages.get(&id) else {
+                return;
+            };
+            let null_sender = e.msg.mail_from.is_empty();
+            let decisions: Vec<(usize, Decision)> = results
+                .into_iter()
+                .filter_map(|r| {
+                    let current = e.msg.rcpts.get(r.index)?;
+                    Some((
+                        r.index,
+                        decide(current, r.verdict, r.info, &self.settings, null_sender, now),
+                    ))
+                })
+                .collect();
+            (decisions, e.msg.clone(), e.body)
+        };
+
+        for action in [Action::Failed, Action::Delayed] {
+            let rcpts: Vec<DsnRecipient> = decisions
+                .iter()
+                .filter(|(_, d)| d.dsn == Some(action))
+                .map(|(_, d)| self.dsn_recipient(&d.rcpt, action, now))
+                .collect();
+            if rcpts.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.send_dsn(&original, body_ref, action, &rcpts, now).await {
+                tracing::error!(queue_id = %format_id(id), error = %e, "queue: cannot queue DSN");
+            }
+        }
+        for (_, d) in &decisions {
+            if d.rcpt.state.is_final() && d.dsn.is_none() && matches!(d.rcpt.state, RcptState::Failed { .. }) {
+                tracing::info!(queue_id = %format_id(id), rcpt = %d.rcpt.address,
+                    "queue: recipient failed; no DSN (null sender or NOTIFY)");
+            }
+        }
+
+        let mut st = self.lock();
+        let Some(e) = st.messages.get_mut(&id) else {
+            return;
+        };
+        let mut records = Vec::with_capacity(decisions.len() + 1);
+        for (index, d) in decisions {
+            if let Some(slot) = e.msg.rcpts.get_mut(index) {
+                *slot = d.rcpt.clone();
+                e.in_flight[index] = false;
+                records.push(record::encode_recipient(&RecipientUpdate {
+                    id,
+                    index,
+                    rcpt: d.rcpt,
+                }));
+            }
+        }
+        let done = e.msg.is_done();
+        let body_segment = e.body.segment;
+        if done && e.in_flight.iter().all(|f| !f) {
+            records.push(record::encode_removal(id));
+            st.messages.remove(&id);
+            self.spool.count_live(body_segment, -1);
+        } else {
+            st.index(id);
+        }
+        // Durability of these records is not awaited: losing them in a crash means an
+        // extra attempt (at-least-once), never a lost message.
+        drop(self.spool.submit(records));
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn dsn_recipient(&self, r: &Recipient, action: Action, now: i64) -> DsnRecipient {
+        let last = r.last.clone().unwrap_or_default();
+        DsnRecipient {
+            address: r.address.clone(),
+            orcpt: r.orcpt.clone(),
+            diagnostic: last.reply,
+            remote_mta: last.remote,
+            last_attempt_ms: if last.at > 0 { last.at } else { now },
+            will_retry_until_ms: match action {
+                Action::Delayed => Some(retry::last_attempt_at(
+                    now,
+                    self.settings.first_retry,
+                    r.attempts,
+                    self.settings.max_attempts,
+                )),
+                Action::Failed => None,
+            },
+        }
+    }
+
+    async fn send_dsn(
+        &self,
+        original: &StoredMessage,
+        body_ref: BodyRef,
+        action: Action,
+        rcpts: &[DsnRecipient],
+        now: i64,
+    ) -> Result<(), SpoolError> {
+        let body = self.spool.read_body(body_ref).await?;
+        let dsn_id = self.next_id();
+        let dsn_body = dsn::build(&dsn::DsnInput {
+            hostname: &self.settings.hostname,
+            original,
+            body: &body,
+            action,
+            rcpts,
+            now_ms: now,
+            dsn_id,
+        });
+        let eight_bit = dsn_body.iter().any(|&b| b >= 0x80);
+        self.enqueue(
+            dsn_id,
+            NewMessage {
+                mail_from: String::new(),
+                params: MailParams {
+                    eight_bit,
+                    ..Default::default()
+                },
+                account: None,
+                client: None,
+                rcpts: vec![(original.mail_from.clone(), None, None)],
+                body: dsn_body,
+            },
+        )
+        .await?;
+        tracing::info!(queue_id = %format_id(original.id), dsn_id = %format_id(dsn_id),
+            action = ?action, to = %original.mail_from, "queue: DSN queued");
+        Ok(())
+    }
+
+    /// A copy of every message, for the admin API.
+    pub fn list(&self) -> Vec<StoredMessage> {
+        let st = self.lock();
+        let mut v: Vec<StoredMessage> = st.messages.values().map(|e| e.msg.clone()).collect();
+        v.sort_by_key(|m| m.id);
+        v
+    }
+
+    pub fn counts(&self) -> QueueCounts {
+        let st = self.lock();
+        let mut c = QueueCounts {
+            messages: st.messages.len(),
+            ..Default::default()
+        };
+        for e in st.messages.values() {
+            if e.msg.overrides.held {
+                c.held_messages += 1;
+            }
+            c.oldest_received_ms = Some(c.oldest_received_ms.map_or(e.msg.received_at, |o: i64| o.min(e.msg.received_at)));
+            for (i, r) in e.msg.rcpts.iter().enumerate() {
+                if !r.state.is_final() {
+                    if e.in_flight[i] {
+                        c.in_flight_rcpts += 1;
+                    } else {
+                        c.pending_rcpts += 1;
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// Deletes spool segments nobody needs; when an old segment is kept alive by a few
+    /// long-lived messages, writes those again at the head so it can go next time.
+    pub async fn housekeeping(&self) {
+        let Some((segment, _live)) = self.spool.collect() else {
+            return;
+        };
+        if self.spool.segment_count() < 3 {
+            return;
+        }
+        let candidates: Vec<(MsgId, BodyRef)> = {
+            let st = self.lock();
+            st.messages
+                .iter()
+                .filter(|(_, e)| e.body.segment == segment && e.in_flight.iter().all(|f| !f))
+                .map(|(&id, e)| (id, e.body))
+                .collect()
+        };
+        for (id, old) in candidates {
+            let body = match self.spool.read_body(old).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(queue_id = %format_id(id), error = %e, "spool: relocation read failed");
+                    continue;
+                }
+            };
+            let rx = {
+                let st = self.lock();
+                let Some(e) = st.messages.get(&id) else {
+                    continue;
+                };
+                if e.body != old || e.in_flight.iter().any(|f| *f) {
+                    continue;
+                }
+                self.spool.submit(vec![record::encode_message(&e.msg, &body)])
+            };
+            let new_ref = match rx.await {
+                Ok(Ok(refs)) => refs.into_iter().next().flatten(),
+                _ => None,
+            };
+            let Some(new_ref) = new_ref else {
+                tracing::warn!(queue_id = %format_id(id), "spool: relocation write failed");
+                continue;
+            };
+            let mut st = self.lock();
+            if let Some(e) = st.messages.get_mut(&id) {
+                if e.body == old {
+                    e.body = new_ref;
+                    self.spool.count_live(new_ref.segment, 1);
+                    self.spool.count_live(old.segment, -1);
+                }
+            }
+        }
+    }
+
+    /// Time until the next due recipient, capped.
+    pub fn sleep_hint(&self, cap: Duration) -> Duration {
+        match self.next_due() {
+            Some(t) => {
+                let wait = t - now_ms();
+                if wait <= 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(wait as u64).min(cap)
+                }
+            }
+            None => cap,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> QueueSettings {
+        QueueSettings {
+            hostname: "gw.test".into(),
+            max_attempts: 6,
+            first_retry: Duration::from_secs(60),
+            delayed_dsn_after: 5,
+        }
+    }
+
+    fn rcpt(attempts: u32) -> Recipient {
+        Recipient {
+            address: "r@x.org".into(),
+            notify: None,
+            orcpt: None,
+            state: RcptState::Pending { next_attempt: 0 },
+            attempts,
+            last: None,
+            delayed_dsn_sent: false,
+        }
+    }
+
+    fn info() -> AttemptInfo {
+        AttemptInfo { at: 1, transport: "t".into(), remote: None, reply: "451 later".into(), tls: None }
+    }
+
+    #[test]
+    fn decisions() {
+        let s = settings();
+        let d = decide(&rcpt(0), Verdict::Delivered, info(), &s, false, 1000);
+        assert_eq!(d.rcpt.state, RcptState::Delivered { at: 1000 });
+        assert_eq!(d.dsn, None);
+
+        let d = decide(&rcpt(0), Verdict::Permanent, info(), &s, false, 1000);
+        assert_eq!(d.dsn, Some(Action::Failed));
+        let d = decide(&rcpt(0), Verdict::Permanent, info(), &s, true, 1000);
+        assert_eq!(d.dsn, None, "never a DSN for a null sender");
+
+        let d = decide(&rcpt(0), Verdict::Temporary, info(), &s, false, 1000);
+        match d.rcpt.state {
+            RcptState::Pending { next_attempt } => {
+                assert!((1000 + 54_000..=1000 + 66_000).contains(&next_attempt), "{next_attempt}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.dsn, None);
+
+        let d = decide(&rcpt(4), Verdict::Temporary, info(), &s, false, 1000);
+        assert_eq!(d.dsn, Some(Action::Delayed));
+        assert!(d.rcpt.delayed_dsn_sent);
+        let d2 = decide(&d.rcpt, Verdict::Temporary, info(), &s, false, 1000);
+        assert_eq!(d2.dsn, Some(Action::Failed));
+        assert!(matches!(d2.rcpt.state, RcptState::Failed { .. }));
+        assert_eq!(d2.rcpt.attempts, 6);
+    }
+
+    #[tokio::test]
+    async fn enqueue_take_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, rec) = Spool::open(dir.path()).unwrap();
+        let q = Queue::new(Arc::new(spool), rec, settings());
+        let id = q.next_id();
+        q.enqueue(
+            id,
+            NewMessage {
+                mail_from: "s@s.org".into(),
+                params: MailParams::default(),
+                account: None,
+                client: None,
+                rcpts: vec![("a@x.org".into(), None, None), ("b@x.org".into(), None, None)],
+                body: b"Subject: t\r\n\r\nhi\r\n".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+        let work = q.take_due(now_ms(), 10);
+        assert_eq!(work.len(), 1);
+        assert_eq!(work[0].rcpts, vec![0, 1]);
+        assert!(q.take_due(now_ms(), 10).is_empty(), "in flight is not due again");
+        q.finish(
+            id,
+            vec![
+                RcptResult { index: 0, verdict: Verdict::Delivered, info: info() },
+                RcptResult { index: 1, verdict: Verdict::Permanent, info: AttemptInfo { reply: "550 5.1.1 no".into(), ..info() } },
+            ],
+        )
+        .await;
+        let list = q.list();
+        assert_eq!(list.len(), 1, "only the DSN is left");
+        assert_eq!(list[0].mail_from, "");
+        assert_eq!(list[0].rcpts[0].address, "s@s.org");
+    }
+}

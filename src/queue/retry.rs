@@ -1,0 +1,55 @@
+//! The retry schedule: first attempt at once, then `first_retry` after the first
+//! failure, doubling after each further one (7.5m, 15m, 30m, 1h, 2h, ... by default),
+//! with ±10% jitter so that a burst of failures does not retry in lockstep.
+
+use std::time::Duration;
+
+/// Delay after the `failed`-th failed attempt (1-based), before jitter.
+pub fn backoff(first_retry: Duration, failed: u32) -> Duration {
+    let shift = failed.saturating_sub(1).min(20);
+    first_retry.saturating_mul(1u32 << shift)
+}
+
+/// `d` scaled by a random factor in [0.9, 1.1].
+pub fn jitter(d: Duration) -> Duration {
+    let factor = 0.9 + rand::random::<f64>() * 0.2;
+    d.mul_f64(factor)
+}
+
+/// When the last attempt will be made, given `failed` attempts done so far and a limit
+/// of `max_attempts` (for Will-Retry-Until in a delayed DSN, RFC 3464 §2.3.9).
+pub fn last_attempt_at(now_ms: i64, first_retry: Duration, failed: u32, max_attempts: u32) -> i64 {
+    let mut t = now_ms;
+    for n in failed.max(1)..max_attempts {
+        t += backoff(first_retry, n).as_millis() as i64;
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubling() {
+        let f = Duration::from_secs(450);
+        let got: Vec<u64> = (1..=5).map(|n| backoff(f, n).as_secs()).collect();
+        assert_eq!(got, vec![450, 900, 1800, 3600, 7200]);
+    }
+
+    #[test]
+    fn jitter_bounds() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(100)).as_secs_f64();
+            assert!((90.0..=110.0).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn retry_until() {
+        // 5 failed of 8: attempts 6, 7, 8 remain, after delays b(5), b(6), b(7).
+        let f = Duration::from_secs(1);
+        assert_eq!(last_attempt_at(0, f, 5, 8), (16 + 32 + 64) * 1000);
+        assert_eq!(last_attempt_at(0, f, 8, 8), 0);
+    }
+}

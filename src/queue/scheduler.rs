@@ -1,0 +1,348 @@
+//! The scheduler: takes due recipients from the queue, picks each one's route for this
+//! attempt, groups them into transactions, and runs those within the concurrency limits
+//! (global, and per destination). Results go back to the queue, which decides what
+//! happens next.
+//!
+//! Grouping: recipients of one message that resolve to the same smarthost share one
+//! transaction; for direct delivery they are grouped by recipient domain.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relaygate_transports::{OutboundMessage, OutboundRcpt, RcptOutcome, Severity};
+use tokio::sync::{watch, Semaphore};
+
+use super::{DueWork, Queue, RcptResult, Verdict};
+use crate::model::{format_id, now_ms, AttemptInfo, Ret, StoredMessage};
+use crate::routes::{address_domain, select, RouteQuery};
+use crate::snapshot::{SnapshotCell, TransportEntry};
+
+/// Name used for direct delivery when no route (or an empty transport) matched.
+pub const DIRECT: &str = "direct";
+
+pub struct Scheduler {
+    queue: Arc<Queue>,
+    snapshot: SnapshotCell,
+    global: Arc<Semaphore>,
+    max_per_destination: usize,
+    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    max_concurrency: usize,
+}
+
+/// One transaction to run.
+struct Job {
+    message: Arc<StoredMessage>,
+    body: crate::spool::BodyRef,
+    rcpts: Vec<usize>,
+    transport: String,
+    destination: String,
+}
+
+impl Scheduler {
+    pub fn new(queue: Arc<Queue>, snapshot: SnapshotCell, max_concurrency: usize, max_per_destination: usize) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            queue,
+            snapshot,
+            global: Arc::new(Semaphore::new(max_concurrency)),
+            max_per_destination,
+            destinations: Mutex::new(HashMap::new()),
+            max_concurrency,
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then waits (bounded) for deliveries in flight.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let work = self.queue.take_due(now_ms(), 256);
+            if work.is_empty() {
+                let hint = self.queue.sleep_hint(Duration::from_secs(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(hint) => {}
+                    _ = self.queue.woken() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            for w in work {
+                for job in self.plan(w) {
+                    let me = Arc::clone(&self);
+                    tokio::spawn(async move { me.run_job(job).await });
+                }
+            }
+        }
+        let drained = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.global.acquire_many(self.max_concurrency as u32),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("scheduler: deliveries still running at shutdown; they will be retried after restart");
+        }
+    }
+
+    /// Resolves each due recipient's transport and groups them into jobs.
+    fn plan(&self, work: DueWork) -> Vec<Job> {
+        let snap = self.snapshot.get();
+        let msg = Arc::new(work.message);
+        let from_domain = address_domain(&msg.mail_from);
+        let mut groups: Vec<Job> = Vec::new();
+        for idx in work.rcpts {
+            let Some(rcpt) = msg.rcpts.get(idx) else {
+                continue;
+            };
+            let to_domain = address_domain(&rcpt.address);
+            let transport = match &msg.overrides.transport {
+                Some(t) => t.clone(),
+                None => {
+                    let q = RouteQuery {
+                        account: msg.account.as_deref(),
+                        from_domain: &from_domain,
+                        to_domain: &to_domain,
+                        attempts: rcpt.attempts,
+                    };
+                    match select(&snap.routes, &q) {
+                        Some(s) if !s.route.transport.is_empty() => s.route.transport.clone(),
+                        _ => DIRECT.to_string(),
+                    }
+                }
+            };
+            let is_smarthost = matches!(snap.transports.get(&transport), Some(TransportEntry::Smarthost(_)));
+            let destination = if is_smarthost {
+                transport.clone()
+            } else {
+                format!("{transport}/{to_domain}")
+            };
+            match groups.iter_mut().find(|j| j.destination == destination) {
+                Some(j) => j.rcpts.push(idx),
+                None => groups.push(Job {
+                    message: Arc::clone(&msg),
+                    body: work.body,
+                    rcpts: vec![idx],
+                    transport,
+                    destination,
+                }),
+            }
+        }
+        groups
+    }
+
+    fn destination_limit(&self, destination: &str) -> Arc<Semaphore> {
+        let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            // Forget idle destinations so the map cannot grow without bound.
+            map.retain(|_, s| s.available_permits() < self.max_per_destination);
+        }
+        Arc::clone(
+            map.entry(destination.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_destination))),
+        )
+    }
+
+    async fn run_job(&self, job: Job) {
+        let dest = self.destination_limit(&job.destination);
+        let Ok(_dest_permit) = dest.acquire_owned().await else {
+            return;
+        };
+        let Ok(_permit) = Arc::clone(&self.global).acquire_owned().await else {
+            return;
+        };
+        let started = Instant::now();
+        let results = self.attempt(&job).await;
+        let elapsed = started.elapsed();
+        for r in &results {
+            let rcpt = &job.message.rcpts[r.index];
+            let result = match r.verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::Temporary => "temporary",
+                Verdict::Permanent => "permanent",
+            };
+            let tls = r.info.tls.clone().unwrap_or_else(|| "none".into());
+            tracing::info!(
+                queue_id = %format_id(job.message.id),
+                rcpt = %rcpt.address,
+                attempt = rcpt.attempts + 1,
+                transport = %job.transport,
+                remote = r.info.remote.as_deref().unwrap_or("-"),
+                tls = %tls,
+                result,
+                reply = %r.info.reply,
+                duration_ms = elapsed.as_millis() as u64,
+                "delivery attempt"
+            );
+            metrics::counter!("relaygate_delivery_attempts_total",
+                "transport" => job.transport.clone(), "result" => result).increment(1);
+            metrics::histogram!("relaygate_queue_delivery_duration_seconds",
+                "attempt" => attempt_label(rcpt.attempts + 1),
+                "transport" => job.transport.clone(),
+                "tlsmode" => tls,
+                "result" => result)
+            .record(elapsed.as_secs_f64());
+        }
+        self.queue.finish(job.message.id, results).await;
+    }
+
+    /// Makes one attempt for the job's recipients and reports a result for each.
+    async fn attempt(&self, job: &Job) -> Vec<RcptResult> {
+        let all = |verdict: Verdict, reply: String, remote: Option<String>| -> Vec<RcptResult> {
+            job.rcpts
+                .iter()
+                .map(|&index| RcptResult {
+                    index,
+                    verdict,
+                    info: AttemptInfo {
+                        at: now_ms(),
+                        transport: job.transport.clone(),
+                        remote: remote.clone(),
+                        reply: reply.clone(),
+                        tls: None,
+                    },
+                })
+                .collect()
+        };
+        let snap = self.snapshot.get();
+        let transport = match snap.transports.get(&job.transport) {
+            Some(TransportEntry::Smarthost(t)) => Arc::clone(t),
+            Some(TransportEntry::Direct) | None if job.transport == DIRECT => {
+                return all(
+                    Verdict::Temporary,
+                    "direct delivery not available in this build; add a route to a smarthost".into(),
+                    None,
+                )
+            }
+            Some(TransportEntry::Direct) => {
+                return all(
+                    Verdict::Temporary,
+                    "direct delivery not available in this build; add a route to a smarthost".into(),
+                    None,
+                )
+            }
+            Some(TransportEntry::Unsupported(kind)) => {
+                return all(
+                    Verdict::Temporary,
+                    format!("transport {:?} of kind {kind:?} is not available in this build", job.transport),
+                    None,
+                )
+            }
+            None => {
+                return all(
+                    Verdict::Temporary,
+                    format!("transport {:?} is not configured", job.transport),
+                    None,
+                )
+            }
+        };
+        drop(snap);
+        let body = match self.queue.spool().read_body(job.body).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(queue_id = %format_id(job.message.id), error = %e, "cannot read message body");
+                return all(Verdict::Temporary, format!("local error reading the spool: {e}"), None);
+            }
+        };
+        let msg = &job.message;
+        let outbound = OutboundMessage {
+            mail_from: msg.mail_from.clone(),
+            rcpts: job
+                .rcpts
+                .iter()
+                .map(|&i| OutboundRcpt {
+                    address: msg.rcpts[i].address.clone(),
+                    notify: msg.rcpts[i].notify.clone(),
+                    orcpt: msg.rcpts[i].orcpt.as_deref().map(orcpt_xtext),
+                })
+                .collect(),
+            body: Arc::from(body),
+            eight_bit: msg.params.eight_bit,
+            smtputf8: msg.params.smtputf8,
+            requiretls: msg.overrides.requiretls.unwrap_or(msg.params.requiretls),
+            ret: msg.params.ret.map(|r| match r {
+                Ret::Full => relaygate_transports::Ret::Full,
+                Ret::Hdrs => relaygate_transports::Ret::Hdrs,
+            }),
+            envid: msg.params.envid.as_deref().map(xtext_encode),
+        };
+        match transport.deliver(&outbound).await {
+            Ok(delivery) => {
+                metrics::counter!("relaygate_queue_connection_total", "result" => "ok").increment(1);
+                let remote = match delivery.remote.addr {
+                    Some(a) => format!("{} [{}]", delivery.remote.host, a.ip()),
+                    None => delivery.remote.host.clone(),
+                };
+                let tls = delivery.remote.tls.mode().to_string();
+                job.rcpts
+                    .iter()
+                    .zip(delivery.outcomes)
+                    .map(|(&index, outcome)| {
+                        let verdict = match &outcome {
+                            RcptOutcome::Delivered(_) => Verdict::Delivered,
+                            RcptOutcome::Transient(_) => Verdict::Temporary,
+                            RcptOutcome::Permanent(_) => Verdict::Permanent,
+                        };
+                        RcptResult {
+                            index,
+                            verdict,
+                            info: AttemptInfo {
+                                at: now_ms(),
+                                transport: job.transport.clone(),
+                                remote: Some(remote.clone()),
+                                reply: outcome.reply().to_string(),
+                                tls: Some(tls.clone()),
+                            },
+                        }
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                metrics::counter!("relaygate_queue_connection_total", "result" => "error").increment(1);
+                let verdict = match e.severity() {
+                    Severity::Temporary => Verdict::Temporary,
+                    Severity::Permanent => Verdict::Permanent,
+                };
+                all(verdict, e.to_string(), None)
+            }
+        }
+    }
+}
+
+fn attempt_label(n: u32) -> String {
+    if n >= 5 {
+        "5+".into()
+    } else {
+        n.to_string()
+    }
+}
+
+/// Encodes xtext (RFC 3461 §4): "+", "=", controls and non-ASCII as "+XX".
+pub fn xtext_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+fn orcpt_xtext(orcpt: &str) -> String {
+    match orcpt.split_once(';') {
+        Some((kind, addr)) => format!("{kind};{}", xtext_encode(addr)),
+        None => xtext_encode(orcpt),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xtext() {
+        assert_eq!(xtext_encode("a+b=c d"), "a+2Bb+3Dc+20d");
+        assert_eq!(orcpt_xtext("rfc822;a+b@c"), "rfc822;a+2Bb@c");
+    }
+}

@@ -1,0 +1,14 @@
+//! Where applications hand mail to the gateway: the SMTP submission server.
+//!
+//! `proto` parses commands and builds replies, `data` receives the message content; both
+//! are pure. `session` drives one connection (state machine over a socket), `server` owns
+//! the listeners, the connection limit and graceful shutdown, `tls` loads the server
+//! certificate.
+
+pub mod data;
+pub mod proto;
+pub mod server;
+pub mod session;
+pub mod tls;
+
+pub use server::{SubmissionServer, SubmissionSettings};

@@ -1,0 +1,545 @@
+//! One submission connection: reads commands, keeps the session state (an enum), answers
+//! in order (pipelining: replies are flushed when no more input is buffered, RFC 2920
+//! §3.1), receives DATA and hands the message to the queue. The `250` after DATA is sent
+//! only once the queue says the message is durable.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, AsyncWrite, BufReader, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::data::{DataReceiver, Feed};
+use super::proto::{self, Body, Command, MailParams, RcptParams, Reply};
+use super::server::SubmissionSettings;
+use crate::message::{prepare, TraceInfo};
+use crate::model::{format_id, now_ms};
+use crate::queue::{NewMessage, Queue};
+
+/// Bad commands tolerated before the connection is closed.
+const MAX_ERRORS: u32 = 25;
+
+/// The socket, plain or after TLS.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Helo {
+    name: String,
+    esmtp: bool,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    from: String,
+    params: MailParams,
+    rcpts: Vec<(String, RcptParams)>,
+}
+
+/// Where the session is.
+#[derive(Debug)]
+enum Phase {
+    /// Connected (or just after STARTTLS): EHLO/HELO expected.
+    Fresh,
+    /// Greeted; no transaction.
+    Ready(Helo),
+    /// MAIL accepted; RCPTs being collected.
+    Mail(Helo, Transaction),
+}
+
+/// What the command loop should do after a command.
+enum Next {
+    Continue,
+    StartTls,
+    Data,
+    Close,
+}
+
+enum Line {
+    Ok,
+    TooLong,
+    Eof,
+}
+
+pub struct Session {
+    settings: Arc<SubmissionSettings>,
+    queue: Arc<Queue>,
+    peer: SocketAddr,
+    trusted: bool,
+    tls: Option<String>,
+    account: Option<String>,
+    phase: Phase,
+    out: Vec<u8>,
+    errors: u32,
+}
+
+async fn read_line(reader: &mut BufReader<Conn>, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let avail = reader.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(Line::Eof);
+        }
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                if !too_long {
+                    buf.extend_from_slice(&avail[..pos]);
+                }
+                reader.consume(pos + 1);
+                break;
+            }
+            None => {
+                let n = avail.len();
+                if !too_long {
+                    buf.extend_from_slice(avail);
+                }
+                reader.consume(n);
+            }
+        }
+        if buf.len() > max {
+            too_long = true;
+            buf.clear();
+        }
+    }
+    if too_long || buf.len() > max {
+        return Ok(Line::TooLong);
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Line::Ok)
+}
+
+impl Session {
+    pub fn new(settings: Arc<SubmissionSettings>, queue: Arc<Queue>, peer: SocketAddr) -> Session {
+        let trusted = settings.is_trusted(peer.ip());
+        Session {
+            settings,
+            queue,
+            peer,
+            trusted,
+            tls: None,
+            account: None,
+            phase: Phase::Fresh,
+            out: Vec::with_capacity(1024),
+            errors: 0,
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        self.out.extend_from_slice(r.to_wire().as_bytes());
+    }
+
+    async fn flush(&mut self, reader: &mut BufReader<Conn>) -> io::Result<()> {
+        if !self.out.is_empty() {
+            reader.get_mut().write_all(&self.out).await?;
+            reader.get_mut().flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Runs the session to its end. `conn` may already be TLS (implicit TLS listener).
+    pub async fn run(mut self, conn: Conn, mut shutdown: watch::Receiver<bool>) {
+        if let Conn::Tls(t) = &conn {
+            self.tls = Some(tls_label(t.get_ref().1));
+        }
+        let mut reader = BufReader::with_capacity(16 * 1024, conn);
+        let greeting = Reply::plain(220, format!("{} ESMTP relaygate ready", self.settings.hostname));
+        self.reply(greeting);
+        if self.flush(&mut reader).await.is_err() {
+            return;
+        }
+        let mut line = Vec::with_capacity(512);
+        loop {
+            if reader.buffer().is_empty() && self.flush(&mut reader).await.is_err() {
+                return;
+            }
+            let read = tokio::select! {
+                r = tokio::time::timeout(self.settings.command_timeout, read_line(&mut reader, &mut line, proto::MAX_COMMAND_LINE)) => r,
+                _ = shutdown.changed() => {
+                    self.reply(Reply::new(421, "4.3.2", "service shutting down, try again later"));
+                    let _ = self.flush(&mut reader).await;
+                    return;
+                }
+            };
+            let next = match read {
+                Err(_) => {
+                    self.reply(Reply::new(421, "4.4.2", "timeout waiting for a command"));
+                    let _ = self.flush(&mut reader).await;
+                    return;
+                }
+                Ok(Err(_)) | Ok(Ok(Line::Eof)) => return,
+                Ok(Ok(Line::TooLong)) => {
+                    self.errors += 1;
+                    self.reply(Reply::new(500, "5.5.6", "command line too long"));
+                    Next::Continue
+                }
+                Ok(Ok(Line::Ok)) => match proto::parse_command(&line) {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(proto::ParseError(r)) => {
+                        self.errors += 1;
+                        self.reply(r);
+                        Next::Continue
+                    }
+                },
+            };
+            if self.errors >= MAX_ERRORS {
+                self.reply(Reply::new(421, "4.7.0", "too many errors, closing"));
+                let _ = self.flush(&mut reader).await;
+                return;
+            }
+            match next {
+                Next::Continue => {}
+                Next::Close => {
+                    let _ = self.flush(&mut reader).await;
+                    let _ = reader.get_mut().shutdown().await;
+                    return;
+                }
+                Next::Data => {
+                    if self.flush(&mut reader).await.is_err() {
+                        return;
+                    }
+                    match self.receive_data(&mut reader).await {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => return,
+                    }
+                }
+                Next::StartTls => {
+                    if self.flush(&mut reader).await.is_err() {
+                        return;
+                    }
+                    let Some(acceptor) = self.settings.tls.clone() else {
+                        return;
+                    };
+                    // Anything the client pipelined after STARTTLS is discarded: it was
+                    // sent in plaintext and must not be processed inside TLS (RFC 3207 §4.2).
+                    let conn = reader.into_inner();
+                    let Conn::Plain(tcp) = conn else {
+                        return;
+                    };
+                    let accepted = tokio::time::timeout(
+                        self.settings.command_timeout,
+                        tokio_rustls::TlsAcceptor::from(acceptor).accept(tcp),
+                    )
+                    .await;
+                    let tls = match accepted {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "submission: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    self.tls = Some(tls_label(tls.get_ref().1));
+                    // The session starts over after TLS (RFC 3207 §4.2).
+                    self.phase = Phase::Fresh;
+                    reader = BufReader::with_capacity(16 * 1024, Conn::Tls(Box::new(tls)));
+                }
+            }
+        }
+    }
+
+    fn helo(&self) -> Option<Helo> {
+        match &self.phase {
+            Phase::Fresh => None,
+            Phase::Ready(h) | Phase::Mail(h, _) => Some(h.clone()),
+        }
+    }
+
+    fn ehlo_reply(&self) -> Reply {
+        let s = &self.settings;
+        let mut lines = vec![
+            format!("{} greets {}", s.hostname, self.peer.ip()),
+            "PIPELINING".into(),
+            format!("SIZE {}", s.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "DSN".into(),
+        ];
+        if s.tls.is_some() && self.tls.is_none() {
+            lines.push("STARTTLS".into());
+        }
+        if self.tls.is_some() {
+            // REQUIRETLS is offered only on a TLS session (RFC 8689 §4.1).
+            lines.push("REQUIRETLS".into());
+        }
+        Reply::multi(250, lines)
+    }
+
+    fn handle(&mut self, cmd: Command) -> Next {
+        match cmd {
+            Command::Ehlo(name) => {
+                self.phase = Phase::Ready(Helo { name, esmtp: true });
+                let r = self.ehlo_reply();
+                self.reply(r);
+            }
+            Command::Helo(name) => {
+                self.phase = Phase::Ready(Helo { name, esmtp: false });
+                let r = Reply::plain(250, self.settings.hostname.clone());
+                self.reply(r);
+            }
+            Command::Mail { from, params } => return self.mail(from, params),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Data => return self.data_command(),
+            Command::Rset => {
+                if let Some(h) = self.helo() {
+                    self.phase = Phase::Ready(h);
+                }
+                self.reply(Reply::new(250, "2.0.0", "OK"));
+            }
+            Command::Noop => self.reply(Reply::new(250, "2.0.0", "OK")),
+            Command::Quit => {
+                let r = Reply::new(221, "2.0.0", format!("{} closing connection", self.settings.hostname));
+                self.reply(r);
+                return Next::Close;
+            }
+            Command::Vrfy => self.reply(Reply::new(252, "2.5.0", "cannot verify, but will accept the message and attempt delivery")),
+            Command::Expn => self.reply(Reply::new(502, "5.5.1", "EXPN not available")),
+            Command::Help => self.reply(Reply::new(214, "2.0.0", "see RFC 5321")),
+            Command::StartTls => {
+                if self.settings.tls.is_none() {
+                    self.reply(Reply::new(502, "5.5.1", "STARTTLS not available"));
+                } else if self.tls.is_some() {
+                    self.reply(Reply::new(503, "5.5.1", "already using TLS"));
+                } else if matches!(self.phase, Phase::Mail(..)) {
+                    self.reply(Reply::new(503, "5.5.1", "STARTTLS not allowed inside a transaction"));
+                } else {
+                    self.reply(Reply::new(220, "2.0.0", "ready to start TLS"));
+                    return Next::StartTls;
+                }
+            }
+            Command::Auth { .. } => self.reply(Reply::new(502, "5.5.1", "AUTH not available")),
+            Command::Bdat => self.reply(Reply::new(502, "5.5.1", "CHUNKING not offered; use DATA")),
+        }
+        Next::Continue
+    }
+
+    fn mail(&mut self, from: String, params: MailParams) -> Next {
+        let helo = match &self.phase {
+            Phase::Fresh => {
+                self.reply(Reply::new(503, "5.5.1", "send EHLO or HELO first"));
+                return Next::Continue;
+            }
+            Phase::Mail(..) => {
+                self.reply(Reply::new(503, "5.5.1", "nested MAIL command"));
+                return Next::Continue;
+            }
+            Phase::Ready(h) => h.clone(),
+        };
+        if params.size.is_some_and(|s| s > self.settings.max_message_size) {
+            metrics::counter!("relaygate_submissions_refused_total", "reason" => "size").increment(1);
+            self.reply(Reply::new(552, "5.3.4", "message size exceeds the fixed limit"));
+            return Next::Continue;
+        }
+        if params.requiretls && self.tls.is_none() {
+            // REQUIRETLS needs a TLS session (RFC 8689 §4.1).
+            self.reply(Reply::new(530, "5.7.10", "REQUIRETLS needs a TLS session"));
+            return Next::Continue;
+        }
+        if !helo.esmtp && (params.smtputf8 || params.body != Body::Unspecified || params.requiretls) {
+            self.reply(Reply::new(555, "5.5.4", "parameters need EHLO"));
+            return Next::Continue;
+        }
+        self.phase = Phase::Mail(helo, Transaction { from, params, rcpts: Vec::new() });
+        self.reply(Reply::new(250, "2.1.0", "sender OK"));
+        Next::Continue
+    }
+
+    fn rcpt(&mut self, to: String, params: RcptParams) {
+        let trusted = self.trusted || self.account.is_some();
+        let max = self.settings.max_recipients;
+        let reply = match &mut self.phase {
+            Phase::Mail(_, tx) => {
+                if !trusted {
+                    metrics::counter!("relaygate_submissions_refused_total", "reason" => "relay").increment(1);
+                    Reply::new(550, "5.7.1", "relaying denied: authenticate or submit from a trusted network")
+                } else if tx.rcpts.len() >= max {
+                    Reply::new(452, "4.5.3", "too many recipients")
+                } else if to.contains('@') && !to.is_ascii() && !tx.params.smtputf8 {
+                    Reply::new(553, "5.6.7", "non-ASCII address needs SMTPUTF8")
+                } else {
+                    tx.rcpts.push((to, params));
+                    Reply::new(250, "2.1.5", "recipient OK")
+                }
+            }
+            Phase::Fresh | Phase::Ready(_) => Reply::new(503, "5.5.1", "send MAIL first"),
+        };
+        self.reply(reply);
+    }
+
+    fn data_command(&mut self) -> Next {
+        match &self.phase {
+            Phase::Mail(_, tx) if !tx.rcpts.is_empty() => {
+                self.reply(Reply::plain(354, "end data with <CR><LF>.<CR><LF>"));
+                Next::Data
+            }
+            Phase::Mail(..) => {
+                self.reply(Reply::new(554, "5.5.1", "no valid recipients"));
+                Next::Continue
+            }
+            Phase::Fresh | Phase::Ready(_) => {
+                self.reply(Reply::new(503, "5.5.1", "send MAIL and RCPT first"));
+                Next::Continue
+            }
+        }
+    }
+
+    /// Receives the content after 354, queues it, and answers. `Ok(false)` ends the
+    /// session (connection lost or timed out).
+    async fn receive_data(&mut self, reader: &mut BufReader<Conn>) -> io::Result<bool> {
+        let mut rx = DataReceiver::new(self.settings.max_message_size as usize);
+        loop {
+            let avail = match tokio::time::timeout(self.settings.data_timeout, reader.fill_buf()).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.reply(Reply::new(421, "4.4.2", "timeout receiving data"));
+                    let _ = self.flush(reader).await;
+                    return Ok(false);
+                }
+            };
+            if avail.is_empty() {
+                return Ok(false);
+            }
+            let n = avail.len();
+            match rx.feed(avail) {
+                Feed::NeedMore => reader.consume(n),
+                Feed::Done { consumed } => {
+                    reader.consume(consumed);
+                    break;
+                }
+            }
+        }
+        let received = rx.finish();
+        let (helo, tx) = match std::mem::replace(&mut self.phase, Phase::Fresh) {
+            Phase::Mail(h, tx) => (h, tx),
+            other => {
+                self.phase = other;
+                return Ok(true);
+            }
+        };
+        self.phase = Phase::Ready(helo.clone());
+        if received.overflow {
+            metrics::counter!("relaygate_submissions_refused_total", "reason" => "size").increment(1);
+            self.reply(Reply::new(552, "5.3.4", "message size exceeds the fixed limit"));
+            return Ok(true);
+        }
+        let reply = self.enqueue(&helo, tx, received.body, received.eight_bit).await;
+        self.reply(reply);
+        Ok(true)
+    }
+
+    async fn enqueue(&mut self, helo: &Helo, tx: Transaction, body: Vec<u8>, eight_bit: bool) -> Reply {
+        let id = self.queue.next_id();
+        let now = now_ms();
+        let mut protocol = if tx.params.smtputf8 {
+            "UTF8SMTP".to_string()
+        } else if helo.esmtp {
+            "ESMTP".to_string()
+        } else {
+            "SMTP".to_string()
+        };
+        if self.tls.is_some() && helo.esmtp {
+            protocol.push('S');
+        }
+        if self.account.is_some() {
+            protocol.push('A');
+        }
+        let single = (tx.rcpts.len() == 1).then(|| tx.rcpts[0].0.as_str());
+        let body = prepare(
+            &body,
+            &TraceInfo {
+                hostname: &self.settings.hostname,
+                helo: &helo.name,
+                client_ip: self.peer.ip(),
+                protocol: &protocol,
+                tls: self.tls.as_deref(),
+                id,
+                single_rcpt: single,
+                now_ms: now,
+            },
+        );
+        let new = NewMessage {
+            mail_from: tx.from,
+            params: crate::model::MailParams {
+                eight_bit: eight_bit || tx.params.body == Body::EightBitMime,
+                smtputf8: tx.params.smtputf8,
+                requiretls: tx.params.requiretls,
+                ret: tx.params.ret,
+                envid: tx.params.envid,
+            },
+            account: self.account.clone(),
+            client: Some(format!("{} [{}]", helo.name, self.peer.ip())),
+            rcpts: tx
+                .rcpts
+                .into_iter()
+                .map(|(a, p)| (a, p.notify, p.orcpt))
+                .collect(),
+            body,
+        };
+        let nrcpt = new.rcpts.len();
+        let size = new.body.len();
+        match self.queue.enqueue(id, new).await {
+            Ok(id) => {
+                metrics::counter!("relaygate_submissions_accepted_total").increment(1);
+                tracing::info!(queue_id = %format_id(id), client = %self.peer, rcpts = nrcpt, size, "submission: queued");
+                Reply::new(250, "2.0.0", format!("OK queued as {}", format_id(id)))
+            }
+            Err(e) => {
+                metrics::counter!("relaygate_submissions_refused_total", "reason" => "spool").increment(1);
+                tracing::error!(client = %self.peer, error = %e, "submission: cannot store message");
+                Reply::new(451, "4.3.0", "cannot store the message now; try again later")
+            }
+        }
+    }
+}
+
+fn tls_label(conn: &rustls::ServerConnection) -> String {
+    let version = conn
+        .protocol_version()
+        .and_then(|v| v.as_str())
+        .unwrap_or("TLS");
+    let suite = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .unwrap_or("unknown");
+    format!("{version} {suite}")
+}

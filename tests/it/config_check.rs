@@ -1,0 +1,148 @@
+//! `relaygate check-config`: unknown keys and dangling transport references are
+//! reported with file, key and line; the shipped configs are valid.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+
+use crate::support::gateway::{config_text, run_relaygate, sink_route_toml, GatewayOptions};
+use crate::support::{mentions_line, temp_dir, toml_files};
+
+fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A valid config (as the gateway tests write it) with a transport "sink".
+fn base_config(dir: &Path) -> String {
+    let opts = GatewayOptions {
+        extra_toml: sink_route_toml(2525),
+        ..Default::default()
+    };
+    config_text(&opts, &dir.join("data"))
+}
+
+/// Inserts `line` so that it becomes line `n` (1-based) of `text`.
+fn insert_line(text: &str, n: usize, line: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(n - 1, line);
+    lines.join("\n") + "\n"
+}
+
+async fn check(path: &Path, cwd: &Path) -> Result<crate::support::gateway::CliOutput> {
+    let path = path.to_string_lossy();
+    run_relaygate(&["check-config", "-c", &path], cwd).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_config_passes() -> Result<()> {
+    let dir = temp_dir("relaygate-cfg-")?;
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, base_config(dir.path()))?;
+    let out = check(&path, dir.path()).await?;
+    ensure!(out.code == Some(0), "a valid config was refused: {out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_names_key_and_line() -> Result<()> {
+    let dir = temp_dir("relaygate-cfg-")?;
+    let base = base_config(dir.path());
+    // A top-level key, and a key inside [queue] (the line after "[queue]").
+    let queue_line = base
+        .lines()
+        .position(|l| l == "[queue]")
+        .context("no [queue] table")?
+        + 2;
+    let cases = [
+        ("top.toml", 3, "colour = \"blue\"", "colour"),
+        (
+            "queue.toml",
+            queue_line,
+            "retry_forever = true",
+            "retry_forever",
+        ),
+    ];
+    for (name, line, text, key) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, insert_line(&base, line, text))?;
+        let out = check(&path, dir.path()).await?;
+        ensure!(
+            out.code == Some(1),
+            "{name}: unknown key {key:?} must exit 1: {out}"
+        );
+        ensure!(
+            out.stderr.contains(key),
+            "{name}: stderr does not name {key:?}: {out}"
+        );
+        ensure!(
+            mentions_line(&out.stderr, line),
+            "{name}: stderr does not say \"line {line}\": {out}"
+        );
+        ensure!(
+            out.stderr.contains(name),
+            "{name}: stderr does not name the file: {out}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_to_missing_transport_names_it_and_line() -> Result<()> {
+    let dir = temp_dir("relaygate-cfg-")?;
+    let mut text = base_config(dir.path());
+    let routes_line = text.lines().count() + 2;
+    text.push_str("\n[[routes]]\nto_domain = [\"example.net\"]\ntransport = \"nowhere\"\n");
+    let transport_line = routes_line + 2;
+    let path = dir.path().join("dangling.toml");
+    std::fs::write(&path, &text)?;
+    let out = check(&path, dir.path()).await?;
+    ensure!(
+        out.code == Some(1),
+        "a route to a missing transport must exit 1: {out}"
+    );
+    ensure!(
+        out.stderr.contains("nowhere"),
+        "stderr does not name the transport: {out}"
+    );
+    // Either the [[routes]] header or the `transport =` line is a fair answer.
+    ensure!(
+        mentions_line(&out.stderr, routes_line) || mentions_line(&out.stderr, transport_line),
+        "stderr names neither line {routes_line} nor line {transport_line}: {out}"
+    );
+    Ok(())
+}
+
+/// The embedded default, both explicitly and as the `-c` default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_config_is_valid() -> Result<()> {
+    let root = project_dir();
+    let out = run_relaygate(&["check-config", "-c", "config/relaygate.toml"], &root).await?;
+    ensure!(out.code == Some(0), "config/relaygate.toml: {out}");
+    let out = run_relaygate(&["check-config"], &root).await?;
+    ensure!(out.code == Some(0), "check-config without -c: {out}");
+    Ok(())
+}
+
+/// Every example in config/ is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_config_is_valid() -> Result<()> {
+    let root = project_dir();
+    let files = toml_files(&root.join("config"))?;
+    ensure!(
+        files.iter().any(|f| f.ends_with("relaygate.toml")),
+        "config/relaygate.toml is missing: {files:?}"
+    );
+    let mut failures = Vec::new();
+    for file in &files {
+        let out = check(file, &root).await?;
+        if out.code != Some(0) {
+            failures.push(format!("{}: {out}", file.display()));
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "invalid shipped configs:\n{}",
+        failures.join("\n")
+    );
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Integration tests of relaygate: one test binary, one module per area.
+//!
+//! Every test runs the real binary (see `support::gateway`) against in-process
+//! peers (see `support::sink`), binds only 127.0.0.1:0 and uses its own temp dir,
+//! so tests run in parallel. Waiting is always polling with a deadline.
+
+mod support;
+
+mod config_check;
+mod delivery;
+mod durability;
+mod harness;
+mod submission;

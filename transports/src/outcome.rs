@@ -1,0 +1,450 @@
+//! Delivery results as data, and the one place where "temporary" versus "permanent" is
+//! decided.
+//!
+//! Per-recipient results are [`RcptOutcome`] values; failures that hit every recipient of
+//! an attempt (connection, TLS, greeting, a message the server cannot take) are
+//! [`TransportError`]s. [`classify`] and [`TransportError::severity`] are the only
+//! functions that map replies and errors to a [`Severity`]; they match exhaustively on our
+//! own enums so that a new variant forces a decision.
+
+use std::{fmt, io};
+
+use crate::reply::Reply;
+
+/// Whether a failure should be retried later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Severity {
+    /// Retry later (4xx, network trouble).
+    Temporary,
+    /// Do not retry; the sender gets a failure DSN (5xx, message defects).
+    Permanent,
+}
+
+/// How a final reply to a command reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyClass {
+    /// 2xx: done.
+    Success,
+    /// Anything else, with its severity.
+    Failure(Severity),
+}
+
+/// Classifies a reply that should complete a command (MAIL, RCPT, end of data, EHLO, …).
+///
+/// 2xx is success, 5xx permanent (RFC 5321 §4.2.1). 4xx is temporary, and so is any other
+/// code where a completion was expected (1xx/3xx): a confused server is worth a retry.
+pub fn classify(reply: &Reply) -> ReplyClass {
+    match reply.code / 100 {
+        2 => ReplyClass::Success,
+        5 => ReplyClass::Failure(Severity::Permanent),
+        _ => ReplyClass::Failure(Severity::Temporary),
+    }
+}
+
+/// The result for one recipient of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// The server accepted responsibility (2xx after the end of data).
+    Delivered(Reply),
+    /// Try again later; the reply says why.
+    Transient(Reply),
+    /// Give up; the reply goes into the failure DSN.
+    Permanent(Reply),
+}
+
+impl RcptOutcome {
+    /// Wraps a reply according to [`classify`].
+    pub fn from_reply(reply: Reply) -> Self {
+        match classify(&reply) {
+            ReplyClass::Success => RcptOutcome::Delivered(reply),
+            ReplyClass::Failure(Severity::Temporary) => RcptOutcome::Transient(reply),
+            ReplyClass::Failure(Severity::Permanent) => RcptOutcome::Permanent(reply),
+        }
+    }
+
+    /// The remote (or synthesized) reply behind this outcome.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            RcptOutcome::Delivered(r) | RcptOutcome::Transient(r) | RcptOutcome::Permanent(r) => r,
+        }
+    }
+
+    /// `None` when delivered, else the failure's severity.
+    pub fn severity(&self) -> Option<Severity> {
+        match self {
+            RcptOutcome::Delivered(_) => None,
+            RcptOutcome::Transient(_) => Some(Severity::Temporary),
+            RcptOutcome::Permanent(_) => Some(Severity::Permanent),
+        }
+    }
+}
+
+/// Where in the SMTP exchange something happened (for errors and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// TCP (or proxy) connect, including name resolution.
+    Connect,
+    /// The TLS handshake (implicit TLS or after STARTTLS).
+    TlsHandshake,
+    /// Waiting for the 220 greeting.
+    Greeting,
+    /// EHLO.
+    Ehlo,
+    /// HELO (fallback when EHLO is refused).
+    Helo,
+    /// STARTTLS.
+    StartTls,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// The DATA command.
+    Data,
+    /// Sending the message body.
+    DataBlock,
+    /// Waiting for the reply to the final ".".
+    DataEnd,
+    /// RSET.
+    Rset,
+    /// QUIT.
+    Quit,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connect",
+            Stage::TlsHandshake => "TLS handshake",
+            Stage::Greeting => "greeting",
+            Stage::Ehlo => "EHLO",
+            Stage::Helo => "HELO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Mail => "MAIL FROM",
+            Stage::Rcpt => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::DataBlock => "message data",
+            Stage::DataEnd => "end of data",
+            Stage::Rset => "RSET",
+            Stage::Quit => "QUIT",
+        })
+    }
+}
+
+/// A failure that ends the attempt for every recipient in it.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Could not connect (resolution or every address failed).
+    #[error("{host}:{port}: connect failed: {source}")]
+    Connect {
+        /// The host we tried.
+        host: String,
+        /// The port we tried.
+        port: u16,
+        /// The last error.
+        #[source]
+        source: io::Error,
+    },
+    /// The remote did not answer within the RFC 5321 §4.5.3.2 timeout for this stage.
+    #[error("{host}: timeout during {stage}")]
+    Timeout {
+        /// Remote host.
+        host: String,
+        /// Where we were waiting.
+        stage: Stage,
+    },
+    /// Reading or writing failed, including the server closing the connection.
+    #[error("{host}: I/O error during {stage}: {source}")]
+    Io {
+        /// Remote host.
+        host: String,
+        /// Where it failed.
+        stage: Stage,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// TLS handshake or certificate verification failed.
+    #[error("{host}: TLS failed: {reason}")]
+    Tls {
+        /// Remote host.
+        host: String,
+        /// What rustls reported.
+        reason: String,
+    },
+    /// We require STARTTLS but the server does not offer it.
+    #[error("{host}: STARTTLS required but not offered")]
+    StartTlsUnavailable {
+        /// Remote host.
+        host: String,
+    },
+    /// The server refused STARTTLS. The session is still usable in plaintext.
+    #[error("{host}: STARTTLS refused: {reply}")]
+    StartTlsRejected {
+        /// Remote host.
+        host: String,
+        /// The server's reply.
+        reply: Reply,
+    },
+    /// The greeting was not 220.
+    #[error("{host}: greeting rejected: {reply}")]
+    GreetingRejected {
+        /// Remote host.
+        host: String,
+        /// The greeting.
+        reply: Reply,
+    },
+    /// EHLO (and the HELO fallback) were refused.
+    #[error("{host}: EHLO/HELO rejected: {reply}")]
+    EhloRejected {
+        /// Remote host.
+        host: String,
+        /// The last reply.
+        reply: Reply,
+    },
+    /// The server broke the protocol (malformed reply, unexpected code, data ahead of TLS).
+    #[error("{host}: protocol error after {command}: {detail}")]
+    Protocol {
+        /// Remote host.
+        host: String,
+        /// The command we had sent.
+        command: Stage,
+        /// What went wrong, including the reply where there is one.
+        detail: String,
+    },
+    /// The server's SIZE limit is below the message size (RFC 1870 §6).
+    #[error("{host}: message of {size} bytes exceeds the server's SIZE limit of {limit}")]
+    MessageTooLarge {
+        /// Remote host.
+        host: String,
+        /// Message size in bytes.
+        size: u64,
+        /// The announced limit.
+        limit: u64,
+    },
+    /// The message is 8-bit but the server lacks 8BITMIME (RFC 6152 §3).
+    #[error("{host}: message needs 8BITMIME, which the server does not offer")]
+    EightBitUnsupported {
+        /// Remote host.
+        host: String,
+    },
+    /// The message needs SMTPUTF8 but the server lacks it (RFC 6531 §3.4).
+    #[error("{host}: message needs SMTPUTF8, which the server does not offer")]
+    SmtpUtf8Unsupported {
+        /// Remote host.
+        host: String,
+    },
+    /// The message asks REQUIRETLS but the session is not TLS or the server lacks the
+    /// extension (RFC 8689 §4.2.1).
+    #[error("{host}: message requires TLS (REQUIRETLS), which this session cannot honour")]
+    RequireTlsUnsupported {
+        /// Remote host.
+        host: String,
+    },
+}
+
+impl TransportError {
+    /// Temporary or permanent, for every recipient of the attempt.
+    pub fn severity(&self) -> Severity {
+        match self {
+            TransportError::Connect { .. }
+            | TransportError::Timeout { .. }
+            | TransportError::Io { .. }
+            | TransportError::Tls { .. }
+            | TransportError::StartTlsUnavailable { .. }
+            | TransportError::StartTlsRejected { .. }
+            | TransportError::Protocol { .. } => Severity::Temporary,
+            TransportError::GreetingRejected { reply, .. }
+            | TransportError::EhloRejected { reply, .. } => match classify(reply) {
+                // A "successful" rejection cannot happen; retry rather than bounce.
+                ReplyClass::Success => Severity::Temporary,
+                ReplyClass::Failure(s) => s,
+            },
+            TransportError::MessageTooLarge { .. }
+            | TransportError::EightBitUnsupported { .. }
+            | TransportError::SmtpUtf8Unsupported { .. }
+            | TransportError::RequireTlsUnsupported { .. } => Severity::Permanent,
+        }
+    }
+
+    /// The remote reply behind this error, if there is one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            TransportError::StartTlsRejected { reply, .. }
+            | TransportError::GreetingRejected { reply, .. }
+            | TransportError::EhloRejected { reply, .. } => Some(reply),
+            TransportError::Connect { .. }
+            | TransportError::Timeout { .. }
+            | TransportError::Io { .. }
+            | TransportError::Tls { .. }
+            | TransportError::StartTlsUnavailable { .. }
+            | TransportError::Protocol { .. }
+            | TransportError::MessageTooLarge { .. }
+            | TransportError::EightBitUnsupported { .. }
+            | TransportError::SmtpUtf8Unsupported { .. }
+            | TransportError::RequireTlsUnsupported { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u16) -> Reply {
+        Reply::new(code, None, "x")
+    }
+
+    #[test]
+    fn classify_table() {
+        let cases = [
+            (250, ReplyClass::Success),
+            (251, ReplyClass::Success),
+            (354, ReplyClass::Failure(Severity::Temporary)),
+            (421, ReplyClass::Failure(Severity::Temporary)),
+            (450, ReplyClass::Failure(Severity::Temporary)),
+            (452, ReplyClass::Failure(Severity::Temporary)),
+            (500, ReplyClass::Failure(Severity::Permanent)),
+            (550, ReplyClass::Failure(Severity::Permanent)),
+            (554, ReplyClass::Failure(Severity::Permanent)),
+        ];
+        for (code, want) in cases {
+            assert_eq!(classify(&reply(code)), want, "{code}");
+        }
+    }
+
+    #[test]
+    fn outcome_from_reply() {
+        assert_eq!(
+            RcptOutcome::from_reply(reply(250)),
+            RcptOutcome::Delivered(reply(250))
+        );
+        assert_eq!(
+            RcptOutcome::from_reply(reply(452)),
+            RcptOutcome::Transient(reply(452))
+        );
+        assert_eq!(
+            RcptOutcome::from_reply(reply(550)),
+            RcptOutcome::Permanent(reply(550))
+        );
+        assert_eq!(RcptOutcome::from_reply(reply(550)).reply().code, 550);
+        assert_eq!(RcptOutcome::from_reply(reply(250)).severity(), None);
+    }
+
+    #[test]
+    fn error_severity_table() {
+        let h = || "mx.example".to_string();
+        let io = || io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        let cases = [
+            (
+                TransportError::Connect {
+                    host: h(),
+                    port: 25,
+                    source: io(),
+                },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::Timeout {
+                    host: h(),
+                    stage: Stage::DataEnd,
+                },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::Io {
+                    host: h(),
+                    stage: Stage::Rcpt,
+                    source: io(),
+                },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::Tls {
+                    host: h(),
+                    reason: "bad cert".into(),
+                },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::StartTlsUnavailable { host: h() },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::StartTlsRejected {
+                    host: h(),
+                    reply: reply(554),
+                },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::GreetingRejected {
+                    host: h(),
+                    reply: reply(421),
+                },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::GreetingRejected {
+                    host: h(),
+                    reply: reply(554),
+                },
+                Severity::Permanent,
+            ),
+            (
+                TransportError::EhloRejected {
+                    host: h(),
+                    reply: reply(550),
+                },
+                Severity::Permanent,
+            ),
+            (
+                TransportError::Protocol {
+                    host: h(),
+                    command: Stage::Mail,
+                    detail: "garbage".into(),
+                },
+                Severity::Temporary,
+            ),
+            (
+                TransportError::MessageTooLarge {
+                    host: h(),
+                    size: 10,
+                    limit: 5,
+                },
+                Severity::Permanent,
+            ),
+            (
+                TransportError::EightBitUnsupported { host: h() },
+                Severity::Permanent,
+            ),
+            (
+                TransportError::SmtpUtf8Unsupported { host: h() },
+                Severity::Permanent,
+            ),
+            (
+                TransportError::RequireTlsUnsupported { host: h() },
+                Severity::Permanent,
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.severity(), want, "{err}");
+        }
+    }
+
+    #[test]
+    fn error_messages_carry_context() {
+        let e = TransportError::EhloRejected {
+            host: "mx.example".into(),
+            reply: Reply::new(
+                550,
+                Some(crate::reply::EnhancedCode::new(5, 7, 1)),
+                "go away",
+            ),
+        };
+        assert_eq!(
+            e.to_string(),
+            "mx.example: EHLO/HELO rejected: 550 5.7.1 go away"
+        );
+        assert_eq!(e.reply().map(|r| r.code), Some(550));
+    }
+}

@@ -1,0 +1,380 @@
+//! Delivery to a configured smarthost (kinds `smtp`, `submission`, `submissions`), with a
+//! pool of idle connections reused across messages.
+//!
+//! A [`SmarthostTransport`] connects through its [`Connector`], runs implicit TLS or
+//! STARTTLS as configured (verifying the certificate unless told not to), says EHLO, and
+//! runs one transaction per [`SmarthostTransport::deliver`] call. After the transaction
+//! the session goes back to an idle pool; the next delivery probes it with RSET and
+//! connects fresh if the probe fails, so a stale connection never fails a delivery.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use rustls::ClientConfig;
+use tokio::time::Instant;
+
+use crate::{
+    message::OutboundMessage,
+    outcome::{RcptOutcome, TransportError},
+    session::{server_name, ConnectParams, Session, SessionState, Timeouts},
+    stream::Connector,
+    tls::{danger, verified_client_config, TlsInfo, TlsRoots},
+};
+
+/// Upper bound on the RSET probe of a pooled connection (a dead peer must not stall the
+/// delivery for the full command timeout).
+const REUSE_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How TLS is used with the smarthost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmarthostTls {
+    /// TLS right after the TCP connect (port 465, RFC 8314 §3.3).
+    Implicit,
+    /// STARTTLS (RFC 3207). `required`: it must be offered and succeed, else the attempt
+    /// fails temporarily; otherwise it is used when offered.
+    StartTls {
+        /// Fail when STARTTLS is not offered or refused.
+        required: bool,
+    },
+    /// Plaintext; never STARTTLS.
+    None,
+}
+
+/// Settings of one smarthost transport.
+#[derive(Debug, Clone)]
+pub struct SmarthostConfig {
+    /// Transport name from the config, for logs.
+    pub name: String,
+    /// Smarthost host name (also the TLS server name).
+    pub host: String,
+    /// Smarthost port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: SmarthostTls,
+    /// Verify the certificate (PKIX against `host`); false uses
+    /// [`danger::insecure_client_config`].
+    pub verify_certificates: bool,
+    /// Name sent in EHLO.
+    pub ehlo_name: String,
+    /// Stage timeouts.
+    pub timeouts: Timeouts,
+    /// Most idle connections kept (0 disables reuse).
+    pub max_idle: usize,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Duration,
+}
+
+/// The two client configs a transport may need; build once and share.
+#[derive(Debug, Clone)]
+pub struct TlsClientConfigs {
+    /// PKIX-verifying config ([`verified_client_config`]).
+    pub verified: Arc<ClientConfig>,
+    /// Accept-any-certificate config ([`danger::insecure_client_config`]).
+    pub insecure: Arc<ClientConfig>,
+}
+
+impl TlsClientConfigs {
+    /// Both configs, the verified one trusting `roots`.
+    pub fn new(roots: &TlsRoots) -> Self {
+        Self {
+            verified: verified_client_config(roots),
+            insecure: danger::insecure_client_config(),
+        }
+    }
+}
+
+/// Who we delivered to and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteInfo {
+    /// The smarthost name.
+    pub host: String,
+    /// The address connected to.
+    pub addr: Option<SocketAddr>,
+    /// TLS of the session.
+    pub tls: TlsInfo,
+    /// The connection came from the idle pool.
+    pub reused: bool,
+}
+
+/// The result of one [`SmarthostTransport::deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// One outcome per recipient, in the order of `msg.rcpts`.
+    pub outcomes: Vec<RcptOutcome>,
+    /// The remote end.
+    pub remote: RemoteInfo,
+}
+
+/// A connected, greeted, EHLO'd (and possibly TLS'd) session with its TLS facts.
+struct Conn {
+    session: Session,
+    tls: TlsInfo,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Idle sessions, oldest first, and whether a reaper task is watching them.
+#[derive(Default)]
+struct PoolInner {
+    idle: Vec<Idle>,
+    reaper_running: bool,
+}
+
+type Pool = Arc<Mutex<PoolInner>>;
+
+/// Relays messages to one smarthost. `deliver` may be called concurrently.
+pub struct SmarthostTransport {
+    config: SmarthostConfig,
+    tls_config: Arc<ClientConfig>,
+    connector: Arc<dyn Connector>,
+    /// Idle sessions, oldest first.
+    pool: Pool,
+}
+
+impl std::fmt::Debug for SmarthostTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmarthostTransport")
+            .field("config", &self.config)
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl SmarthostTransport {
+    /// A transport for `config`, picking the TLS config by `verify_certificates`.
+    pub fn new(
+        config: SmarthostConfig,
+        tls: &TlsClientConfigs,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
+        let tls_config = if config.verify_certificates {
+            Arc::clone(&tls.verified)
+        } else {
+            Arc::clone(&tls.insecure)
+        };
+        Self {
+            config,
+            tls_config,
+            connector,
+            pool: Arc::new(Mutex::new(PoolInner::default())),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SmarthostConfig {
+        &self.config
+    }
+
+    /// Idle connections currently pooled.
+    pub fn idle_count(&self) -> usize {
+        lock(&self.pool).idle.len()
+    }
+
+    /// Delivers `msg` in one transaction: a pooled connection if one answers RSET, else a
+    /// new one. `Err` is a failure for every recipient; see [`TransportError::severity`].
+    pub async fn deliver(&self, msg: &OutboundMessage) -> Result<Delivery, TransportError> {
+        let (mut conn, reused) = match self.take_idle().await {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
+        };
+        let remote = RemoteInfo {
+            host: self.config.host.clone(),
+            addr: conn.session.peer(),
+            tls: conn.tls.clone(),
+            reused,
+        };
+        let result = conn.session.send_message(msg).await;
+        match &result {
+            Ok(outcomes) => {
+                let delivered = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, RcptOutcome::Delivered(_)))
+                    .count();
+                tracing::info!(transport = %self.config.name, host = %remote.host,
+                    addr = ?remote.addr, tls = remote.tls.mode(), reused,
+                    rcpts = outcomes.len(), delivered, "smarthost transaction done");
+            }
+            Err(e) => {
+                tracing::warn!(transport = %self.config.name, host = %remote.host,
+                    addr = ?remote.addr, tls = remote.tls.mode(), reused, error = %e,
+                    "smarthost delivery failed");
+            }
+        }
+        self.checkin(conn).await;
+        result.map(|outcomes| Delivery { outcomes, remote })
+    }
+
+    /// Closes every idle connection.
+    pub async fn close_idle(&self) {
+        let idle: Vec<Idle> = std::mem::take(&mut lock(&self.pool).idle);
+        for i in idle {
+            i.conn.session.quit().await;
+        }
+    }
+
+    /// Takes the most recently used idle session that still answers RSET.
+    async fn take_idle(&self) -> Option<Conn> {
+        loop {
+            let idle = lock(&self.pool).idle.pop()?;
+            if idle.since.elapsed() >= self.config.idle_timeout {
+                tokio::spawn(idle.conn.session.quit());
+                continue;
+            }
+            let mut conn = idle.conn;
+            let probe = self.config.timeouts.command.min(REUSE_PROBE_TIMEOUT);
+            match conn.session.rset_within(probe).await {
+                Ok(()) => {
+                    tracing::debug!(transport = %self.config.name, host = %self.config.host,
+                        addr = ?conn.session.peer(), "reusing pooled connection");
+                    return Some(conn);
+                }
+                Err(e) => {
+                    tracing::debug!(transport = %self.config.name, host = %self.config.host,
+                        error = %e, "pooled connection is stale, discarding");
+                }
+            }
+        }
+    }
+
+    /// Connects, runs TLS as configured, EHLO (again after STARTTLS), and AUTH.
+    async fn connect(&self) -> Result<Conn, TransportError> {
+        let cfg = &self.config;
+        let params = ConnectParams {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            implicit_tls: match cfg.tls {
+                SmarthostTls::Implicit => Some(Arc::clone(&self.tls_config)),
+                SmarthostTls::StartTls { .. } | SmarthostTls::None => None,
+            },
+            timeouts: cfg.timeouts,
+        };
+        let mut session = Session::connect_and_greet(self.connector.as_ref(), &params).await?;
+        let caps = session.ehlo(&cfg.ehlo_name).await?;
+        match cfg.tls {
+            SmarthostTls::Implicit | SmarthostTls::None => {}
+            SmarthostTls::StartTls { required } => {
+                if caps.starttls {
+                    let name = server_name(&cfg.host)?;
+                    match session.starttls(name, Arc::clone(&self.tls_config)).await {
+                        Ok(_) => {}
+                        Err(e @ TransportError::StartTlsRejected { .. }) if !required => {
+                            tracing::warn!(transport = %cfg.name, host = %cfg.host, error = %e,
+                                "STARTTLS refused, continuing in plaintext");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else if required {
+                    return Err(TransportError::StartTlsUnavailable {
+                        host: cfg.host.clone(),
+                    });
+                } else {
+                    tracing::debug!(transport = %cfg.name, host = %cfg.host,
+                        "STARTTLS not offered, plaintext");
+                }
+            }
+        }
+        let tls = match session.tls_version() {
+            None => TlsInfo::None,
+            Some(version) if cfg.verify_certificates => TlsInfo::Verified { version },
+            Some(version) => TlsInfo::Unverified { version },
+        };
+        self.authenticate(&mut session, &tls).await?;
+        tracing::info!(transport = %cfg.name, host = %cfg.host, addr = ?session.peer(),
+            tls = tls.mode(), version = ?session.tls_version(), "smarthost session ready");
+        Ok(Conn { session, tls })
+    }
+
+    /// SASL AUTH (RFC 4954) goes here: after TLS and the post-TLS EHLO, before the first
+    /// transaction, choosing the mechanism from the fresh capability list. Not implemented
+    /// yet: every smarthost is used without authentication.
+    async fn authenticate(
+        &self,
+        _session: &mut Session,
+        _tls: &TlsInfo,
+    ) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    /// Returns a session after a delivery: pooled when clean (RSET first if a transaction
+    /// was left open), dropped when broken.
+    async fn checkin(&self, mut conn: Conn) {
+        match conn.session.state() {
+            SessionState::Ready => {}
+            SessionState::InTransaction => {
+                if let Err(e) = conn.session.rset().await {
+                    tracing::debug!(host = %self.config.host, error = %e,
+                        "RSET after failed transaction failed, dropping connection");
+                    return;
+                }
+            }
+            SessionState::Greeted | SessionState::Closed => return,
+        }
+        if self.config.max_idle == 0 {
+            tokio::spawn(conn.session.quit());
+            return;
+        }
+        let (evicted, start_reaper) = {
+            let mut pool = lock(&self.pool);
+            pool.idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+            let excess = pool.idle.len().saturating_sub(self.config.max_idle);
+            let evicted: Vec<Idle> = pool.idle.drain(..excess).collect();
+            // The flag changes only under the lock, so an entry pushed here is always
+            // seen by a running reaper or starts a new one.
+            let start = !pool.reaper_running;
+            pool.reaper_running = true;
+            (evicted, start)
+        };
+        for idle in evicted {
+            tokio::spawn(idle.conn.session.quit());
+        }
+        if start_reaper {
+            tokio::spawn(reap(Arc::downgrade(&self.pool), self.config.idle_timeout));
+        }
+    }
+}
+
+/// Closes sessions once they have been idle for `idle_timeout`; runs while the pool has
+/// entries and the transport exists.
+async fn reap(pool: Weak<Mutex<PoolInner>>, idle_timeout: Duration) {
+    loop {
+        let Some(strong) = pool.upgrade() else {
+            return;
+        };
+        let (expired, next) = {
+            let mut inner = lock(&strong);
+            let (expired, keep): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut inner.idle)
+                .into_iter()
+                .partition(|i| i.since.elapsed() >= idle_timeout);
+            inner.idle = keep;
+            let next = inner.idle.iter().map(|i| i.since + idle_timeout).min();
+            if next.is_none() {
+                inner.reaper_running = false;
+            }
+            (expired, next)
+        };
+        drop(strong);
+        for idle in expired {
+            tracing::debug!(host = %idle.conn.session.host(), "closing idle connection");
+            tokio::spawn(idle.conn.session.quit());
+        }
+        match next {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => return,
+        }
+    }
+}
+
+/// Locks the pool; a panic elsewhere while holding it leaves plain data, so poisoning is
+/// ignored.
+fn lock(pool: &Mutex<PoolInner>) -> std::sync::MutexGuard<'_, PoolInner> {
+    pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,230 @@
+//! Byte streams for SMTP sessions and the [`Connector`] that opens them.
+//!
+//! A session reads and writes a [`Stream`], plain or TLS. Whatever carries the bytes
+//! (a TCP socket, later a SOCKS5 tunnel) is a boxed [`Io`], so transports do not care how
+//! the connection was made. [`tls_handshake`] turns a plain [`Io`] into a TLS [`Stream`]
+//! (implicit TLS and STARTTLS share it).
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use rustls::{pki_types::ServerName, ClientConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::{client::TlsStream, TlsConnector};
+
+/// Anything that carries the bytes of a connection.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// A session's connection, before or after TLS.
+pub enum Stream {
+    /// Plaintext.
+    Plain(Box<dyn Io>),
+    /// TLS over the plain connection.
+    Tls(Box<TlsStream<Box<dyn Io>>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Plain(_) => f.write_str("Stream::Plain"),
+            Stream::Tls(_) => f.write_str("Stream::Tls"),
+        }
+    }
+}
+
+impl Stream {
+    /// True after a TLS handshake.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(_) => true,
+        }
+    }
+
+    /// The negotiated TLS version ("TLSv1.3", "TLSv1.2"), `None` for plaintext.
+    pub fn tls_version(&self) -> Option<String> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => {
+                let (_, conn) = tls.get_ref();
+                conn.protocol_version().map(|v| match v {
+                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+                    other => format!("{other:?}"),
+                })
+            }
+        }
+    }
+}
+
+/// Runs a TLS handshake over `io` (RFC 8314 implicit TLS or after STARTTLS), verifying
+/// the certificate as `config` says.
+pub async fn tls_handshake(
+    io: Box<dyn Io>,
+    server_name: ServerName<'static>,
+    config: Arc<ClientConfig>,
+) -> io::Result<Stream> {
+    let tls = TlsConnector::from(config).connect(server_name, io).await?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The future returned by [`Connector::connect`].
+pub type ConnectFuture<'a> =
+    Pin<Box<dyn Future<Output = io::Result<(Box<dyn Io>, SocketAddr)>> + Send + 'a>>;
+
+/// Opens connections to `host:port`. Implementations: [`TcpConnector`]; later a SOCKS5
+/// connector whose tunnel is returned as the [`Io`].
+pub trait Connector: Send + Sync {
+    /// Connects, returning the connection and the remote address it reached.
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> ConnectFuture<'a>;
+}
+
+/// Direct TCP connections.
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    /// Bound on name resolution, and on each address tried.
+    pub connect_timeout: Duration,
+}
+
+impl TcpConnector {
+    /// A connector with the given per-address timeout.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self { connect_timeout }
+    }
+
+    async fn connect_inner(&self, host: &str, port: u16) -> io::Result<(Box<dyn Io>, SocketAddr)> {
+        let timed_out = |what: String| io::Error::new(io::ErrorKind::TimedOut, what);
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| timed_out(format!("resolving {host}: timeout")))??
+                .collect();
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} has no addresses"),
+            ));
+        }
+        let mut last = None;
+        // Try each address in turn; a dead one costs at most `connect_timeout`.
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(tcp)) => {
+                    // Pipelined command groups are written at once; don't delay them.
+                    tcp.set_nodelay(true)?;
+                    return Ok((Box::new(tcp), addr));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "connect failed");
+                    last = Some(io::Error::new(e.kind(), format!("{addr}: {e}")));
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "connect timed out");
+                    last = Some(timed_out(format!("{addr}: connect timeout")));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no address tried")))
+    }
+}
+
+impl Connector for TcpConnector {
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> ConnectFuture<'a> {
+        Box::pin(self.connect_inner(host, port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn tcp_connector_reaches_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"hi").await.unwrap();
+        });
+        let connector: Arc<dyn Connector> = Arc::new(TcpConnector::new(Duration::from_secs(5)));
+        let (io, addr) = connector.connect("127.0.0.1", port).await.unwrap();
+        assert_eq!(addr.port(), port);
+        let mut stream = Stream::Plain(io);
+        assert!(!stream.is_tls());
+        assert_eq!(stream.tls_version(), None);
+        let mut buf = [0u8; 2];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hi");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tcp_connector_reports_refusal_with_address() {
+        // Bind then drop to get a port that (almost certainly) refuses.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let err = TcpConnector::new(Duration::from_secs(5))
+            .connect("127.0.0.1", port)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+}
