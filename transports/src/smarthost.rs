@@ -5,7 +5,8 @@
 //! STARTTLS as configured (verifying the certificate unless told not to), says EHLO, and
 //! runs one transaction per [`SmarthostTransport::deliver`] call. After the transaction
 //! the session goes back to an idle pool; the next delivery probes it with RSET and
-//! connects fresh if the probe fails, so a stale connection never fails a delivery.
+//! connects fresh if the probe fails (or the connection dies before the end of data), so
+//! a stale connection never fails a delivery.
 
 use std::{
     net::SocketAddr,
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::{
     message::OutboundMessage,
-    outcome::{RcptOutcome, TransportError},
+    outcome::{RcptOutcome, Stage, TransportError},
     session::{server_name, ConnectParams, Session, SessionState, Timeouts},
     stream::Connector,
     tls::{danger, verified_client_config, TlsInfo, TlsRoots},
@@ -179,10 +180,29 @@ impl SmarthostTransport {
     /// Delivers `msg` in one transaction: a pooled connection if one answers RSET, else a
     /// new one. `Err` is a failure for every recipient; see [`TransportError::severity`].
     pub async fn deliver(&self, msg: &OutboundMessage) -> Result<Delivery, TransportError> {
-        let (mut conn, reused) = match self.take_idle().await {
-            Some(conn) => (conn, true),
-            None => (self.connect().await?, false),
-        };
+        if let Some(conn) = self.take_idle().await {
+            match self.transact(conn, msg, true).await {
+                // The pooled connection died after answering the RSET probe. Nothing can
+                // have been delivered before the end of data (RFC 5321 §4.1.1.4), so a
+                // fresh connection is safe and a stale one never fails the delivery.
+                Err(TransportError::Io { stage, .. }) if stage != Stage::DataEnd => {
+                    tracing::debug!(transport = %self.config.name, host = %self.config.host,
+                        %stage, "pooled connection failed, retrying on a new connection");
+                }
+                other => return other,
+            }
+        }
+        let conn = self.connect().await?;
+        self.transact(conn, msg, false).await
+    }
+
+    /// Runs the transaction on `conn`, logs it and returns the session to the pool.
+    async fn transact(
+        &self,
+        mut conn: Conn,
+        msg: &OutboundMessage,
+        reused: bool,
+    ) -> Result<Delivery, TransportError> {
         let remote = RemoteInfo {
             host: self.config.host.clone(),
             addr: conn.session.peer(),

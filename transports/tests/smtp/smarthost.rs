@@ -264,6 +264,22 @@ async fn stale_pooled_connection_is_replaced() {
 }
 
 #[tokio::test]
+async fn pooled_connection_dying_after_rset_is_retried_fresh() {
+    let mut first = plain_session();
+    first.extend(txn());
+    first.extend([rx("RSET\r\n"), tx("250 ok\r\n"), Step::Close]);
+    let mut second = plain_session();
+    second.extend(txn());
+    let server = FakeServer::start(vec![first, second]).await;
+    let (t, connector) = transport(&server, config(SmarthostTls::None), &no_roots());
+    t.deliver(&message(&["a@x.test"], "x")).await.unwrap();
+    let d = t.deliver(&message(&["a@x.test"], "x")).await.unwrap();
+    server.finish().await.unwrap();
+    assert!(delivered(&d) && !d.remote.reused);
+    assert_eq!(connector.connects.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn failed_transaction_is_reset_before_pooling() {
     let mut script = plain_session();
     script.extend([
