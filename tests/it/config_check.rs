@@ -123,7 +123,7 @@ async fn default_config_is_valid() -> Result<()> {
     Ok(())
 }
 
-/// Every example in config/ is valid.
+/// Every config shipped under config/ (examples included) is valid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shipped_config_is_valid() -> Result<()> {
     let root = project_dir();

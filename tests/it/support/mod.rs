@@ -138,13 +138,20 @@ pub fn mentions_line(text: &str, n: usize) -> bool {
     })
 }
 
-/// Lists the `*.toml` files directly in `dir`, sorted.
+/// Lists the `*.toml` files in `dir` and its subdirectories, sorted.
 pub fn toml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            files.push(path);
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
         }
     }
     files.sort();
