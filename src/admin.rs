@@ -5,25 +5,30 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::model::{format_id, rfc3339, RcptState, StoredMessage};
-use crate::queue::Queue;
+use serde::Deserialize;
+
+use crate::model::{format_id, parse_id, rfc3339, AttemptInfo, RcptState, StoredMessage};
+use crate::queue::{OpError, Queue, Selector};
+use crate::routes::address_domain;
+use crate::snapshot::SnapshotCell;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub queue: Arc<Queue>,
     pub metrics: Option<PrometheusHandle>,
     pub token: Option<Arc<String>>,
+    pub snapshot: SnapshotCell,
 }
 
 /// Constant-time comparison of two byte strings (length is not secret).
@@ -54,6 +59,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/queue", get(queue_list))
+        .route("/api/queue/retry", post(bulk_retry))
+        .route("/api/queue/hold", post(bulk_hold))
+        .route("/api/queue/release", post(bulk_release))
+        .route("/api/queue/holds", get(hold_rules))
+        .route("/api/queue/{id}", get(queue_show))
+        .route("/api/queue/{id}/retry", post(one_retry))
+        .route("/api/queue/{id}/hold", post(one_hold))
+        .route("/api/queue/{id}/release", post(one_release))
+        .route("/api/queue/{id}/drop", post(one_drop))
+        .route("/api/queue/{id}/requiretls", post(one_requiretls))
+        .route("/api/queue/{id}/transport", post(one_transport))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -102,6 +118,37 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
 }
 
+fn attempt_json(a: &AttemptInfo) -> Value {
+    json!({
+        "at": rfc3339(a.at),
+        "transport": a.transport,
+        "remote": a.remote,
+        "tls": a.tls,
+        "reply": a.reply,
+    })
+}
+
+/// One message with every recorded attempt of every recipient (`queue show`).
+pub fn message_detail_json(m: &StoredMessage) -> Value {
+    let mut v = message_json(m);
+    v["client"] = json!(m.client);
+    v["params"] = json!({
+        "eight_bit": m.params.eight_bit,
+        "smtputf8": m.params.smtputf8,
+        "requiretls": m.params.requiretls,
+        "envid": m.params.envid,
+    });
+    v["requiretls_override"] = json!(m.overrides.requiretls);
+    if let Some(rcpts) = v["rcpts"].as_array_mut() {
+        for (slot, r) in rcpts.iter_mut().zip(&m.rcpts) {
+            slot["history"] = Value::Array(r.attempts_log().map(attempt_json).collect());
+            slot["notify"] = json!(r.notify);
+            slot["orcpt"] = json!(r.orcpt);
+        }
+    }
+    v
+}
+
 /// The JSON form of a message, as `relaygate queue list --json` shows it.
 pub fn message_json(m: &StoredMessage) -> Value {
     json!({
@@ -127,9 +174,285 @@ pub fn message_json(m: &StoredMessage) -> Value {
     })
 }
 
-async fn queue_list(State(state): State<AdminState>) -> Json<Value> {
-    let messages: Vec<Value> = state.queue.list().iter().map(message_json).collect();
-    Json(json!({ "messages": messages }))
+/// Filters and paging of `GET /api/queue`; every filter set must match.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilter {
+    pub account: Option<String>,
+    /// Envelope sender, or its domain with a leading "@".
+    pub sender: Option<String>,
+    /// A recipient domain.
+    pub domain: Option<String>,
+    /// Transport of the latest attempt (or the forced one).
+    pub transport: Option<String>,
+    pub held: Option<bool>,
+    /// Some pending recipient's next attempt is before / after this RFC 3339 time or unix ms.
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// Case-insensitive text searched in addresses, id and replies.
+    pub q: Option<String>,
+    #[serde(default)]
+    pub offset: usize,
+    pub limit: Option<usize>,
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    httpdate::parse_http_date(s).ok().or_else(|| {
+        // RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z"
+        let b = s.as_bytes();
+        if b.len() < 20 || !s.ends_with('Z') {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
+        let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+        let days = days_from_civil(y, mo, d);
+        let secs = days * 86400 + h * 3600 + mi * 60 + se;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64))
+    })
+    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    .map(|d| d.as_millis() as i64)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl ListFilter {
+    pub fn matches(&self, m: &StoredMessage) -> Result<bool, String> {
+        if let Some(a) = &self.account {
+            if m.account.as_deref() != Some(a.as_str()) {
+                return Ok(false);
+            }
+        }
+        if let Some(s) = &self.sender {
+            let ok = match s.strip_prefix('@') {
+                Some(d) => address_domain(&m.mail_from) == d.to_ascii_lowercase(),
+                None => m.mail_from.eq_ignore_ascii_case(s),
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        if let Some(d) = &self.domain {
+            let d = d.to_ascii_lowercase();
+            if !m.rcpts.iter().any(|r| address_domain(&r.address) == d) {
+                return Ok(false);
+            }
+        }
+        if let Some(t) = &self.transport {
+            let forced = m.overrides.transport.as_deref() == Some(t.as_str());
+            if !forced && !m.rcpts.iter().any(|r| r.last.as_ref().is_some_and(|l| &l.transport == t)) {
+                return Ok(false);
+            }
+        }
+        if let Some(h) = self.held {
+            if m.overrides.held != h {
+                return Ok(false);
+            }
+        }
+        let next: Vec<i64> = m
+            .rcpts
+            .iter()
+            .filter_map(|r| match r.state {
+                RcptState::Pending { next_attempt } => Some(next_attempt),
+                RcptState::Delivered { .. } | RcptState::Failed { .. } => None,
+            })
+            .collect();
+        if let Some(b) = &self.before {
+            let t = parse_time(b).ok_or_else(|| format!("before: cannot parse time {b:?}"))?;
+            if !next.iter().any(|&n| n < t) {
+                return Ok(false);
+            }
+        }
+        if let Some(a) = &self.after {
+            let t = parse_time(a).ok_or_else(|| format!("after: cannot parse time {a:?}"))?;
+            if !next.iter().any(|&n| n > t) {
+                return Ok(false);
+            }
+        }
+        if let Some(q) = &self.q {
+            let q = q.to_lowercase();
+            let hay = std::iter::once(format_id(m.id))
+                .chain(std::iter::once(m.mail_from.clone()))
+                .chain(m.rcpts.iter().map(|r| r.address.clone()))
+                .chain(m.rcpts.iter().filter_map(|r| r.last.as_ref().map(|l| l.reply.clone())));
+            if !hay.map(|h| h.to_lowercase()).any(|h| h.contains(&q)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+fn op_error(e: OpError) -> Response {
+    let status = match e {
+        OpError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+        OpError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, Json(json!({ "error": e.to_string() }))).into_response()
+}
+
+async fn queue_list(State(state): State<AdminState>, Query(filter): Query<ListFilter>) -> Response {
+    let mut matched = Vec::new();
+    for m in state.queue.list() {
+        match filter.matches(&m) {
+            Ok(true) => matched.push(m),
+            Ok(false) => {}
+            Err(e) => return bad_request(e),
+        }
+    }
+    let total = matched.len();
+    let limit = filter.limit.unwrap_or(1000).min(10_000);
+    let messages: Vec<Value> = matched.iter().skip(filter.offset).take(limit).map(message_json).collect();
+    Json(json!({ "total": total, "offset": filter.offset, "messages": messages })).into_response()
+}
+
+fn id_of(text: &str) -> Result<u64, Response> {
+    parse_id(text).ok_or_else(|| bad_request(format!("{text:?} is not a queue id")))
+}
+
+async fn queue_show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let id = match id_of(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match state.queue.get(id) {
+        Some(m) => Json(message_detail_json(&m)).into_response(),
+        None => op_error(OpError::NotFound(format_id(id))),
+    }
+}
+
+/// Body of the bulk endpoints: exactly one of these.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSelector {
+    #[serde(default)]
+    pub all: bool,
+    pub domain: Option<String>,
+    pub account: Option<String>,
+}
+
+impl BulkSelector {
+    fn selector(&self) -> Result<Selector, OpError> {
+        match (self.all, &self.domain, &self.account) {
+            (true, None, None) => Ok(Selector::All),
+            (false, Some(d), None) => Selector::domain(d),
+            (false, None, Some(a)) => Ok(Selector::Account(a.clone())),
+            _ => Err(OpError::Invalid("give exactly one of all, domain, account".into())),
+        }
+    }
+}
+
+fn count_reply(result: Result<usize, OpError>) -> Response {
+    match result {
+        Ok(n) => Json(json!({ "recipients": n })).into_response(),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn bulk_retry(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {
+    count_reply(b.selector().and_then(|s| state.queue.retry_now(&s)))
+}
+
+async fn bulk_hold(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {
+    count_reply(b.selector().and_then(|s| state.queue.hold(&s)))
+}
+
+async fn bulk_release(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {
+    count_reply(b.selector().and_then(|s| state.queue.release(&s)))
+}
+
+async fn hold_rules(State(state): State<AdminState>) -> Json<Value> {
+    Json(json!({ "holds": state.queue.hold_rules() }))
+}
+
+async fn one_retry(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    match id_of(&id) {
+        Ok(id) => count_reply(state.queue.retry_now(&Selector::Id(id))),
+        Err(r) => r,
+    }
+}
+
+async fn one_hold(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    match id_of(&id) {
+        Ok(id) => count_reply(state.queue.hold(&Selector::Id(id))),
+        Err(r) => r,
+    }
+}
+
+async fn one_release(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    match id_of(&id) {
+        Ok(id) => count_reply(state.queue.release(&Selector::Id(id))),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropBody {
+    #[serde(default)]
+    pub dsn: bool,
+}
+
+async fn one_drop(State(state): State<AdminState>, Path(id): Path<String>, Json(b): Json<DropBody>) -> Response {
+    match id_of(&id) {
+        Ok(id) => count_reply(state.queue.drop_message(id, b.dsn).await),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueBody {
+    pub value: String,
+}
+
+async fn one_requiretls(State(state): State<AdminState>, Path(id): Path<String>, Json(b): Json<ValueBody>) -> Response {
+    let id = match id_of(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let value = match b.value.to_ascii_lowercase().as_str() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        "default" => None,
+        other => return bad_request(format!("REQUIRETLS value {other:?}: use yes, no or default")),
+    };
+    count_reply(state.queue.set_requiretls(id, value).map(|_| 1))
+}
+
+async fn one_transport(State(state): State<AdminState>, Path(id): Path<String>, Json(b): Json<ValueBody>) -> Response {
+    let id = match id_of(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let name = match b.value.as_str() {
+        "" | "default" => None,
+        name => {
+            let snap = state.snapshot.get();
+            if name != crate::queue::scheduler::DIRECT && !snap.transports.contains_key(name) {
+                let mut known: Vec<&String> = snap.transports.keys().collect();
+                known.sort();
+                return bad_request(format!("no transport named {name:?}; configured: {known:?}"));
+            }
+            Some(name.to_string())
+        }
+    };
+    count_reply(state.queue.set_transport(id, name).map(|_| 1))
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             max_attempts: config.queue.max_attempts,
             first_retry: config.queue.first_retry.0,
             delayed_dsn_after: config.queue.delayed_dsn_after,
+            holds_file: Some(data_dir.join("holds.json")),
         },
     ));
     let tls = tls_configs(&config)?;
@@ -145,6 +146,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             queue: Arc::clone(&queue),
             metrics: metrics_handle.clone(),
             token: admin_token,
+            snapshot: snap.clone(),
         };
         Some(admin::start(&config.admin.listen, state, shutdown_rx.clone()).await.map_err(|e| anyhow!(e))?)
     };

@@ -126,3 +126,75 @@ pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Sends a request and returns the JSON answer, or the API's error message.
+pub fn call(target: &AdminTarget, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let (status, bytes) = http(target, method, path, body)?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).trim().to_string()));
+    if !(200..300).contains(&status) {
+        let msg = v["error"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+        bail!("admin API answered {status}: {msg}");
+    }
+    Ok(v)
+}
+
+/// `relaygate queue show ID`.
+pub fn queue_show(target: &AdminTarget, id: &str, as_json: bool) -> anyhow::Result<()> {
+    let m = call(target, "GET", &format!("/api/queue/{id}"), None)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(());
+    }
+    println!("id:        {}", m["id"].as_str().unwrap_or("?"));
+    println!("from:      <{}>", m["from"].as_str().unwrap_or(""));
+    println!("received:  {}", m["received"].as_str().unwrap_or("?"));
+    println!("size:      {} bytes", m["size"]);
+    println!("client:    {}", m["client"].as_str().unwrap_or("-"));
+    println!("account:   {}", m["account"].as_str().unwrap_or("-"));
+    println!("held:      {}", m["held"]);
+    if let Some(t) = m["transport_override"].as_str() {
+        println!("transport: {t} (forced)");
+    }
+    let empty = Vec::new();
+    for r in m["rcpts"].as_array().unwrap_or(&empty) {
+        println!(
+            "<{}> {} attempts={} next={}",
+            r["address"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["attempts"],
+            r["next_attempt"].as_str().unwrap_or("-")
+        );
+        for a in r["history"].as_array().unwrap_or(&empty) {
+            println!(
+                "    {}  transport={} remote={} tls={}  {}",
+                a["at"].as_str().unwrap_or("?"),
+                a["transport"].as_str().unwrap_or("-"),
+                a["remote"].as_str().unwrap_or("-"),
+                a["tls"].as_str().unwrap_or("-"),
+                a["reply"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Which messages a bulk command names.
+pub fn bulk_body(all: bool, domain: Option<&str>, account: Option<&str>) -> anyhow::Result<Value> {
+    match (all, domain, account) {
+        (true, None, None) => Ok(serde_json::json!({ "all": true })),
+        (false, Some(d), None) => Ok(serde_json::json!({ "domain": d })),
+        (false, None, Some(a)) => Ok(serde_json::json!({ "account": a })),
+        _ => bail!("give a message ID, or exactly one of --all, --domain, --account"),
+    }
+}
+
+/// `queue retry|hold|release` for one id or a bulk selector; prints how many recipients.
+pub fn queue_action(target: &AdminTarget, action: &str, id: Option<&str>, bulk: Option<Value>) -> anyhow::Result<()> {
+    let v = match (id, bulk) {
+        (Some(id), None) => call(target, "POST", &format!("/api/queue/{id}/{action}"), Some(&serde_json::json!({})))?,
+        (None, Some(body)) => call(target, "POST", &format!("/api/queue/{action}"), Some(&body))?,
+        _ => bail!("give a message ID, or one of --all, --domain, --account"),
+    };
+    println!("{action}: {} recipient(s)", v["recipients"]);
+    Ok(())
+}

@@ -90,6 +90,9 @@ impl RcptState {
     }
 }
 
+/// Attempts kept per recipient besides the latest.
+pub const HISTORY_LIMIT: usize = 16;
+
 /// One recipient of a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
@@ -106,12 +109,31 @@ pub struct Recipient {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<AttemptInfo>,
+    /// Earlier attempts, oldest first, at most [`HISTORY_LIMIT`] (the latest is `last`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptInfo>,
     /// A delayed DSN was already sent for this recipient.
     #[serde(default)]
     pub delayed_dsn_sent: bool,
 }
 
 impl Recipient {
+    /// Records a finished attempt: it becomes `last`, the previous one goes to `history`.
+    pub fn record_attempt(&mut self, info: AttemptInfo) {
+        if let Some(prev) = self.last.take() {
+            if self.history.len() >= HISTORY_LIMIT {
+                self.history.remove(0);
+            }
+            self.history.push(prev);
+        }
+        self.last = Some(info);
+    }
+
+    /// Every recorded attempt, oldest first.
+    pub fn attempts_log(&self) -> impl Iterator<Item = &AttemptInfo> {
+        self.history.iter().chain(self.last.iter())
+    }
+
     /// Whether the sender wants a DSN of this kind (RFC 3461 §4.1): without NOTIFY,
     /// failures and delays are reported; NOTIFY=NEVER reports nothing.
     pub fn wants_notify(&self, kind: &str) -> bool {
@@ -228,6 +250,7 @@ mod tests {
             state: RcptState::Pending { next_attempt: 0 },
             attempts: 0,
             last: None,
+            history: Vec::new(),
             delayed_dsn_sent: false,
         };
         assert!(r.wants_notify("FAILURE") && r.wants_notify("DELAY") && !r.wants_notify("SUCCESS"));

@@ -10,8 +10,12 @@
 //! DSN to the sender (never for a null sender). The scheduler (`scheduler.rs`) takes due
 //! recipients, groups them into transactions and runs them.
 
+pub mod holds;
+mod ops;
 pub mod retry;
 pub mod scheduler;
+
+pub use ops::{OpError, Selector};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +40,8 @@ pub struct QueueSettings {
     pub first_retry: Duration,
     /// Attempt after which a delayed DSN goes out (0: never).
     pub delayed_dsn_after: u32,
+    /// Where hold rules are kept (`None`: in memory only).
+    pub holds_file: Option<std::path::PathBuf>,
 }
 
 /// A message as handed over by the submission server.
@@ -85,22 +91,44 @@ struct State {
     messages: HashMap<MsgId, Entry>,
     /// (due time ms, message, recipient index) for pending, idle, unheld recipients.
     due: BTreeSet<(i64, MsgId, usize)>,
+    holds: Vec<holds::HoldRule>,
 }
 
 impl State {
+    fn rcpt_held(&self, msg: &StoredMessage, rcpt: &Recipient) -> bool {
+        if msg.overrides.held {
+            return true;
+        }
+        if self.holds.is_empty() {
+            return false;
+        }
+        let domain = crate::routes::address_domain(&rcpt.address);
+        self.holds
+            .iter()
+            .any(|h| h.matches(msg.account.as_deref(), &domain))
+    }
+
     fn index(&mut self, id: MsgId) {
         let Some(e) = self.messages.get(&id) else {
             return;
         };
-        if e.msg.overrides.held {
-            return;
-        }
+        let mut due = Vec::new();
         for (i, r) in e.msg.rcpts.iter().enumerate() {
             if let RcptState::Pending { next_attempt } = r.state {
-                if !e.in_flight[i] {
-                    self.due.insert((next_attempt, id, i));
+                if !e.in_flight[i] && !self.rcpt_held(&e.msg, r) {
+                    due.push((next_attempt, id, i));
                 }
             }
+        }
+        self.due.extend(due);
+    }
+
+    /// Rebuilds the due index from scratch (after hold changes).
+    fn reindex_all(&mut self) {
+        self.due.clear();
+        let ids: Vec<MsgId> = self.messages.keys().copied().collect();
+        for id in ids {
+            self.index(id);
         }
     }
 }
@@ -141,7 +169,7 @@ pub fn decide(
 ) -> Decision {
     let mut rcpt = current.clone();
     rcpt.attempts = current.attempts.saturating_add(1);
-    rcpt.last = Some(info);
+    rcpt.record_attempt(info);
     let failure_dsn = |r: &Recipient| (!null_sender && r.wants_notify("FAILURE")).then_some(Action::Failed);
     match verdict {
         Verdict::Delivered => {
@@ -183,6 +211,12 @@ impl Queue {
     /// Builds the queue from what the spool recovered.
     pub fn new(spool: Arc<Spool>, recovered: Vec<Recovered>, settings: QueueSettings) -> Queue {
         let mut state = State::default();
+        if let Some(path) = &settings.holds_file {
+            match holds::load(path) {
+                Ok(rules) => state.holds = rules,
+                Err(e) => tracing::error!(error = %e, "queue: cannot read hold rules; starting without them"),
+            }
+        }
         let mut max_id = 0;
         let mut due_now = 0usize;
         for r in recovered {
@@ -265,6 +299,7 @@ impl Queue {
                     state: RcptState::Pending { next_attempt: now },
                     attempts: 0,
                     last: None,
+                    history: Vec::new(),
                     delayed_dsn_sent: false,
                 })
                 .collect(),
@@ -343,7 +378,7 @@ impl Queue {
     }
 
     /// Puts recipients back without an attempt having been made (e.g. on shutdown).
-    pub fn release(&self, id: MsgId, rcpts: &[usize]) {
+    pub fn unclaim(&self, id: MsgId, rcpts: &[usize]) {
         let mut st = self.lock();
         if let Some(e) = st.messages.get_mut(&id) {
             for &i in rcpts {
@@ -603,6 +638,7 @@ mod tests {
             max_attempts: 6,
             first_retry: Duration::from_secs(60),
             delayed_dsn_after: 5,
+            holds_file: None,
         }
     }
 
@@ -614,6 +650,7 @@ mod tests {
             state: RcptState::Pending { next_attempt: 0 },
             attempts,
             last: None,
+            history: Vec::new(),
             delayed_dsn_sent: false,
         }
     }

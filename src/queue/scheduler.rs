@@ -144,10 +144,13 @@ impl Scheduler {
 
     async fn run_job(&self, job: Job) {
         let dest = self.destination_limit(&job.destination);
-        let Ok(_dest_permit) = dest.acquire_owned().await else {
-            return;
+        let permits = match dest.acquire_owned().await {
+            Ok(d) => Arc::clone(&self.global).acquire_owned().await.map(|g| (d, g)),
+            Err(e) => Err(e),
         };
-        let Ok(_permit) = Arc::clone(&self.global).acquire_owned().await else {
+        let Ok(_permits) = permits else {
+            // Only when the limits are closed (shutdown): give the recipients back.
+            self.queue.unclaim(job.message.id, &job.rcpts);
             return;
         };
         let started = Instant::now();

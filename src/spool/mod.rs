@@ -473,6 +473,7 @@ mod tests {
                 state: RcptState::Pending { next_attempt: 0 },
                 attempts: 0,
                 last: None,
+                history: Vec::new(),
                 delayed_dsn_sent: false,
             }],
         }

@@ -10,4 +10,6 @@ mod config_check;
 mod delivery;
 mod durability;
 mod harness;
+mod admin;
 mod submission;
+mod tls;

@@ -44,6 +44,8 @@ pub struct GatewayOptions {
     pub trusted_networks: Option<Vec<String>>,
     /// `submission.max_message_size`, only written when set.
     pub max_message_size: Option<String>,
+    /// Extra lines inside `[submission]` (e.g. `tls_cert = ...`).
+    pub submission_toml: String,
 }
 
 impl Default for GatewayOptions {
@@ -54,6 +56,7 @@ impl Default for GatewayOptions {
             max_attempts: 8,
             trusted_networks: None,
             max_message_size: None,
+            submission_toml: String::new(),
         }
     }
 }
@@ -109,6 +112,12 @@ pub fn config_text(opts: &GatewayOptions, data_dir: &Path) -> String {
     }
     if let Some(size) = &opts.max_message_size {
         s.push_str(&format!("max_message_size = {}\n", toml_str(size)));
+    }
+    if !opts.submission_toml.is_empty() {
+        s.push_str(&opts.submission_toml);
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
     }
     s.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
     s.push_str(&format!(
