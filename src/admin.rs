@@ -75,11 +75,17 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Binds the admin listener and serves until shutdown.
-pub async fn start(addr: &str, state: AdminState, mut shutdown: watch::Receiver<bool>) -> Result<SocketAddr, String> {
+pub async fn start(
+    addr: &str,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("admin listener {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
     tracing::info!(listen = %local, "admin: listening");
     let app = router(state);
     tokio::spawn(async move {
@@ -114,7 +120,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             h.render(),
         )
             .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed\n").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
     }
 }
 
@@ -200,20 +210,29 @@ fn parse_time(s: &str) -> Option<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Some(ms);
     }
-    httpdate::parse_http_date(s).ok().or_else(|| {
-        // RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z"
-        let b = s.as_bytes();
-        if b.len() < 20 || !s.ends_with('Z') {
-            return None;
-        }
-        let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
-        let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-        let days = days_from_civil(y, mo, d);
-        let secs = days * 86400 + h * 3600 + mi * 60 + se;
-        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64))
-    })
-    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-    .map(|d| d.as_millis() as i64)
+    httpdate::parse_http_date(s)
+        .ok()
+        .or_else(|| {
+            // RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z"
+            let b = s.as_bytes();
+            if b.len() < 20 || !s.ends_with('Z') {
+                return None;
+            }
+            let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
+            let (y, mo, d, h, mi, se) = (
+                num(0..4)?,
+                num(5..7)?,
+                num(8..10)?,
+                num(11..13)?,
+                num(14..16)?,
+                num(17..19)?,
+            );
+            let days = days_from_civil(y, mo, d);
+            let secs = days * 86400 + h * 3600 + mi * 60 + se;
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64))
+        })
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
 }
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -250,7 +269,12 @@ impl ListFilter {
         }
         if let Some(t) = &self.transport {
             let forced = m.overrides.transport.as_deref() == Some(t.as_str());
-            if !forced && !m.rcpts.iter().any(|r| r.last.as_ref().is_some_and(|l| &l.transport == t)) {
+            if !forced
+                && !m
+                    .rcpts
+                    .iter()
+                    .any(|r| r.last.as_ref().is_some_and(|l| &l.transport == t))
+            {
                 return Ok(false);
             }
         }
@@ -284,7 +308,11 @@ impl ListFilter {
             let hay = std::iter::once(format_id(m.id))
                 .chain(std::iter::once(m.mail_from.clone()))
                 .chain(m.rcpts.iter().map(|r| r.address.clone()))
-                .chain(m.rcpts.iter().filter_map(|r| r.last.as_ref().map(|l| l.reply.clone())));
+                .chain(
+                    m.rcpts
+                        .iter()
+                        .filter_map(|r| r.last.as_ref().map(|l| l.reply.clone())),
+                );
             if !hay.map(|h| h.to_lowercase()).any(|h| h.contains(&q)) {
                 return Ok(false);
             }
@@ -294,7 +322,11 @@ impl ListFilter {
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({ "error": msg.into() }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": msg.into() })),
+    )
+        .into_response()
 }
 
 fn op_error(e: OpError) -> Response {
@@ -317,18 +349,23 @@ async fn queue_list(State(state): State<AdminState>, Query(filter): Query<ListFi
     }
     let total = matched.len();
     let limit = filter.limit.unwrap_or(1000).min(10_000);
-    let messages: Vec<Value> = matched.iter().skip(filter.offset).take(limit).map(message_json).collect();
+    let messages: Vec<Value> = matched
+        .iter()
+        .skip(filter.offset)
+        .take(limit)
+        .map(message_json)
+        .collect();
     Json(json!({ "total": total, "offset": filter.offset, "messages": messages })).into_response()
 }
 
-fn id_of(text: &str) -> Result<u64, Response> {
-    parse_id(text).ok_or_else(|| bad_request(format!("{text:?} is not a queue id")))
+fn id_of(text: &str) -> Result<u64, String> {
+    parse_id(text).ok_or_else(|| format!("{text:?} is not a queue id"))
 }
 
 async fn queue_show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let id = match id_of(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     match state.queue.get(id) {
         Some(m) => Json(message_detail_json(&m)).into_response(),
@@ -352,7 +389,9 @@ impl BulkSelector {
             (true, None, None) => Ok(Selector::All),
             (false, Some(d), None) => Selector::domain(d),
             (false, None, Some(a)) => Ok(Selector::Account(a.clone())),
-            _ => Err(OpError::Invalid("give exactly one of all, domain, account".into())),
+            _ => Err(OpError::Invalid(
+                "give exactly one of all, domain, account".into(),
+            )),
         }
     }
 }
@@ -383,21 +422,21 @@ async fn hold_rules(State(state): State<AdminState>) -> Json<Value> {
 async fn one_retry(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     match id_of(&id) {
         Ok(id) => count_reply(state.queue.retry_now(&Selector::Id(id))),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
 async fn one_hold(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     match id_of(&id) {
         Ok(id) => count_reply(state.queue.hold(&Selector::Id(id))),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
 async fn one_release(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     match id_of(&id) {
         Ok(id) => count_reply(state.queue.release(&Selector::Id(id))),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
@@ -408,10 +447,14 @@ pub struct DropBody {
     pub dsn: bool,
 }
 
-async fn one_drop(State(state): State<AdminState>, Path(id): Path<String>, Json(b): Json<DropBody>) -> Response {
+async fn one_drop(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    Json(b): Json<DropBody>,
+) -> Response {
     match id_of(&id) {
         Ok(id) => count_reply(state.queue.drop_message(id, b.dsn).await),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
@@ -421,24 +464,36 @@ pub struct ValueBody {
     pub value: String,
 }
 
-async fn one_requiretls(State(state): State<AdminState>, Path(id): Path<String>, Json(b): Json<ValueBody>) -> Response {
+async fn one_requiretls(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    Json(b): Json<ValueBody>,
+) -> Response {
     let id = match id_of(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let value = match b.value.to_ascii_lowercase().as_str() {
         "yes" => Some(true),
         "no" => Some(false),
         "default" => None,
-        other => return bad_request(format!("REQUIRETLS value {other:?}: use yes, no or default")),
+        other => {
+            return bad_request(format!(
+                "REQUIRETLS value {other:?}: use yes, no or default"
+            ))
+        }
     };
     count_reply(state.queue.set_requiretls(id, value).map(|_| 1))
 }
 
-async fn one_transport(State(state): State<AdminState>, Path(id): Path<String>, Json(b): Json<ValueBody>) -> Response {
+async fn one_transport(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    Json(b): Json<ValueBody>,
+) -> Response {
     let id = match id_of(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let name = match b.value.as_str() {
         "" | "default" => None,
@@ -447,7 +502,9 @@ async fn one_transport(State(state): State<AdminState>, Path(id): Path<String>, 
             if name != crate::queue::scheduler::DIRECT && !snap.transports.contains_key(name) {
                 let mut known: Vec<&String> = snap.transports.keys().collect();
                 known.sort();
-                return bad_request(format!("no transport named {name:?}; configured: {known:?}"));
+                return bad_request(format!(
+                    "no transport named {name:?}; configured: {known:?}"
+                ));
             }
             Some(name.to_string())
         }

@@ -43,18 +43,23 @@ pub fn ready_path(data_dir: &Path) -> PathBuf {
 
 fn write_ready(data_dir: &Path, ready: &Ready) -> anyhow::Result<()> {
     let tmp = data_dir.join("ready.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(ready)?).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, ready_path(data_dir)).with_context(|| format!("publishing {}", ready_path(data_dir).display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(ready)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, ready_path(data_dir))
+        .with_context(|| format!("publishing {}", ready_path(data_dir).display()))?;
     Ok(())
 }
 
 fn is_loopback(addr: &str) -> bool {
-    addr.parse::<SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(false)
+    addr.parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false)
 }
 
 /// Loads the TLS client configs shared by every transport.
 pub fn tls_configs(config: &Config) -> anyhow::Result<TlsClientConfigs> {
-    let extra = (!config.tls.extra_ca_file.is_empty()).then(|| Path::new(&config.tls.extra_ca_file));
+    let extra =
+        (!config.tls.extra_ca_file.is_empty()).then(|| Path::new(&config.tls.extra_ca_file));
     let roots = TlsRoots::load(extra).map_err(|e| anyhow!("tls.extra_ca_file: {e}"))?;
     Ok(TlsClientConfigs::new(&roots))
 }
@@ -62,10 +67,15 @@ pub fn tls_configs(config: &Config) -> anyhow::Result<TlsClientConfigs> {
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data_dir {}", data_dir.display()))?;
-    let lock = File::create(data_dir.join("lock")).with_context(|| format!("creating lock file in {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
+    let lock = File::create(data_dir.join("lock"))
+        .with_context(|| format!("creating lock file in {}", data_dir.display()))?;
     if lock.try_lock().is_err() {
-        bail!("another relaygate is running with data_dir {}", data_dir.display());
+        bail!(
+            "another relaygate is running with data_dir {}",
+            data_dir.display()
+        );
     }
 
     let admin_token = if config.admin.token_file.is_empty() {
@@ -90,8 +100,11 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         None
     } else {
         Some(
-            crate::submission::tls::server_config(Path::new(&config.submission.tls_cert), Path::new(&config.submission.tls_key))
-                .map_err(|e| anyhow!("submission TLS: {e}"))?,
+            crate::submission::tls::server_config(
+                Path::new(&config.submission.tls_cert),
+                Path::new(&config.submission.tls_key),
+            )
+            .map_err(|e| anyhow!("submission TLS: {e}"))?,
         )
     };
 
@@ -127,7 +140,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             max_message_size: config.submission.max_message_size.0,
             max_recipients: config.submission.max_recipients,
             max_connections: config.submission.max_connections,
-            trusted_networks: parse_networks(&config.submission.trusted_networks).map_err(|e| anyhow!(e))?,
+            trusted_networks: parse_networks(&config.submission.trusted_networks)
+                .map_err(|e| anyhow!(e))?,
             tls: tls_server,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
@@ -135,7 +149,11 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         Arc::clone(&queue),
     );
     let (plain, implicit) = submission
-        .start(&config.submission.listen, &config.submission.listen_tls, shutdown_rx.clone())
+        .start(
+            &config.submission.listen,
+            &config.submission.listen_tls,
+            shutdown_rx.clone(),
+        )
         .await
         .map_err(|e| anyhow!(e))?;
 
@@ -148,7 +166,11 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             token: admin_token,
             snapshot: snap.clone(),
         };
-        Some(admin::start(&config.admin.listen, state, shutdown_rx.clone()).await.map_err(|e| anyhow!(e))?)
+        Some(
+            admin::start(&config.admin.listen, state, shutdown_rx.clone())
+                .await
+                .map_err(|e| anyhow!(e))?,
+        )
     };
 
     // Housekeeping: spool segments, metric upkeep.

@@ -38,11 +38,19 @@ pub fn admin_target(config_path: &Path, admin: Option<&str>) -> anyhow::Result<A
             .to_string();
         return Ok(AdminTarget { addr, token });
     }
-    let config = config.ok_or_else(|| anyhow!("cannot load {}; pass --admin http://HOST:PORT", config_path.display()))?;
+    let config = config.ok_or_else(|| {
+        anyhow!(
+            "cannot load {}; pass --admin http://HOST:PORT",
+            config_path.display()
+        )
+    })?;
     if let Ok(text) = std::fs::read(ready_path(&config.data_dir)) {
         if let Ok(ready) = serde_json::from_slice::<Ready>(&text) {
             if let Some(a) = ready.admin {
-                return Ok(AdminTarget { addr: a.to_string(), token });
+                return Ok(AdminTarget {
+                    addr: a.to_string(),
+                    token,
+                });
             }
         }
     }
@@ -56,16 +64,32 @@ pub fn admin_target(config_path: &Path, admin: Option<&str>) -> anyhow::Result<A
 }
 
 /// A plain HTTP/1.0 request to the admin API; returns status and body.
-pub fn http(target: &AdminTarget, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(&target.addr).with_context(|| format!("connecting to the admin API at {} (is the gateway running?)", target.addr))?;
+pub fn http(
+    target: &AdminTarget,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(&target.addr).with_context(|| {
+        format!(
+            "connecting to the admin API at {} (is the gateway running?)",
+            target.addr
+        )
+    })?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n", target.addr);
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n",
+        target.addr
+    );
     if let Some(t) = &target.token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     if body.is_some() {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", payload.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(&payload);
@@ -89,7 +113,10 @@ pub fn http(target: &AdminTarget, method: &str, path: &str, body: Option<&Value>
 pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
     let (status, body) = http(target, "GET", "/api/queue", None)?;
     if status != 200 {
-        bail!("admin API answered {status}: {}", String::from_utf8_lossy(&body).trim());
+        bail!(
+            "admin API answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     let v: Value = serde_json::from_slice(&body).context("admin API sent invalid JSON")?;
     if as_json {
@@ -103,7 +130,11 @@ pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     for m in messages {
-        let held = if m["held"].as_bool() == Some(true) { " HELD" } else { "" };
+        let held = if m["held"].as_bool() == Some(true) {
+            " HELD"
+        } else {
+            ""
+        };
         println!(
             "{}  {}  {} bytes  from <{}>{}",
             m["id"].as_str().unwrap_or("?"),
@@ -128,11 +159,20 @@ pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
 }
 
 /// Sends a request and returns the JSON answer, or the API's error message.
-pub fn call(target: &AdminTarget, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+pub fn call(
+    target: &AdminTarget,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let (status, bytes) = http(target, method, path, body)?;
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).trim().to_string()));
+    let v: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).trim().to_string()));
     if !(200..300).contains(&status) {
-        let msg = v["error"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+        let msg = v["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
         bail!("admin API answered {status}: {msg}");
     }
     Ok(v)
@@ -189,9 +229,19 @@ pub fn bulk_body(all: bool, domain: Option<&str>, account: Option<&str>) -> anyh
 }
 
 /// `queue retry|hold|release` for one id or a bulk selector; prints how many recipients.
-pub fn queue_action(target: &AdminTarget, action: &str, id: Option<&str>, bulk: Option<Value>) -> anyhow::Result<()> {
+pub fn queue_action(
+    target: &AdminTarget,
+    action: &str,
+    id: Option<&str>,
+    bulk: Option<Value>,
+) -> anyhow::Result<()> {
     let v = match (id, bulk) {
-        (Some(id), None) => call(target, "POST", &format!("/api/queue/{id}/{action}"), Some(&serde_json::json!({})))?,
+        (Some(id), None) => call(
+            target,
+            "POST",
+            &format!("/api/queue/{id}/{action}"),
+            Some(&serde_json::json!({})),
+        )?,
         (None, Some(body)) => call(target, "POST", &format!("/api/queue/{action}"), Some(&body))?,
         _ => bail!("give a message ID, or one of --all, --domain, --account"),
     };

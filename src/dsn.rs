@@ -3,7 +3,7 @@
 //! message bytes out. The queue decides when one is due and submits it to itself with a
 //! null sender, so a DSN is never answered by another DSN.
 
-use crate::message::{header_section, field_value};
+use crate::message::{field_value, header_section};
 use crate::model::{format_id, rfc5322_date, Ret, StoredMessage};
 
 /// Largest original message included whole; above it only the headers are returned.
@@ -54,11 +54,19 @@ pub struct DsnInput<'a> {
 pub fn status_of(reply: &str, action: Action) -> String {
     let mut parts = reply.split_whitespace();
     let basic = parts.next().unwrap_or("");
-    if let Some(enh) = parts.next() {
+    // Our own reasons start with the status code itself ("5.7.30 host: ...").
+    let enhanced = if basic.contains('.') {
+        Some(basic)
+    } else {
+        parts.next()
+    };
+    if let Some(enh) = enhanced {
         let nums: Vec<&str> = enh.split('.').collect();
         if nums.len() == 3
             && matches!(nums[0], "2" | "4" | "5")
-            && nums[1..].iter().all(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+            && nums[1..]
+                .iter()
+                .all(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
         {
             let class = match action {
                 Action::Delayed => "4",
@@ -75,7 +83,9 @@ pub fn status_of(reply: &str, action: Action) -> String {
 }
 
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Builds the DSN message (headers and body, CRLF line ends).
@@ -89,11 +99,18 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
     let orig_headers = header_section(input.body);
     let orig_subject = field_value(orig_headers, "Subject").unwrap_or_default();
     let mut m = String::new();
-    m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{}>\r\n", input.hostname));
+    m.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{}>\r\n",
+        input.hostname
+    ));
     m.push_str(&format!("To: <{}>\r\n", o.mail_from));
     m.push_str(&format!("Subject: {subject}\r\n"));
     m.push_str(&format!("Date: {}\r\n", rfc5322_date(input.now_ms)));
-    m.push_str(&format!("Message-ID: <{}@{}>\r\n", format_id(input.dsn_id), input.hostname));
+    m.push_str(&format!(
+        "Message-ID: <{}@{}>\r\n",
+        format_id(input.dsn_id),
+        input.hostname
+    ));
     // RFC 3834 §5: automatic responses are marked.
     m.push_str("Auto-Submitted: auto-replied\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
@@ -103,7 +120,9 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
     m.push_str("This is a MIME-encapsulated delivery status notification.\r\n\r\n");
 
     // Human-readable part.
-    m.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    ));
     match input.action {
         Action::Failed => m.push_str(&format!(
             "This is the mail gateway at {}.\r\n\r\nYour message could not be delivered to the following recipients; no further attempts will be made:\r\n\r\n",
@@ -115,7 +134,11 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         )),
     }
     for r in input.rcpts {
-        m.push_str(&format!("  <{}>\r\n    {}\r\n", r.address, clean(&r.diagnostic)));
+        m.push_str(&format!(
+            "  <{}>\r\n    {}\r\n",
+            r.address,
+            clean(&r.diagnostic)
+        ));
         if let Some(mta) = &r.remote_mta {
             m.push_str(&format!("    (remote server {})\r\n", clean(mta)));
         }
@@ -124,17 +147,25 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         }
     }
     if !orig_subject.is_empty() {
-        m.push_str(&format!("\r\nSubject of your message: {}\r\n", clean(&orig_subject)));
+        m.push_str(&format!(
+            "\r\nSubject of your message: {}\r\n",
+            clean(&orig_subject)
+        ));
     }
     m.push_str(&format!("Queue id: {}\r\n\r\n", format_id(o.id)));
 
     // Machine-readable part (RFC 3464 §2.2, §2.3).
-    m.push_str(&format!("--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
     m.push_str(&format!("Reporting-MTA: dns; {}\r\n", input.hostname));
     if let Some(envid) = &o.params.envid {
         m.push_str(&format!("Original-Envelope-Id: {}\r\n", clean(envid)));
     }
-    m.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(o.received_at)));
+    m.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        rfc5322_date(o.received_at)
+    ));
     for r in input.rcpts {
         m.push_str("\r\n");
         if let Some(orcpt) = &r.orcpt {
@@ -142,15 +173,25 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         }
         m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", r.address));
         m.push_str(&format!("Action: {}\r\n", input.action.as_str()));
-        m.push_str(&format!("Status: {}\r\n", status_of(&r.diagnostic, input.action)));
+        m.push_str(&format!(
+            "Status: {}\r\n",
+            status_of(&r.diagnostic, input.action)
+        ));
         if let Some(mta) = &r.remote_mta {
             let host = mta.split_whitespace().next().unwrap_or(mta);
             m.push_str(&format!("Remote-MTA: dns; {}\r\n", clean(host)));
         }
-        let is_smtp_reply = r.diagnostic.as_bytes().first().is_some_and(|b| b.is_ascii_digit());
+        let first = r.diagnostic.split_whitespace().next().unwrap_or("");
+        let is_smtp_reply = first.len() == 3 && first.bytes().all(|b| b.is_ascii_digit());
         let diag_type = if is_smtp_reply { "smtp" } else { "x-local" };
-        m.push_str(&format!("Diagnostic-Code: {diag_type}; {}\r\n", clean(&r.diagnostic)));
-        m.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc5322_date(r.last_attempt_ms)));
+        m.push_str(&format!(
+            "Diagnostic-Code: {diag_type}; {}\r\n",
+            clean(&r.diagnostic)
+        ));
+        m.push_str(&format!(
+            "Last-Attempt-Date: {}\r\n",
+            rfc5322_date(r.last_attempt_ms)
+        ));
         if let Some(until) = r.will_retry_until_ms {
             m.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
         }
@@ -163,7 +204,9 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         && input.body.len() <= FULL_RETURN_LIMIT;
     let mut out = m.into_bytes();
     if full {
-        out.extend_from_slice(format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes());
+        out.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes(),
+        );
         out.extend_from_slice(input.body);
         if !input.body.ends_with(b"\r\n") {
             out.extend_from_slice(b"\r\n");
@@ -188,7 +231,10 @@ mod tests {
             id: 1,
             received_at: 0,
             mail_from: "sender@s.org".into(),
-            params: MailParams { envid: Some("E1".into()), ..Default::default() },
+            params: MailParams {
+                envid: Some("E1".into()),
+                ..Default::default()
+            },
             account: None,
             client: None,
             size: 10,
@@ -203,6 +249,14 @@ mod tests {
         assert_eq!(status_of("451 4.7.1 later", Action::Delayed), "4.7.1");
         assert_eq!(status_of("550 no", Action::Failed), "5.0.0");
         assert_eq!(status_of("connection refused", Action::Failed), "5.0.0");
+        assert_eq!(
+            status_of("5.7.30 mx: REQUIRETLS not honoured", Action::Failed),
+            "5.7.30"
+        );
+        assert_eq!(
+            status_of("4.4.1 mx: connect failed", Action::Delayed),
+            "4.4.1"
+        );
         assert_eq!(status_of("451 x", Action::Failed), "4.0.0");
     }
 

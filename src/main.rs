@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use relaygate::config::{Config, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
-#[command(name = "relaygate", version, about = "SMTP transport and SASL proxy gateway")]
+#[command(
+    name = "relaygate",
+    version,
+    about = "SMTP transport and SASL proxy gateway"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -104,29 +108,68 @@ fn queue_command(target: &relaygate::cli::AdminTarget, action: QueueAction) -> a
         QueueAction::List { json } => relaygate::cli::queue_list(target, json),
         QueueAction::Show { id, json } => relaygate::cli::queue_show(target, &id, json),
         QueueAction::Retry { id, all, domain } => {
-            let bulk = if id.is_none() { Some(bulk_body(all, domain.as_deref(), None)?) } else { None };
+            let bulk = if id.is_none() {
+                Some(bulk_body(all, domain.as_deref(), None)?)
+            } else {
+                None
+            };
             queue_action(target, "retry", id.as_deref(), bulk)
         }
-        QueueAction::Hold { id, domain, account } => {
-            let bulk = if id.is_none() { Some(bulk_body(false, domain.as_deref(), account.as_deref())?) } else { None };
+        QueueAction::Hold {
+            id,
+            domain,
+            account,
+        } => {
+            let bulk = if id.is_none() {
+                Some(bulk_body(false, domain.as_deref(), account.as_deref())?)
+            } else {
+                None
+            };
             queue_action(target, "hold", id.as_deref(), bulk)
         }
-        QueueAction::Release { id, domain, account } => {
-            let bulk = if id.is_none() { Some(bulk_body(false, domain.as_deref(), account.as_deref())?) } else { None };
+        QueueAction::Release {
+            id,
+            domain,
+            account,
+        } => {
+            let bulk = if id.is_none() {
+                Some(bulk_body(false, domain.as_deref(), account.as_deref())?)
+            } else {
+                None
+            };
             queue_action(target, "release", id.as_deref(), bulk)
         }
         QueueAction::Drop { id, dsn } => {
-            let v = call(target, "POST", &format!("/api/queue/{id}/drop"), Some(&serde_json::json!({ "dsn": dsn })))?;
-            println!("dropped {id} ({} recipient(s) not delivered{})", v["recipients"], if dsn { ", DSN sent" } else { "" });
+            let v = call(
+                target,
+                "POST",
+                &format!("/api/queue/{id}/drop"),
+                Some(&serde_json::json!({ "dsn": dsn })),
+            )?;
+            println!(
+                "dropped {id} ({} recipient(s) not delivered{})",
+                v["recipients"],
+                if dsn { ", DSN sent" } else { "" }
+            );
             Ok(())
         }
         QueueAction::SetRequiretls { id, value } => {
-            call(target, "POST", &format!("/api/queue/{id}/requiretls"), Some(&serde_json::json!({ "value": value })))?;
+            call(
+                target,
+                "POST",
+                &format!("/api/queue/{id}/requiretls"),
+                Some(&serde_json::json!({ "value": value })),
+            )?;
             println!("{id}: REQUIRETLS {value}");
             Ok(())
         }
         QueueAction::SetTransport { id, name } => {
-            call(target, "POST", &format!("/api/queue/{id}/transport"), Some(&serde_json::json!({ "value": name })))?;
+            call(
+                target,
+                "POST",
+                &format!("/api/queue/{id}/transport"),
+                Some(&serde_json::json!({ "value": name })),
+            )?;
             println!("{id}: transport {name}");
             Ok(())
         }
@@ -170,7 +213,10 @@ fn main() -> ExitCode {
         },
         Command::Serve { config } => {
             init_logging(cli.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("relaygate: cannot start the runtime: {e}");
@@ -185,7 +231,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Queue { config, admin, action } => {
+        Command::Queue {
+            config,
+            admin,
+            action,
+        } => {
             let result = relaygate::cli::admin_target(&config, admin.as_deref())
                 .and_then(|target| queue_command(&target, action));
             match result {

@@ -28,7 +28,10 @@ pub fn received_header(t: &TraceInfo<'_>) -> String {
         .filter(|c| !c.is_control() && *c != '(' && *c != ')')
         .take(255)
         .collect();
-    let mut h = format!("Received: from {helo} ([{}])\r\n\tby {}", t.client_ip, t.hostname);
+    let mut h = format!(
+        "Received: from {helo} ([{}])\r\n\tby {}",
+        t.client_ip, t.hostname
+    );
     if let Some(tls) = t.tls {
         h.push_str(&format!(" ({tls})"));
     }
@@ -104,7 +107,12 @@ pub fn prepare(body: &[u8], trace: &TraceInfo<'_>) -> Vec<u8> {
     }
     if !has_field(headers, "Message-ID") {
         out.extend_from_slice(
-            format!("Message-ID: <{}@{}>\r\n", format_id(trace.id), trace.hostname).as_bytes(),
+            format!(
+                "Message-ID: <{}@{}>\r\n",
+                format_id(trace.id),
+                trace.hostname
+            )
+            .as_bytes(),
         );
     }
     out.extend_from_slice(body);
@@ -146,7 +154,10 @@ mod tests {
     #[test]
     fn fields() {
         let h = b"Subject: a\r\n b\r\nTo: x\r\n\r\n";
-        assert_eq!(field_value(header_section(h), "subject").as_deref(), Some("a b"));
+        assert_eq!(
+            field_value(header_section(h), "subject").as_deref(),
+            Some("a b")
+        );
         assert!(has_field(h, "to") && !has_field(h, "cc"));
         assert_eq!(header_section(b"\r\nbody"), b"");
     }

@@ -7,7 +7,9 @@ use crate::model::now_ms;
 use crate::queue::Queue;
 
 /// Buckets for delivery and latency histograms, in seconds.
-const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// Installs the global recorder. Returns `None` if one is already installed.
 pub fn install() -> Option<PrometheusHandle> {
@@ -23,7 +25,8 @@ pub fn refresh_queue_gauges(queue: &Queue) {
     let c = queue.counts();
     metrics::gauge!("relaygate_queue_messages").set(c.messages as f64);
     metrics::gauge!("relaygate_queue_recipients", "state" => "pending").set(c.pending_rcpts as f64);
-    metrics::gauge!("relaygate_queue_recipients", "state" => "inflight").set(c.in_flight_rcpts as f64);
+    metrics::gauge!("relaygate_queue_recipients", "state" => "inflight")
+        .set(c.in_flight_rcpts as f64);
     metrics::gauge!("relaygate_queue_held_messages").set(c.held_messages as f64);
     let oldest = c
         .oldest_received_ms

@@ -139,9 +139,7 @@ impl Recipient {
     pub fn wants_notify(&self, kind: &str) -> bool {
         match &self.notify {
             None => kind != "SUCCESS",
-            Some(list) => list
-                .split(',')
-                .any(|k| k.trim().eq_ignore_ascii_case(kind)),
+            Some(list) => list.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind)),
         }
     }
 }
@@ -212,8 +210,10 @@ pub fn rfc3339(ms: i64) -> String {
 /// RFC 5322 date text for a unix-ms time, in UTC, e.g. "Sun, 29 Nov 2026 12:00:00 +0000".
 pub fn rfc5322_date(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
-    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64))
-        .replace(" GMT", " +0000")
+    httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
+    )
+    .replace(" GMT", " +0000")
 }
 
 // Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -238,7 +238,10 @@ mod tests {
     fn time_formats() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_954_500_123), "2026-11-29T12:15:00.123Z");
-        assert_eq!(rfc5322_date(1_795_954_500_123), "Sun, 29 Nov 2026 12:15:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_954_500_123),
+            "Sun, 29 Nov 2026 12:15:00 +0000"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub fn normalize_domain(domain: &str) -> Result<String, String> {
         // An address literal (RFC 5321 §4.1.3) compares as written, lowercased.
         return Ok(trimmed.to_ascii_lowercase());
     }
-    let ascii = idna::domain_to_ascii(trimmed)
-        .map_err(|_| format!("{domain:?} is not a valid domain"))?;
+    let ascii =
+        idna::domain_to_ascii(trimmed).map_err(|_| format!("{domain:?} is not a valid domain"))?;
     if ascii.is_empty()
         || ascii
             .split('.')
@@ -112,7 +112,9 @@ impl Route {
 
     /// Why this route does not match, or `None` when it does.
     pub fn mismatch(&self, q: &RouteQuery<'_>) -> Option<Mismatch> {
-        if !self.from_domain.is_empty() && !self.from_domain.iter().any(|p| p.matches(q.from_domain)) {
+        if !self.from_domain.is_empty()
+            && !self.from_domain.iter().any(|p| p.matches(q.from_domain))
+        {
             return Some(Mismatch::FromDomain);
         }
         if !self.to_domain.is_empty() && !self.to_domain.iter().any(|p| p.matches(q.to_domain)) {
@@ -203,7 +205,11 @@ pub fn select<'a>(table: &'a RouteTable, q: &RouteQuery<'_>) -> Option<Selection
     for (level, routes) in table.lists(q) {
         for (index, route) in routes.iter().enumerate() {
             if route.mismatch(q).is_none() {
-                return Some(Selection { level, index, route });
+                return Some(Selection {
+                    level,
+                    index,
+                    route,
+                });
             }
         }
     }
@@ -219,8 +225,18 @@ mod tests {
         Route::new(&v(from), &v(to), min, t).unwrap()
     }
 
-    fn q<'a>(account: Option<&'a str>, from: &'a str, to: &'a str, attempts: u32) -> RouteQuery<'a> {
-        RouteQuery { account, from_domain: from, to_domain: to, attempts }
+    fn q<'a>(
+        account: Option<&'a str>,
+        from: &'a str,
+        to: &'a str,
+        attempts: u32,
+    ) -> RouteQuery<'a> {
+        RouteQuery {
+            account,
+            from_domain: from,
+            to_domain: to,
+            attempts,
+        }
     }
 
     #[test]
@@ -235,7 +251,11 @@ mod tests {
             ("bücher.de", "xn--bcher-kva.de", true),
         ];
         for (pattern, domain, want) in table {
-            assert_eq!(DomainPattern::parse(pattern).unwrap().matches(domain), want, "{pattern} {domain}");
+            assert_eq!(
+                DomainPattern::parse(pattern).unwrap().matches(domain),
+                want,
+                "{pattern} {domain}"
+            );
         }
         assert!(DomainPattern::parse("bad domain").is_err());
         assert!(DomainPattern::parse("").is_err());
@@ -247,9 +267,12 @@ mod tests {
             global: vec![route(&[], &[], 0, "g")],
             ..Default::default()
         };
-        t.domains.insert("example.org".into(), vec![route(&[], &[], 0, "d")]);
-        t.accounts.insert("app".into(), vec![route(&[], &[], 0, "a")]);
-        let pick = |acct, from| select(&t, &q(acct, from, "x.net", 0)).map(|s| s.route.transport.clone());
+        t.domains
+            .insert("example.org".into(), vec![route(&[], &[], 0, "d")]);
+        t.accounts
+            .insert("app".into(), vec![route(&[], &[], 0, "a")]);
+        let pick =
+            |acct, from| select(&t, &q(acct, from, "x.net", 0)).map(|s| s.route.transport.clone());
         assert_eq!(pick(Some("app"), "example.org").as_deref(), Some("a"));
         assert_eq!(pick(None, "example.org").as_deref(), Some("d"));
         assert_eq!(pick(Some("other"), "other.org").as_deref(), Some("g"));

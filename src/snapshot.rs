@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use relaygate_transports::smarthost::{SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs};
+use relaygate_transports::smarthost::{
+    SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs,
+};
 use relaygate_transports::{TcpConnector, Timeouts};
 
 use crate::config::{Config, RouteConfig, TransportConfig, TransportKind};
@@ -48,7 +50,14 @@ impl SnapshotCell {
 
 fn routes_of(list: &[RouteConfig]) -> Result<Vec<Route>, String> {
     list.iter()
-        .map(|r| Route::new(&r.from_domain, &r.to_domain, r.minimum_attempts, r.transport.get_ref()))
+        .map(|r| {
+            Route::new(
+                &r.from_domain,
+                &r.to_domain,
+                r.minimum_attempts,
+                r.transport.get_ref(),
+            )
+        })
         .collect()
 }
 
@@ -59,7 +68,9 @@ pub fn route_table(config: &Config) -> Result<RouteTable, String> {
         ..Default::default()
     };
     for (domain, d) in &config.domains {
-        table.domains.insert(normalize_domain(domain)?, routes_of(&d.routes)?);
+        table
+            .domains
+            .insert(normalize_domain(domain)?, routes_of(&d.routes)?);
     }
     for (name, a) in &config.accounts {
         table.accounts.insert(name.clone(), routes_of(&a.routes)?);

@@ -487,7 +487,11 @@ pub struct TransportConfig {
     #[serde(default)]
     pub socks_proxy: String,
     /// SOCKS5 proxy address(es), tried in order.
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub address: Vec<String>,
     /// The proxy's egress IPs (for dnscheck/SPF).
     #[serde(default)]
@@ -548,7 +552,11 @@ pub struct DomainConfig {
 /// Converts a byte offset in `text` into a 1-based line number.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Finds the key named in a serde message such as "unknown field `foo`, expected ...".
@@ -603,14 +611,21 @@ impl Config {
                 message,
             })
         };
-        let find_line = |needle: &str| {
-            text.find(needle).map(|offset| line_of(text, offset))
-        };
+        let find_line = |needle: &str| text.find(needle).map(|offset| line_of(text, offset));
 
         if self.hostname.trim().is_empty() {
-            err(find_line("hostname"), "hostname", "must not be empty".into());
+            err(
+                find_line("hostname"),
+                "hostname",
+                "must not be empty".into(),
+            );
         }
-        for addr in self.submission.listen.iter().chain(&self.submission.listen_tls) {
+        for addr in self
+            .submission
+            .listen
+            .iter()
+            .chain(&self.submission.listen_tls)
+        {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 err(
                     find_line(addr),
@@ -654,10 +669,18 @@ impl Config {
             );
         }
         if self.queue.max_attempts == 0 {
-            err(find_line("max_attempts"), "queue.max_attempts", "must be at least 1".into());
+            err(
+                find_line("max_attempts"),
+                "queue.max_attempts",
+                "must be at least 1".into(),
+            );
         }
         if self.queue.first_retry.0.is_zero() {
-            err(find_line("first_retry"), "queue.first_retry", "must be positive".into());
+            err(
+                find_line("first_retry"),
+                "queue.first_retry",
+                "must be positive".into(),
+            );
         }
         if self.queue.max_concurrency == 0 || self.queue.max_per_destination == 0 {
             err(
@@ -743,7 +766,10 @@ pub fn transport_problems(
     match t.kind {
         TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
             if t.host.trim().is_empty() {
-                out.push(format!("transport {name:?} of kind {:?} needs `host`", t.kind));
+                out.push(format!(
+                    "transport {name:?} of kind {:?} needs `host`",
+                    t.kind
+                ));
             }
             if t.kind == TransportKind::Submissions && t.no_starttls {
                 out.push("no_starttls cannot apply to submissions (implicit TLS)".into());

@@ -54,14 +54,23 @@ mod tests {
 
     #[test]
     fn rules_match_by_and() {
-        let both = HoldRule { domain: Some("x.org".into()), account: Some("app".into()) };
+        let both = HoldRule {
+            domain: Some("x.org".into()),
+            account: Some("app".into()),
+        };
         assert!(both.matches(Some("app"), "x.org"));
         assert!(!both.matches(Some("other"), "x.org"));
         assert!(!both.matches(Some("app"), "y.org"));
         assert!(!both.matches(None, "x.org"));
-        let domain = HoldRule { domain: Some("x.org".into()), account: None };
+        let domain = HoldRule {
+            domain: Some("x.org".into()),
+            account: None,
+        };
         assert!(domain.matches(None, "x.org") && domain.matches(Some("a"), "x.org"));
-        let empty = HoldRule { domain: None, account: None };
+        let empty = HoldRule {
+            domain: None,
+            account: None,
+        };
         assert!(!empty.matches(None, "x.org"), "an empty rule holds nothing");
     }
 
@@ -70,7 +79,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("holds.json");
         assert!(load(&p).unwrap().is_empty());
-        let rules = vec![HoldRule { domain: Some("x.org".into()), account: None }];
+        let rules = vec![HoldRule {
+            domain: Some("x.org".into()),
+            account: None,
+        }];
         save(&p, &rules).unwrap();
         assert_eq!(load(&p).unwrap(), rules);
     }

@@ -170,7 +170,8 @@ pub fn decide(
     let mut rcpt = current.clone();
     rcpt.attempts = current.attempts.saturating_add(1);
     rcpt.record_attempt(info);
-    let failure_dsn = |r: &Recipient| (!null_sender && r.wants_notify("FAILURE")).then_some(Action::Failed);
+    let failure_dsn =
+        |r: &Recipient| (!null_sender && r.wants_notify("FAILURE")).then_some(Action::Failed);
     match verdict {
         Verdict::Delivered => {
             rcpt.state = RcptState::Delivered { at: now };
@@ -214,7 +215,9 @@ impl Queue {
         if let Some(path) = &settings.holds_file {
             match holds::load(path) {
                 Ok(rules) => state.holds = rules,
-                Err(e) => tracing::error!(error = %e, "queue: cannot read hold rules; starting without them"),
+                Err(e) => {
+                    tracing::error!(error = %e, "queue: cannot read hold rules; starting without them")
+                }
             }
         }
         let mut max_id = 0;
@@ -226,7 +229,12 @@ impl Queue {
             }
             let id = r.message.id;
             let n = r.message.rcpts.len();
-            due_now += r.message.rcpts.iter().filter(|x| !x.state.is_final()).count();
+            due_now += r
+                .message
+                .rcpts
+                .iter()
+                .filter(|x| !x.state.is_final())
+                .count();
             state.messages.insert(
                 id,
                 Entry {
@@ -238,7 +246,11 @@ impl Queue {
             state.index(id);
         }
         if !state.messages.is_empty() {
-            tracing::info!(messages = state.messages.len(), recipients = due_now, "queue: recovered from spool");
+            tracing::info!(
+                messages = state.messages.len(),
+                recipients = due_now,
+                "queue: recovered from spool"
+            );
         }
         Queue {
             spool,
@@ -267,10 +279,12 @@ impl Queue {
         let mut cur = self.last_id.load(Ordering::Relaxed);
         loop {
             let next = floor.max(cur + 1);
-            match self
-                .last_id
-                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.last_id.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return next,
                 Err(actual) => cur = actual,
             }
@@ -423,12 +437,18 @@ impl Queue {
             if rcpts.is_empty() {
                 continue;
             }
-            if let Err(e) = self.send_dsn(&original, body_ref, action, &rcpts, now).await {
+            if let Err(e) = self
+                .send_dsn(&original, body_ref, action, &rcpts, now)
+                .await
+            {
                 tracing::error!(queue_id = %format_id(id), error = %e, "queue: cannot queue DSN");
             }
         }
         for (_, d) in &decisions {
-            if d.rcpt.state.is_final() && d.dsn.is_none() && matches!(d.rcpt.state, RcptState::Failed { .. }) {
+            if d.rcpt.state.is_final()
+                && d.dsn.is_none()
+                && matches!(d.rcpt.state, RcptState::Failed { .. })
+            {
                 tracing::info!(queue_id = %format_id(id), rcpt = %d.rcpt.address,
                     "queue: recipient failed; no DSN (null sender or NOTIFY)");
             }
@@ -544,7 +564,10 @@ impl Queue {
             if e.msg.overrides.held {
                 c.held_messages += 1;
             }
-            c.oldest_received_ms = Some(c.oldest_received_ms.map_or(e.msg.received_at, |o: i64| o.min(e.msg.received_at)));
+            c.oldest_received_ms = Some(
+                c.oldest_received_ms
+                    .map_or(e.msg.received_at, |o: i64| o.min(e.msg.received_at)),
+            );
             for (i, r) in e.msg.rcpts.iter().enumerate() {
                 if !r.state.is_final() {
                     if e.in_flight[i] {
@@ -591,7 +614,8 @@ impl Queue {
                 if e.body != old || e.in_flight.iter().any(|f| *f) {
                     continue;
                 }
-                self.spool.submit(vec![record::encode_message(&e.msg, &body)])
+                self.spool
+                    .submit(vec![record::encode_message(&e.msg, &body)])
             };
             let new_ref = match rx.await {
                 Ok(Ok(refs)) => refs.into_iter().next().flatten(),
@@ -656,7 +680,13 @@ mod tests {
     }
 
     fn info() -> AttemptInfo {
-        AttemptInfo { at: 1, transport: "t".into(), remote: None, reply: "451 later".into(), tls: None }
+        AttemptInfo {
+            at: 1,
+            transport: "t".into(),
+            remote: None,
+            reply: "451 later".into(),
+            tls: None,
+        }
     }
 
     #[test]
@@ -674,7 +704,10 @@ mod tests {
         let d = decide(&rcpt(0), Verdict::Temporary, info(), &s, false, 1000);
         match d.rcpt.state {
             RcptState::Pending { next_attempt } => {
-                assert!((1000 + 54_000..=1000 + 66_000).contains(&next_attempt), "{next_attempt}")
+                assert!(
+                    (1000 + 54_000..=1000 + 66_000).contains(&next_attempt),
+                    "{next_attempt}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -702,7 +735,10 @@ mod tests {
                 params: MailParams::default(),
                 account: None,
                 client: None,
-                rcpts: vec![("a@x.org".into(), None, None), ("b@x.org".into(), None, None)],
+                rcpts: vec![
+                    ("a@x.org".into(), None, None),
+                    ("b@x.org".into(), None, None),
+                ],
                 body: b"Subject: t\r\n\r\nhi\r\n".to_vec(),
             },
         )
@@ -711,12 +747,26 @@ mod tests {
         let work = q.take_due(now_ms(), 10);
         assert_eq!(work.len(), 1);
         assert_eq!(work[0].rcpts, vec![0, 1]);
-        assert!(q.take_due(now_ms(), 10).is_empty(), "in flight is not due again");
+        assert!(
+            q.take_due(now_ms(), 10).is_empty(),
+            "in flight is not due again"
+        );
         q.finish(
             id,
             vec![
-                RcptResult { index: 0, verdict: Verdict::Delivered, info: info() },
-                RcptResult { index: 1, verdict: Verdict::Permanent, info: AttemptInfo { reply: "550 5.1.1 no".into(), ..info() } },
+                RcptResult {
+                    index: 0,
+                    verdict: Verdict::Delivered,
+                    info: info(),
+                },
+                RcptResult {
+                    index: 1,
+                    verdict: Verdict::Permanent,
+                    info: AttemptInfo {
+                        reply: "550 5.1.1 no".into(),
+                        ..info()
+                    },
+                },
             ],
         )
         .await;

@@ -98,7 +98,11 @@ impl Queue {
         Ok(n)
     }
 
-    fn set_overrides(&self, id: MsgId, change: impl FnOnce(&mut crate::model::Overrides)) -> Result<(), OpError> {
+    fn set_overrides(
+        &self,
+        id: MsgId,
+        change: impl FnOnce(&mut crate::model::Overrides),
+    ) -> Result<(), OpError> {
         let mut st = self.lock();
         let e = st
             .messages
@@ -129,11 +133,24 @@ impl Queue {
         let rule = match sel {
             Selector::Id(id) => {
                 self.set_overrides(*id, |o| o.held = true)?;
-                return Ok(self.get(*id).map(|m| m.rcpts.iter().filter(|r| !r.state.is_final()).count()).unwrap_or(0));
+                return Ok(self
+                    .get(*id)
+                    .map(|m| m.rcpts.iter().filter(|r| !r.state.is_final()).count())
+                    .unwrap_or(0));
             }
-            Selector::All => return Err(OpError::Invalid("hold needs a message id, a domain or an account".into())),
-            Selector::Domain(d) => HoldRule { domain: Some(d.clone()), account: None },
-            Selector::Account(a) => HoldRule { domain: None, account: Some(a.clone()) },
+            Selector::All => {
+                return Err(OpError::Invalid(
+                    "hold needs a message id, a domain or an account".into(),
+                ))
+            }
+            Selector::Domain(d) => HoldRule {
+                domain: Some(d.clone()),
+                account: None,
+            },
+            Selector::Account(a) => HoldRule {
+                domain: None,
+                account: Some(a.clone()),
+            },
         };
         let mut st = self.lock();
         if !st.holds.contains(&rule) {
@@ -164,7 +181,8 @@ impl Queue {
             }
             Selector::Account(a) => {
                 let mut st = self.lock();
-                st.holds.retain(|h| h.account.as_deref() != Some(a.as_str()));
+                st.holds
+                    .retain(|h| h.account.as_deref() != Some(a.as_str()));
                 self.save_holds(&st)?;
             }
         }
@@ -211,7 +229,10 @@ impl Queue {
             .collect();
         tracing::info!(queue_id = %format_id(id), dsn, recipients = pending.len(), "queue: message dropped by the administrator");
         if dsn && !msg.mail_from.is_empty() && !pending.is_empty() {
-            if let Err(e) = self.send_dsn(&msg, body, Action::Failed, &pending, now_ms()).await {
+            if let Err(e) = self
+                .send_dsn(&msg, body, Action::Failed, &pending, now_ms())
+                .await
+            {
                 tracing::error!(queue_id = %format_id(id), error = %e, "queue: cannot queue DSN for dropped message");
             }
         }
@@ -224,7 +245,13 @@ fn count_selected(st: &State, sel: &Selector) -> usize {
         .values()
         .flat_map(|e| e.msg.rcpts.iter().map(move |r| (e, r)))
         .filter(|(e, r)| {
-            !r.state.is_final() && selects(sel, e.msg.id, e.msg.account.as_deref(), &address_domain(&r.address))
+            !r.state.is_final()
+                && selects(
+                    sel,
+                    e.msg.id,
+                    e.msg.account.as_deref(),
+                    &address_domain(&r.address),
+                )
         })
         .count()
 }

@@ -40,7 +40,12 @@ struct Job {
 }
 
 impl Scheduler {
-    pub fn new(queue: Arc<Queue>, snapshot: SnapshotCell, max_concurrency: usize, max_per_destination: usize) -> Arc<Scheduler> {
+    pub fn new(
+        queue: Arc<Queue>,
+        snapshot: SnapshotCell,
+        max_concurrency: usize,
+        max_per_destination: usize,
+    ) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             queue,
             snapshot,
@@ -110,7 +115,10 @@ impl Scheduler {
                     }
                 }
             };
-            let is_smarthost = matches!(snap.transports.get(&transport), Some(TransportEntry::Smarthost(_)));
+            let is_smarthost = matches!(
+                snap.transports.get(&transport),
+                Some(TransportEntry::Smarthost(_))
+            );
             let destination = if is_smarthost {
                 transport.clone()
             } else {
@@ -145,7 +153,10 @@ impl Scheduler {
     async fn run_job(&self, job: Job) {
         let dest = self.destination_limit(&job.destination);
         let permits = match dest.acquire_owned().await {
-            Ok(d) => Arc::clone(&self.global).acquire_owned().await.map(|g| (d, g)),
+            Ok(d) => Arc::clone(&self.global)
+                .acquire_owned()
+                .await
+                .map(|g| (d, g)),
             Err(e) => Err(e),
         };
         let Ok(_permits) = permits else {
@@ -177,7 +188,8 @@ impl Scheduler {
                 "delivery attempt"
             );
             metrics::counter!("relaygate_delivery_attempts_total",
-                "transport" => job.transport.clone(), "result" => result).increment(1);
+                "transport" => job.transport.clone(), "result" => result)
+            .increment(1);
             metrics::histogram!("relaygate_queue_delivery_duration_seconds",
                 "attempt" => attempt_label(rcpt.attempts + 1),
                 "transport" => job.transport.clone(),
@@ -212,21 +224,26 @@ impl Scheduler {
             Some(TransportEntry::Direct) | None if job.transport == DIRECT => {
                 return all(
                     Verdict::Temporary,
-                    "direct delivery not available in this build; add a route to a smarthost".into(),
+                    "direct delivery not available in this build; add a route to a smarthost"
+                        .into(),
                     None,
                 )
             }
             Some(TransportEntry::Direct) => {
                 return all(
                     Verdict::Temporary,
-                    "direct delivery not available in this build; add a route to a smarthost".into(),
+                    "direct delivery not available in this build; add a route to a smarthost"
+                        .into(),
                     None,
                 )
             }
             Some(TransportEntry::Unsupported(kind)) => {
                 return all(
                     Verdict::Temporary,
-                    format!("transport {:?} of kind {kind:?} is not available in this build", job.transport),
+                    format!(
+                        "transport {:?} of kind {kind:?} is not available in this build",
+                        job.transport
+                    ),
                     None,
                 )
             }
@@ -243,7 +260,11 @@ impl Scheduler {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(queue_id = %format_id(job.message.id), error = %e, "cannot read message body");
-                return all(Verdict::Temporary, format!("local error reading the spool: {e}"), None);
+                return all(
+                    Verdict::Temporary,
+                    format!("local error reading the spool: {e}"),
+                    None,
+                );
             }
         };
         let msg = &job.message;
@@ -270,7 +291,8 @@ impl Scheduler {
         };
         match transport.deliver(&outbound).await {
             Ok(delivery) => {
-                metrics::counter!("relaygate_queue_connection_total", "result" => "ok").increment(1);
+                metrics::counter!("relaygate_queue_connection_total", "result" => "ok")
+                    .increment(1);
                 let remote = match delivery.remote.addr {
                     Some(a) => format!("{} [{}]", delivery.remote.host, a.ip()),
                     None => delivery.remote.host.clone(),
@@ -300,12 +322,14 @@ impl Scheduler {
                     .collect()
             }
             Err(e) => {
-                metrics::counter!("relaygate_queue_connection_total", "result" => "error").increment(1);
+                metrics::counter!("relaygate_queue_connection_total", "result" => "error")
+                    .increment(1);
                 let verdict = match e.severity() {
                     Severity::Temporary => Verdict::Temporary,
                     Severity::Permanent => Verdict::Permanent,
                 };
-                all(verdict, e.to_string(), None)
+                // Our own failures carry their status code first, so DSNs report it.
+                all(verdict, format!("{} {e}", e.status_code()), None)
             }
         }
     }

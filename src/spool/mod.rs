@@ -27,7 +27,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::model::{MsgId, StoredMessage};
-use record::{Decoded, DecodeStop, Encoded};
+use record::{DecodeStop, Decoded, Encoded};
 
 /// Size at which the writer starts a new segment.
 pub const SEGMENT_LIMIT: u64 = 64 << 20;
@@ -234,9 +234,17 @@ impl Spool {
     }
 
     /// Stores a new message durably and counts it live in its segment.
-    pub async fn add_message(&self, meta: &StoredMessage, body: &[u8]) -> Result<BodyRef, SpoolError> {
+    pub async fn add_message(
+        &self,
+        meta: &StoredMessage,
+        body: &[u8],
+    ) -> Result<BodyRef, SpoolError> {
         let refs = self.write(vec![record::encode_message(meta, body)]).await?;
-        let body_ref = refs.into_iter().next().flatten().ok_or(SpoolError::WriterGone)?;
+        let body_ref = refs
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or(SpoolError::WriterGone)?;
         self.count_live(body_ref.segment, 1);
         Ok(body_ref)
     }
@@ -307,7 +315,9 @@ impl Spool {
             let path = segment_path(&self.dir, n);
             match fs::remove_file(&path) {
                 Ok(()) => tracing::debug!(segment = %path.display(), "spool: segment deleted"),
-                Err(e) => tracing::warn!(segment = %path.display(), error = %e, "spool: cannot delete segment"),
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "spool: cannot delete segment")
+                }
             }
         }
         blocked
@@ -315,12 +325,19 @@ impl Spool {
 
     /// Number of segment files in use.
     pub fn segment_count(&self) -> usize {
-        self.segments.lock().unwrap_or_else(|p| p.into_inner()).live.len()
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .live
+            .len()
     }
 
     /// The segment currently appended to.
     pub fn current_segment(&self) -> u64 {
-        self.segments.lock().unwrap_or_else(|p| p.into_inner()).current
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
     }
 
     /// Stops the writer after it has flushed what it was given.
@@ -334,13 +351,23 @@ impl Spool {
 
 fn apply(messages: &mut HashMap<MsgId, Recovered>, segment: u64, pos: usize, rec: Decoded) {
     match rec {
-        Decoded::Message { meta, body_offset, body_len } => {
+        Decoded::Message {
+            meta,
+            body_offset,
+            body_len,
+        } => {
             let body = BodyRef {
                 segment,
                 offset: (pos + body_offset) as u64,
                 len: body_len as u64,
             };
-            messages.insert(meta.id, Recovered { message: *meta, body });
+            messages.insert(
+                meta.id,
+                Recovered {
+                    message: *meta,
+                    body,
+                },
+            );
         }
         Decoded::Recipient(u) => {
             if let Some(r) = messages.get_mut(&u.id) {
@@ -391,7 +418,9 @@ fn writer_loop(
                     t.current = segment;
                     t.live.entry(segment).or_insert(0);
                 }
-                Err(e) => tracing::error!(error = %e, "spool: cannot start a new segment; appending to the old one"),
+                Err(e) => {
+                    tracing::error!(error = %e, "spool: cannot start a new segment; appending to the old one")
+                }
             }
         }
         buf.clear();
@@ -491,7 +520,11 @@ mod tests {
             r.attempts = 3;
             spool
                 .write(vec![
-                    record::encode_recipient(&RecipientUpdate { id: 1, index: 0, rcpt: r }),
+                    record::encode_recipient(&RecipientUpdate {
+                        id: 1,
+                        index: 0,
+                        rcpt: r,
+                    }),
                     record::encode_removal(2),
                 ])
                 .await
@@ -513,7 +546,11 @@ mod tests {
             spool.add_message(&msg(1), b"kept").await.unwrap();
             spool.close();
         }
-        let seg = list_segments(dir.path()).unwrap().into_iter().max().unwrap();
+        let seg = list_segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .max()
+            .unwrap();
         let path = segment_path(dir.path(), seg);
         let half = record::encode_message(&msg(2), b"torn");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -523,7 +560,11 @@ mod tests {
         assert_eq!(rec.len(), 1);
         assert_eq!(rec[0].message.id, 1);
         let len = fs::metadata(&path).unwrap().len() as usize;
-        assert_eq!(len, record::encode_message(&msg(1), b"kept").bytes.len(), "tail cut");
+        assert_eq!(
+            len,
+            record::encode_message(&msg(1), b"kept").bytes.len(),
+            "tail cut"
+        );
     }
 
     #[tokio::test]

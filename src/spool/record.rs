@@ -155,7 +155,9 @@ pub fn decode(buf: &[u8]) -> Result<(Decoded, usize), DecodeStop> {
         .ok_or_else(|| DecodeStop::Corrupt(format!("unknown record kind {}", buf[1])))?;
     let len = u32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
     if len > MAX_PAYLOAD {
-        return Err(DecodeStop::Corrupt(format!("record length {len} too large")));
+        return Err(DecodeStop::Corrupt(format!(
+            "record length {len} too large"
+        )));
     }
     let want_crc = u32::from_le_bytes([buf[6], buf[7], buf[8], buf[9]]);
     let total = HEADER_LEN + len;
@@ -175,11 +177,15 @@ pub fn decode(buf: &[u8]) -> Result<(Decoded, usize), DecodeStop> {
             if payload.len() < 4 {
                 return Err(DecodeStop::Corrupt("short message record".into()));
             }
-            let meta_len = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+            let meta_len =
+                u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
             if 4 + meta_len > payload.len() {
-                return Err(DecodeStop::Corrupt("message metadata overruns record".into()));
+                return Err(DecodeStop::Corrupt(
+                    "message metadata overruns record".into(),
+                ));
             }
-            let meta: StoredMessage = serde_json::from_slice(&payload[4..4 + meta_len]).map_err(bad)?;
+            let meta: StoredMessage =
+                serde_json::from_slice(&payload[4..4 + meta_len]).map_err(bad)?;
             Decoded::Message {
                 meta: Box::new(meta),
                 body_offset: HEADER_LEN + 4 + meta_len,
@@ -227,7 +233,11 @@ mod tests {
         let (dec, len) = decode(&enc.bytes).unwrap();
         assert_eq!(len, enc.bytes.len());
         match dec {
-            Decoded::Message { meta, body_offset, body_len } => {
+            Decoded::Message {
+                meta,
+                body_offset,
+                body_len,
+            } => {
                 assert_eq!(*meta, msg());
                 assert_eq!(Some(body_offset), enc.body_offset);
                 assert_eq!(&enc.bytes[body_offset..body_offset + body_len], b"hello");
@@ -235,7 +245,11 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         for cut in 0..enc.bytes.len() {
-            assert_eq!(decode(&enc.bytes[..cut]).unwrap_err(), DecodeStop::Incomplete, "cut {cut}");
+            assert_eq!(
+                decode(&enc.bytes[..cut]).unwrap_err(),
+                DecodeStop::Incomplete,
+                "cut {cut}"
+            );
         }
         let mut flipped = enc.bytes.clone();
         let last = flipped.len() - 1;

@@ -199,10 +199,20 @@ mod tests {
         for (input, done, body) in cases {
             let (f, r) = run(input, 1 << 20);
             match done {
-                Some(n) => assert_eq!(f, Feed::Done { consumed: *n }, "{:?}", String::from_utf8_lossy(input)),
+                Some(n) => assert_eq!(
+                    f,
+                    Feed::Done { consumed: *n },
+                    "{:?}",
+                    String::from_utf8_lossy(input)
+                ),
                 None => assert_eq!(f, Feed::NeedMore),
             }
-            assert_eq!(String::from_utf8_lossy(&r.body), String::from_utf8_lossy(body), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                String::from_utf8_lossy(&r.body),
+                String::from_utf8_lossy(body),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -213,7 +223,12 @@ mod tests {
         for cut in 0..input.len() {
             let mut r = DataReceiver::new(1 << 20);
             assert_eq!(r.feed(&input[..cut]), Feed::NeedMore, "cut {cut}");
-            assert_eq!(r.feed(&input[cut..]), Feed::Done { consumed: input.len() - cut });
+            assert_eq!(
+                r.feed(&input[cut..]),
+                Feed::Done {
+                    consumed: input.len() - cut
+                }
+            );
             assert_eq!(r.finish().body, whole.body, "cut {cut}");
         }
     }

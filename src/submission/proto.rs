@@ -13,8 +13,14 @@ pub const MAX_COMMAND_LINE: usize = 4096;
 pub enum Command {
     Ehlo(String),
     Helo(String),
-    Mail { from: String, params: MailParams },
-    Rcpt { to: String, params: RcptParams },
+    Mail {
+        from: String,
+        params: MailParams,
+    },
+    Rcpt {
+        to: String,
+        params: RcptParams,
+    },
     Data,
     Rset,
     Noop,
@@ -23,7 +29,10 @@ pub enum Command {
     Expn,
     Help,
     StartTls,
-    Auth { mechanism: String, initial: Option<String> },
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     Bdat,
 }
 
@@ -187,7 +196,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
                 .to_ascii_uppercase();
             let initial = parts.next().map(str::to_string);
             if parts.next().is_some() {
-                return Err(err(501, "5.5.4", "syntax: AUTH mechanism [initial-response]"));
+                return Err(err(
+                    501,
+                    "5.5.4",
+                    "syntax: AUTH mechanism [initial-response]",
+                ));
             }
             Ok(Command::Auth { mechanism, initial })
         }
@@ -214,7 +227,9 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// Splits `<path> params` and validates the path loosely: a mailbox `local@domain`, the
 /// null path `<>`, and source routes (RFC 5321 §4.1.2: accepted, ignored).
 fn split_path(s: &str) -> Result<(String, &str), ParseError> {
-    let s = s.strip_prefix('<').ok_or_else(|| err(501, "5.5.4", "address must be in <>"))?;
+    let s = s
+        .strip_prefix('<')
+        .ok_or_else(|| err(501, "5.5.4", "address must be in <>"))?;
     let end = find_path_end(s).ok_or_else(|| err(501, "5.5.4", "missing > after address"))?;
     let mut path = &s[..end];
     let params = s[end + 1..].trim();
@@ -256,7 +271,10 @@ fn validate_mailbox(path: &str) -> Result<(), ParseError> {
     if local.is_empty() || domain.is_empty() || local.len() > 64 * 4 || domain.len() > 255 {
         return Err(err(501, "5.1.3", "bad address syntax"));
     }
-    if path.chars().any(|c| c.is_whitespace() && !local.starts_with('"')) {
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() && !local.starts_with('"'))
+    {
         return Err(err(501, "5.1.3", "bad address syntax"));
     }
     if domain.starts_with('[') {
@@ -306,8 +324,12 @@ fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
             ("BODY", _) => return Err(err(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")),
             ("SMTPUTF8", None) => p.smtputf8 = true,
             ("REQUIRETLS", None) => p.requiretls = true,
-            ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => p.ret = Some(crate::model::Ret::Full),
-            ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => p.ret = Some(crate::model::Ret::Hdrs),
+            ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => {
+                p.ret = Some(crate::model::Ret::Full)
+            }
+            ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => {
+                p.ret = Some(crate::model::Ret::Hdrs)
+            }
             ("RET", _) => return Err(err(501, "5.5.4", "RET must be FULL or HDRS")),
             ("ENVID", Some(v)) => {
                 p.envid = Some(xtext_decode(v).ok_or_else(|| err(501, "5.5.4", "bad ENVID xtext"))?)
@@ -338,7 +360,8 @@ fn parse_rcpt_params(s: &str) -> Result<RcptParams, ParseError> {
                 let (kind, addr) = v
                     .split_once(';')
                     .ok_or_else(|| err(501, "5.5.4", "ORCPT must be type;address"))?;
-                let addr = xtext_decode(addr).ok_or_else(|| err(501, "5.5.4", "bad ORCPT xtext"))?;
+                let addr =
+                    xtext_decode(addr).ok_or_else(|| err(501, "5.5.4", "bad ORCPT xtext"))?;
                 p.orcpt = Some(format!("{kind};{addr}"));
             }
             _ => return Err(err(555, "5.5.4", "unsupported RCPT parameter")),
@@ -353,7 +376,10 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(parse_command(b"EHLO client.example").unwrap(), Command::Ehlo("client.example".into()));
+        assert_eq!(
+            parse_command(b"EHLO client.example").unwrap(),
+            Command::Ehlo("client.example".into())
+        );
         assert_eq!(parse_command(b"quit").unwrap(), Command::Quit);
         assert_eq!(parse_command(b"NOOP hello").unwrap(), Command::Noop);
         assert!(parse_command(b"DATA x").is_err());
@@ -363,7 +389,11 @@ mod tests {
 
     #[test]
     fn mail_and_params() {
-        match parse_command(b"MAIL FROM:<a@b.org> SIZE=1000 BODY=8BITMIME SMTPUTF8 REQUIRETLS RET=HDRS ENVID=x+2By").unwrap() {
+        match parse_command(
+            b"MAIL FROM:<a@b.org> SIZE=1000 BODY=8BITMIME SMTPUTF8 REQUIRETLS RET=HDRS ENVID=x+2By",
+        )
+        .unwrap()
+        {
             Command::Mail { from, params } => {
                 assert_eq!(from, "a@b.org");
                 assert_eq!(params.size, Some(1000));
@@ -378,14 +408,25 @@ mod tests {
             Command::Mail { from, .. } => assert_eq!(from, ""),
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse_command(b"MAIL FROM:<a@b.org> FOO=1").unwrap_err().0.code, 555);
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@b.org> FOO=1")
+                .unwrap_err()
+                .0
+                .code,
+            555
+        );
         assert_eq!(parse_command(b"MAIL FROM:a@b.org").unwrap_err().0.code, 501);
-        assert_eq!(parse_command(b"MAIL FROM:<nodomain>").unwrap_err().0.code, 501);
+        assert_eq!(
+            parse_command(b"MAIL FROM:<nodomain>").unwrap_err().0.code,
+            501
+        );
     }
 
     #[test]
     fn rcpt() {
-        match parse_command(b"RCPT TO:<@relay:c@d.org> NOTIFY=failure,delay ORCPT=rfc822;c+40d.org").unwrap() {
+        match parse_command(b"RCPT TO:<@relay:c@d.org> NOTIFY=failure,delay ORCPT=rfc822;c+40d.org")
+            .unwrap()
+        {
             Command::Rcpt { to, params } => {
                 assert_eq!(to, "c@d.org");
                 assert_eq!(params.notify.as_deref(), Some("FAILURE,DELAY"));

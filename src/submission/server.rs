@@ -75,7 +75,10 @@ impl SubmissionServer {
     ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), String> {
         let mut bound_plain = Vec::new();
         let mut bound_tls = Vec::new();
-        for (addrs, tls, out) in [(plain, false, &mut bound_plain), (implicit_tls, true, &mut bound_tls)] {
+        for (addrs, tls, out) in [
+            (plain, false, &mut bound_plain),
+            (implicit_tls, true, &mut bound_tls),
+        ] {
             for a in addrs {
                 let listener = TcpListener::bind(a)
                     .await
@@ -100,9 +103,13 @@ impl SubmissionServer {
 
     /// Waits (bounded) until every session has ended.
     pub async fn drain(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.sessions.acquire_many(self.settings.max_connections as u32))
-            .await
-            .is_ok()
+        tokio::time::timeout(
+            limit,
+            self.sessions
+                .acquire_many(self.settings.max_connections as u32),
+        )
+        .await
+        .is_ok()
     }
 }
 
@@ -130,9 +137,12 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
-            metrics::counter!("relaygate_submissions_refused_total", "reason" => "connections").increment(1);
+            metrics::counter!("relaygate_submissions_refused_total", "reason" => "connections")
+                .increment(1);
             tokio::spawn(async move {
-                let _ = tcp.write_all(b"421 4.3.2 too many connections, try again later\r\n").await;
+                let _ = tcp
+                    .write_all(b"421 4.3.2 too many connections, try again later\r\n")
+                    .await;
             });
             continue;
         };
@@ -145,14 +155,21 @@ async fn accept_loop(
                 let Some(cfg) = settings.tls.clone() else {
                     return;
                 };
-                match tokio::time::timeout(settings.command_timeout, tokio_rustls::TlsAcceptor::from(cfg).accept(tcp)).await {
+                match tokio::time::timeout(
+                    settings.command_timeout,
+                    tokio_rustls::TlsAcceptor::from(cfg).accept(tcp),
+                )
+                .await
+                {
                     Ok(Ok(t)) => Conn::Tls(Box::new(t)),
                     _ => return,
                 }
             } else {
                 Conn::Plain(tcp)
             };
-            Session::new(settings, queue, peer).run(conn, shutdown).await;
+            Session::new(settings, queue, peer)
+                .run(conn, shutdown)
+                .await;
         });
     }
 }

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, AsyncWrite, BufReader, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -30,7 +30,11 @@ pub enum Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -39,7 +43,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -109,7 +117,11 @@ pub struct Session {
     errors: u32,
 }
 
-async fn read_line(reader: &mut BufReader<Conn>, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+async fn read_line(
+    reader: &mut BufReader<Conn>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
     buf.clear();
     let mut too_long = false;
     loop {
@@ -182,7 +194,10 @@ impl Session {
             self.tls = Some(tls_label(t.get_ref().1));
         }
         let mut reader = BufReader::with_capacity(16 * 1024, conn);
-        let greeting = Reply::plain(220, format!("{} ESMTP relaygate ready", self.settings.hostname));
+        let greeting = Reply::plain(
+            220,
+            format!("{} ESMTP relaygate ready", self.settings.hostname),
+        );
         self.reply(greeting);
         if self.flush(&mut reader).await.is_err() {
             return;
@@ -328,11 +343,19 @@ impl Session {
             }
             Command::Noop => self.reply(Reply::new(250, "2.0.0", "OK")),
             Command::Quit => {
-                let r = Reply::new(221, "2.0.0", format!("{} closing connection", self.settings.hostname));
+                let r = Reply::new(
+                    221,
+                    "2.0.0",
+                    format!("{} closing connection", self.settings.hostname),
+                );
                 self.reply(r);
                 return Next::Close;
             }
-            Command::Vrfy => self.reply(Reply::new(252, "2.5.0", "cannot verify, but will accept the message and attempt delivery")),
+            Command::Vrfy => self.reply(Reply::new(
+                252,
+                "2.5.0",
+                "cannot verify, but will accept the message and attempt delivery",
+            )),
             Command::Expn => self.reply(Reply::new(502, "5.5.1", "EXPN not available")),
             Command::Help => self.reply(Reply::new(214, "2.0.0", "see RFC 5321")),
             Command::StartTls => {
@@ -341,7 +364,11 @@ impl Session {
                 } else if self.tls.is_some() {
                     self.reply(Reply::new(503, "5.5.1", "already using TLS"));
                 } else if matches!(self.phase, Phase::Mail(..)) {
-                    self.reply(Reply::new(503, "5.5.1", "STARTTLS not allowed inside a transaction"));
+                    self.reply(Reply::new(
+                        503,
+                        "5.5.1",
+                        "STARTTLS not allowed inside a transaction",
+                    ));
                 } else {
                     self.reply(Reply::new(220, "2.0.0", "ready to start TLS"));
                     return Next::StartTls;
@@ -365,9 +392,17 @@ impl Session {
             }
             Phase::Ready(h) => h.clone(),
         };
-        if params.size.is_some_and(|s| s > self.settings.max_message_size) {
-            metrics::counter!("relaygate_submissions_refused_total", "reason" => "size").increment(1);
-            self.reply(Reply::new(552, "5.3.4", "message size exceeds the fixed limit"));
+        if params
+            .size
+            .is_some_and(|s| s > self.settings.max_message_size)
+        {
+            metrics::counter!("relaygate_submissions_refused_total", "reason" => "size")
+                .increment(1);
+            self.reply(Reply::new(
+                552,
+                "5.3.4",
+                "message size exceeds the fixed limit",
+            ));
             return Next::Continue;
         }
         if params.requiretls && self.tls.is_none() {
@@ -375,11 +410,19 @@ impl Session {
             self.reply(Reply::new(530, "5.7.10", "REQUIRETLS needs a TLS session"));
             return Next::Continue;
         }
-        if !helo.esmtp && (params.smtputf8 || params.body != Body::Unspecified || params.requiretls) {
+        if !helo.esmtp && (params.smtputf8 || params.body != Body::Unspecified || params.requiretls)
+        {
             self.reply(Reply::new(555, "5.5.4", "parameters need EHLO"));
             return Next::Continue;
         }
-        self.phase = Phase::Mail(helo, Transaction { from, params, rcpts: Vec::new() });
+        self.phase = Phase::Mail(
+            helo,
+            Transaction {
+                from,
+                params,
+                rcpts: Vec::new(),
+            },
+        );
         self.reply(Reply::new(250, "2.1.0", "sender OK"));
         Next::Continue
     }
@@ -390,8 +433,13 @@ impl Session {
         let reply = match &mut self.phase {
             Phase::Mail(_, tx) => {
                 if !trusted {
-                    metrics::counter!("relaygate_submissions_refused_total", "reason" => "relay").increment(1);
-                    Reply::new(550, "5.7.1", "relaying denied: authenticate or submit from a trusted network")
+                    metrics::counter!("relaygate_submissions_refused_total", "reason" => "relay")
+                        .increment(1);
+                    Reply::new(
+                        550,
+                        "5.7.1",
+                        "relaying denied: authenticate or submit from a trusted network",
+                    )
                 } else if tx.rcpts.len() >= max {
                     Reply::new(452, "4.5.3", "too many recipients")
                 } else if to.contains('@') && !to.is_ascii() && !tx.params.smtputf8 {
@@ -428,14 +476,15 @@ impl Session {
     async fn receive_data(&mut self, reader: &mut BufReader<Conn>) -> io::Result<bool> {
         let mut rx = DataReceiver::new(self.settings.max_message_size as usize);
         loop {
-            let avail = match tokio::time::timeout(self.settings.data_timeout, reader.fill_buf()).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    self.reply(Reply::new(421, "4.4.2", "timeout receiving data"));
-                    let _ = self.flush(reader).await;
-                    return Ok(false);
-                }
-            };
+            let avail =
+                match tokio::time::timeout(self.settings.data_timeout, reader.fill_buf()).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        self.reply(Reply::new(421, "4.4.2", "timeout receiving data"));
+                        let _ = self.flush(reader).await;
+                        return Ok(false);
+                    }
+                };
             if avail.is_empty() {
                 return Ok(false);
             }
@@ -458,16 +507,29 @@ impl Session {
         };
         self.phase = Phase::Ready(helo.clone());
         if received.overflow {
-            metrics::counter!("relaygate_submissions_refused_total", "reason" => "size").increment(1);
-            self.reply(Reply::new(552, "5.3.4", "message size exceeds the fixed limit"));
+            metrics::counter!("relaygate_submissions_refused_total", "reason" => "size")
+                .increment(1);
+            self.reply(Reply::new(
+                552,
+                "5.3.4",
+                "message size exceeds the fixed limit",
+            ));
             return Ok(true);
         }
-        let reply = self.enqueue(&helo, tx, received.body, received.eight_bit).await;
+        let reply = self
+            .enqueue(&helo, tx, received.body, received.eight_bit)
+            .await;
         self.reply(reply);
         Ok(true)
     }
 
-    async fn enqueue(&mut self, helo: &Helo, tx: Transaction, body: Vec<u8>, eight_bit: bool) -> Reply {
+    async fn enqueue(
+        &mut self,
+        helo: &Helo,
+        tx: Transaction,
+        body: Vec<u8>,
+        eight_bit: bool,
+    ) -> Reply {
         let id = self.queue.next_id();
         let now = now_ms();
         let mut protocol = if tx.params.smtputf8 {
@@ -524,9 +586,14 @@ impl Session {
                 Reply::new(250, "2.0.0", format!("OK queued as {}", format_id(id)))
             }
             Err(e) => {
-                metrics::counter!("relaygate_submissions_refused_total", "reason" => "spool").increment(1);
+                metrics::counter!("relaygate_submissions_refused_total", "reason" => "spool")
+                    .increment(1);
                 tracing::error!(client = %self.peer, error = %e, "submission: cannot store message");
-                Reply::new(451, "4.3.0", "cannot store the message now; try again later")
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "cannot store the message now; try again later",
+                )
             }
         }
     }

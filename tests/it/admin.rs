@@ -25,8 +25,12 @@ async fn metrics_and_health_move_with_traffic() -> Result<()> {
 
     let mut c = SmtpClient::connect(gw.submission_addr()).await?;
     c.ehlo("app.test").await?;
-    c.send_message("a@src.test", &["m@dst.test"], &simple_message("a@src.test", "m@dst.test", "m", "m-1"))
-        .await?;
+    c.send_message(
+        "a@src.test",
+        &["m@dst.test"],
+        &simple_message("a@src.test", "m@dst.test", "m", "m-1"),
+    )
+    .await?;
     sink.wait_for(deadline(30), |m| !m.is_empty()).await?;
     gw.wait_queue_empty(deadline(10)).await?;
 
@@ -37,14 +41,22 @@ async fn metrics_and_health_move_with_traffic() -> Result<()> {
     );
     let delivered = text
         .lines()
-        .find(|l| l.starts_with("relaygate_delivery_attempts_total") && l.contains("result=\"delivered\""))
+        .find(|l| {
+            l.starts_with("relaygate_delivery_attempts_total") && l.contains("result=\"delivered\"")
+        })
         .context("no delivered attempts metric")?;
-    ensure!(delivered.contains("transport=\"sink\"") && delivered.ends_with(" 1"), "{delivered}");
+    ensure!(
+        delivered.contains("transport=\"sink\"") && delivered.ends_with(" 1"),
+        "{delivered}"
+    );
     ensure!(
         text.contains("relaygate_queue_delivery_duration_seconds_bucket"),
         "no duration histogram:\n{text}"
     );
-    ensure!(metric(&text, "relaygate_queue_messages") == Some(0.0), "queue gauge:\n{text}");
+    ensure!(
+        metric(&text, "relaygate_queue_messages") == Some(0.0),
+        "queue gauge:\n{text}"
+    );
     Ok(())
 }
 
@@ -59,8 +71,12 @@ async fn queue_list_shows_the_remote_reply() -> Result<()> {
     .await?;
     let mut c = SmtpClient::connect(gw.submission_addr()).await?;
     c.ehlo("app.test").await?;
-    c.send_message("a@src.test", &["q@dst.test"], &simple_message("a@src.test", "q@dst.test", "q", "q-1"))
-        .await?;
+    c.send_message(
+        "a@src.test",
+        &["q@dst.test"],
+        &simple_message("a@src.test", "q@dst.test", "q", "q-1"),
+    )
+    .await?;
 
     let end = deadline(30);
     loop {
@@ -77,7 +93,10 @@ async fn queue_list_shows_the_remote_reply() -> Result<()> {
     let out = gw.run_cli(&["queue", "list", "--json"]).await?;
     let v: serde_json::Value = serde_json::from_str(&out.stdout).context("queue list --json")?;
     let rcpt = &v["messages"][0]["rcpts"][0];
-    ensure!(rcpt["status"] == "pending" && rcpt["transport"] == "sink", "{v}");
+    ensure!(
+        rcpt["status"] == "pending" && rcpt["transport"] == "sink",
+        "{v}"
+    );
     ensure!(rcpt["next_attempt"].is_string(), "{v}");
     Ok(())
 }

@@ -6,10 +6,10 @@
 
 mod support;
 
+mod admin;
 mod config_check;
 mod delivery;
 mod durability;
 mod harness;
-mod admin;
 mod submission;
 mod tls;

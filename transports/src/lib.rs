@@ -45,13 +45,17 @@
 //! - [`smarthost`] — smarthost delivery with a connection pool.
 
 pub mod command;
+pub mod dns;
 pub mod ehlo;
 pub mod message;
 pub mod outcome;
 pub mod reply;
+pub mod sasl;
 pub mod session;
 pub mod smarthost;
 pub mod stream;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tls;
 
 pub use ehlo::Capabilities;

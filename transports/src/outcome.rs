@@ -266,6 +266,33 @@ impl TransportError {
         }
     }
 
+    /// The enhanced status code (RFC 3463) that describes this failure in a DSN: the
+    /// remote's own when it gave one, else ours.
+    pub fn status_code(&self) -> String {
+        if let Some(e) = self.reply().and_then(|r| r.enhanced) {
+            return e.to_string();
+        }
+        let class = match self.severity() {
+            Severity::Temporary => 4,
+            Severity::Permanent => 5,
+        };
+        let rest = match self {
+            TransportError::Connect { .. } => "4.1",
+            TransportError::Timeout { .. } | TransportError::Io { .. } => "4.2",
+            TransportError::Tls { .. }
+            | TransportError::StartTlsUnavailable { .. }
+            | TransportError::StartTlsRejected { .. } => "7.10",
+            TransportError::GreetingRejected { .. } | TransportError::EhloRejected { .. } => "0.0",
+            TransportError::Protocol { .. } => "5.0",
+            TransportError::MessageTooLarge { .. } => "3.4",
+            TransportError::EightBitUnsupported { .. } => "6.3",
+            TransportError::SmtpUtf8Unsupported { .. } => "6.7",
+            // RFC 8689 §5: REQUIRETLS could not be honoured.
+            TransportError::RequireTlsUnsupported { .. } => "7.30",
+        };
+        format!("{class}.{rest}")
+    }
+
     /// The remote reply behind this error, if there is one.
     pub fn reply(&self) -> Option<&Reply> {
         match self {

@@ -1,0 +1,1 @@
+//! Tests of the DNS layer against the in-process test server.
