@@ -103,6 +103,7 @@ async fn healthz(State(state): State<AdminState>) -> Json<Value> {
     let c = state.queue.counts();
     Json(json!({
         "status": "ok",
+        "config_generation": state.snapshot.generation(),
         "queue": {
             "messages": c.messages,
             "pending_recipients": c.pending_rcpts,

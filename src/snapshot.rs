@@ -3,6 +3,7 @@
 //! per attempt, so a reload never changes a transaction half-way.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,21 +31,34 @@ pub struct Snapshot {
     pub configs: HashMap<String, TransportConfig>,
 }
 
-/// The current snapshot, replaced whole on reload.
+/// The current snapshot, replaced whole on reload, with a generation counter that
+/// grows by one at each replacement.
 #[derive(Clone)]
-pub struct SnapshotCell(Arc<RwLock<Arc<Snapshot>>>);
+pub struct SnapshotCell {
+    current: Arc<RwLock<Arc<Snapshot>>>,
+    generation: Arc<AtomicU64>,
+}
 
 impl SnapshotCell {
     pub fn new(s: Snapshot) -> SnapshotCell {
-        SnapshotCell(Arc::new(RwLock::new(Arc::new(s))))
+        SnapshotCell {
+            current: Arc::new(RwLock::new(Arc::new(s))),
+            generation: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     pub fn get(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn set(&self, s: Snapshot) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// 1 for the snapshot loaded at start, +1 per successful reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 }
 

@@ -36,6 +36,8 @@ struct Job {
     body: crate::spool::BodyRef,
     rcpts: Vec<usize>,
     transport: String,
+    /// Which route chose the transport ("global[0]", "account[1]", "override", "none").
+    route: String,
     destination: String,
 }
 
@@ -100,8 +102,8 @@ impl Scheduler {
                 continue;
             };
             let to_domain = address_domain(&rcpt.address);
-            let transport = match &msg.overrides.transport {
-                Some(t) => t.clone(),
+            let (transport, route) = match &msg.overrides.transport {
+                Some(t) => (t.clone(), "override".to_string()),
                 None => {
                     let q = RouteQuery {
                         account: msg.account.as_deref(),
@@ -110,8 +112,15 @@ impl Scheduler {
                         attempts: rcpt.attempts,
                     };
                     match select(&snap.routes, &q) {
-                        Some(s) if !s.route.transport.is_empty() => s.route.transport.clone(),
-                        _ => DIRECT.to_string(),
+                        Some(s) => {
+                            let name = if s.route.transport.is_empty() {
+                                DIRECT.to_string()
+                            } else {
+                                s.route.transport.clone()
+                            };
+                            (name, format!("{}[{}]", s.level.as_str(), s.index))
+                        }
+                        None => (DIRECT.to_string(), "none".to_string()),
                     }
                 }
             };
@@ -131,6 +140,7 @@ impl Scheduler {
                     body: work.body,
                     rcpts: vec![idx],
                     transport,
+                    route,
                     destination,
                 }),
             }
@@ -179,6 +189,7 @@ impl Scheduler {
                 queue_id = %format_id(job.message.id),
                 rcpt = %rcpt.address,
                 attempt = rcpt.attempts + 1,
+                route = %job.route,
                 transport = %job.transport,
                 remote = r.info.remote.as_deref().unwrap_or("-"),
                 tls = %tls,

@@ -11,5 +11,6 @@ mod config_check;
 mod delivery;
 mod durability;
 mod harness;
+mod operations;
 mod submission;
 mod tls;

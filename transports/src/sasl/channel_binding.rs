@@ -109,16 +109,35 @@ mod tests {
         let plain_only = names(&["SCRAM-SHA-256"]);
         use ChannelBinding as C;
         let cases = [
-            (Mechanism::ScramSha256Plus, &both, Some(&exporter[..]), C::TlsExporter(exporter.to_vec())),
+            (
+                Mechanism::ScramSha256Plus,
+                &both,
+                Some(&exporter[..]),
+                C::TlsExporter(exporter.to_vec()),
+            ),
             // We could bind, the server did not offer -PLUS: "y" (RFC 5802 §6).
-            (Mechanism::ScramSha256, &plain_only, Some(&exporter[..]), C::ServerLacksSupport),
+            (
+                Mechanism::ScramSha256,
+                &plain_only,
+                Some(&exporter[..]),
+                C::ServerLacksSupport,
+            ),
             // No TLS 1.3: we cannot bind, "n".
             (Mechanism::ScramSha256, &plain_only, None, C::None),
             (Mechanism::ScramSha256, &both, None, C::None),
-            (Mechanism::CramMd5, &plain_only, Some(&exporter[..]), C::None),
+            (
+                Mechanism::CramMd5,
+                &plain_only,
+                Some(&exporter[..]),
+                C::None,
+            ),
         ];
         for (chosen, offered, exp, want) in cases {
-            assert_eq!(ChannelBinding::negotiate(chosen, pref, offered, exp), want, "{chosen}");
+            assert_eq!(
+                ChannelBinding::negotiate(chosen, pref, offered, exp),
+                want,
+                "{chosen}"
+            );
         }
         // Operator excluded -PLUS: we do not support binding, so "n" even with TLS 1.3.
         let pref = [Mechanism::ScramSha256];
@@ -135,6 +154,9 @@ mod tests {
         let mut want = b"p=tls-exporter,,".to_vec();
         want.extend_from_slice(&[1, 2]);
         assert_eq!(ChannelBinding::TlsExporter(vec![1, 2]).cbind_input(), want);
-        assert_eq!(format!("{:?}", ChannelBinding::TlsExporter(vec![0; 32])), "TlsExporter(<32 bytes>)");
+        assert_eq!(
+            format!("{:?}", ChannelBinding::TlsExporter(vec![0; 32])),
+            "TlsExporter(<32 bytes>)"
+        );
     }
 }

@@ -143,14 +143,24 @@ mod tests {
         for (mech, binding) in [
             (Mechanism::ScramSha256Plus, ChannelBinding::None),
             (Mechanism::ScramSha1Plus, ChannelBinding::ServerLacksSupport),
-            (Mechanism::ScramSha1Plus, ChannelBinding::TlsExporter(vec![0; 12])),
+            (
+                Mechanism::ScramSha1Plus,
+                ChannelBinding::TlsExporter(vec![0; 12]),
+            ),
             (Mechanism::ScramSha256, exporter.clone()),
         ] {
             let err = new_client(mech, "u", "p", binding, None).err();
-            assert!(matches!(err, Some(SaslError::ChannelBinding { .. })), "{mech}");
+            assert!(
+                matches!(err, Some(SaslError::ChannelBinding { .. })),
+                "{mech}"
+            );
         }
         for mech in Mechanism::ALL {
-            let binding = if mech.is_plus() { exporter.clone() } else { ChannelBinding::None };
+            let binding = if mech.is_plus() {
+                exporter.clone()
+            } else {
+                ChannelBinding::None
+            };
             let client = new_client(mech, "u", "p", binding, None).unwrap();
             assert_eq!(client.mechanism(), mech);
         }

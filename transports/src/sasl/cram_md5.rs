@@ -70,7 +70,9 @@ impl ClientMechanism for CramMd5Client {
         self.answered = true;
         // RFC 2195 §2: user name, a space, the digest as 32 lower-case hex digits.
         let digest = hex(&self.secret.hmac(challenge));
-        Ok(Step::Done(format!("{} {digest}", self.username).into_bytes()))
+        Ok(Step::Done(
+            format!("{} {digest}", self.username).into_bytes(),
+        ))
     }
 
     fn finish(&mut self, _additional_data: Option<&[u8]>) -> Result<(), SaslError> {
@@ -108,11 +110,7 @@ impl CramMd5Server {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let challenge = format!(
-            "<{}.{time}@{}>",
-            rand::random::<u64>(),
-            settings.hostname
-        );
+        let challenge = format!("<{}.{time}@{}>", rand::random::<u64>(), settings.hostname);
         Self::with_challenge(store, settings, challenge.into_bytes())
     }
 
@@ -185,7 +183,9 @@ impl ServerMechanism for CramMd5Server {
         if initial_response.is_some() {
             // RFC 2195: the server speaks first; there is no initial response.
             self.over = true;
-            return ServerStep::Failure(ServerFailure::InitialResponseNotAllowed { mechanism: MECH });
+            return ServerStep::Failure(ServerFailure::InitialResponseNotAllowed {
+                mechanism: MECH,
+            });
         }
         self.challenged = true;
         ServerStep::Challenge(self.challenge.clone())
@@ -226,18 +226,31 @@ mod tests {
             ..Default::default()
         };
         let store: Arc<dyn CredentialStore> = Arc::new(HashMap::from([("tim".to_string(), creds)]));
-        CramMd5Server::with_challenge(store, Arc::new(ServerSettings::new("h", [0; 32])), CHALLENGE.to_vec())
+        CramMd5Server::with_challenge(
+            store,
+            Arc::new(ServerSettings::new("h", [0; 32])),
+            CHALLENGE.to_vec(),
+        )
     }
 
     #[test]
     fn rfc2195_client() {
         let mut c = CramMd5Client::new("tim", "tanstaaftanstaaf");
         assert_eq!(c.initial(), None);
-        assert!(matches!(c.finish(None), Err(SaslError::PrematureSuccess { .. })));
+        assert!(matches!(
+            c.finish(None),
+            Err(SaslError::PrematureSuccess { .. })
+        ));
         assert_eq!(c.step(CHALLENGE).unwrap(), Step::Done(RESPONSE.to_vec()));
         c.finish(None).unwrap();
-        assert!(matches!(c.step(CHALLENGE), Err(SaslError::UnexpectedChallenge { .. })));
-        assert!(matches!(CramMd5Client::new("tim", "x").step(b""), Err(SaslError::Malformed { .. })));
+        assert!(matches!(
+            c.step(CHALLENGE),
+            Err(SaslError::UnexpectedChallenge { .. })
+        ));
+        assert!(matches!(
+            CramMd5Client::new("tim", "x").step(b""),
+            Err(SaslError::Malformed { .. })
+        ));
         assert!(!format!("{c:?}").contains("tanstaaf"));
     }
 
@@ -247,16 +260,28 @@ mod tests {
         assert_eq!(s.start(None), ServerStep::Challenge(CHALLENGE.to_vec()));
         assert_eq!(
             s.step(RESPONSE),
-            ServerStep::Success(Authenticated { username: "tim".into(), mechanism: MECH })
+            ServerStep::Success(Authenticated {
+                username: "tim".into(),
+                mechanism: MECH
+            })
         );
-        assert!(matches!(s.step(RESPONSE), ServerStep::Failure(ServerFailure::ExchangeOver { .. })));
+        assert!(matches!(
+            s.step(RESPONSE),
+            ServerStep::Failure(ServerFailure::ExchangeOver { .. })
+        ));
         // Upper-case hex is accepted too.
         let mut s = server();
         s.start(None);
-        assert!(matches!(s.step(&RESPONSE.to_ascii_uppercase()[..]), ServerStep::Failure(ServerFailure::UnknownUser { .. })));
+        assert!(matches!(
+            s.step(&RESPONSE.to_ascii_uppercase()[..]),
+            ServerStep::Failure(ServerFailure::UnknownUser { .. })
+        ));
         let mut s = server();
         s.start(None);
-        assert!(matches!(s.step(b"tim B913A602C7EDA7A495B4E6E7334D3890"), ServerStep::Success(_)));
+        assert!(matches!(
+            s.step(b"tim B913A602C7EDA7A495B4E6E7334D3890"),
+            ServerStep::Success(_)
+        ));
     }
 
     #[test]
@@ -269,15 +294,36 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert!(matches!(run(b"tim b913a602c7eda7a495b4e6e7334d3891"), ServerFailure::InvalidCredentials { .. }));
-        assert!(matches!(run(b"tom b913a602c7eda7a495b4e6e7334d3890"), ServerFailure::UnknownUser { .. }));
-        for bad in [&b"tim"[..], b"tim xyz", b"tim b913", b"", &[0xff, 0x20, 0x30]] {
-            assert!(matches!(run(bad), ServerFailure::Malformed { .. }), "{bad:?}");
+        assert!(matches!(
+            run(b"tim b913a602c7eda7a495b4e6e7334d3891"),
+            ServerFailure::InvalidCredentials { .. }
+        ));
+        assert!(matches!(
+            run(b"tom b913a602c7eda7a495b4e6e7334d3890"),
+            ServerFailure::UnknownUser { .. }
+        ));
+        for bad in [
+            &b"tim"[..],
+            b"tim xyz",
+            b"tim b913",
+            b"",
+            &[0xff, 0x20, 0x30],
+        ] {
+            assert!(
+                matches!(run(bad), ServerFailure::Malformed { .. }),
+                "{bad:?}"
+            );
         }
         let mut s = server();
-        assert!(matches!(s.start(Some(b"x")), ServerStep::Failure(ServerFailure::InitialResponseNotAllowed { .. })));
+        assert!(matches!(
+            s.start(Some(b"x")),
+            ServerStep::Failure(ServerFailure::InitialResponseNotAllowed { .. })
+        ));
         let mut s = server();
-        assert!(matches!(s.step(RESPONSE), ServerStep::Failure(ServerFailure::ExchangeOver { .. })));
+        assert!(matches!(
+            s.step(RESPONSE),
+            ServerStep::Failure(ServerFailure::ExchangeOver { .. })
+        ));
     }
 
     #[test]
@@ -288,6 +334,9 @@ mod tests {
         let b = CramMd5Server::new(store, settings).challenge;
         assert_ne!(a, b);
         let text = String::from_utf8(a).unwrap();
-        assert!(text.starts_with('<') && text.ends_with("@relay.example.org>"), "{text}");
+        assert!(
+            text.starts_with('<') && text.ends_with("@relay.example.org>"),
+            "{text}"
+        );
     }
 }

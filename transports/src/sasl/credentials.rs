@@ -3,9 +3,7 @@
 
 use std::{collections::HashMap, fmt};
 
-use super::{
-    error::SaslError, hash::ScramHash, md5_state::CramMd5Secret, verifier::ScramVerifier,
-};
+use super::{error::SaslError, hash::ScramHash, md5_state::CramMd5Secret, verifier::ScramVerifier};
 
 /// A stored credential string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,18 +90,30 @@ mod tests {
     #[test]
     fn from_password_fills_every_mechanism() {
         let creds = StoredCredentials::from_password("pencil", 4096).unwrap();
-        assert!(verify_password(creds.scram(ScramHash::Sha256).unwrap(), "pencil"));
-        assert!(verify_password(creds.scram(ScramHash::Sha1).unwrap(), "pencil"));
+        assert!(verify_password(
+            creds.scram(ScramHash::Sha256).unwrap(),
+            "pencil"
+        ));
+        assert!(verify_password(
+            creds.scram(ScramHash::Sha1).unwrap(),
+            "pencil"
+        ));
         assert_eq!(
             creds.cram_md5,
             Some(CramMd5Secret::from_password(b"pencil"))
         );
-        assert_eq!(creds.password_verifier().map(|v| v.hash), Some(ScramHash::Sha256));
+        assert_eq!(
+            creds.password_verifier().map(|v| v.hash),
+            Some(ScramHash::Sha256)
+        );
         let only_sha1 = StoredCredentials {
             scram_sha256: None,
             ..creds.clone()
         };
-        assert_eq!(only_sha1.password_verifier().map(|v| v.hash), Some(ScramHash::Sha1));
+        assert_eq!(
+            only_sha1.password_verifier().map(|v| v.hash),
+            Some(ScramHash::Sha1)
+        );
         assert!(format!("{creds:?}").contains("redacted"));
 
         let mut store = HashMap::new();

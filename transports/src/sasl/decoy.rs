@@ -31,7 +31,11 @@ fn derive(settings: &ServerSettings, purpose: &str, hash: ScramHash, username: &
 
 /// A SCRAM verifier for a user that does not exist: deterministic salt, the configured
 /// iteration count, and keys nobody knows a password for.
-pub(crate) fn verifier(settings: &ServerSettings, hash: ScramHash, username: &str) -> ScramVerifier {
+pub(crate) fn verifier(
+    settings: &ServerSettings,
+    hash: ScramHash,
+    username: &str,
+) -> ScramVerifier {
     let mut salt = derive(settings, "salt", hash, username);
     salt.truncate(DECOY_SALT_LEN);
     let mut stored_key = derive(settings, "stored key", hash, username);

@@ -43,7 +43,9 @@ pub enum SaslError {
         reason: &'static str,
     },
     /// The SCRAM iteration count is below what we accept.
-    #[error("{mechanism}: server asks for {iterations} iterations, fewer than the minimum {minimum}")]
+    #[error(
+        "{mechanism}: server asks for {iterations} iterations, fewer than the minimum {minimum}"
+    )]
     IterationsTooLow {
         /// The mechanism being run.
         mechanism: Mechanism,
@@ -53,7 +55,9 @@ pub enum SaslError {
         minimum: u32,
     },
     /// The SCRAM iteration count is above what we are willing to compute.
-    #[error("{mechanism}: server asks for {iterations} iterations, more than the maximum {maximum}")]
+    #[error(
+        "{mechanism}: server asks for {iterations} iterations, more than the maximum {maximum}"
+    )]
     IterationsTooHigh {
         /// The mechanism being run.
         mechanism: Mechanism,

@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn hmac_matches_the_hmac_crate() {
-        let long_key = vec![0xaa; 131];
+        let long_key = [0xaau8; 131];
         for key in [&b""[..], b"key", &[7u8; 64][..], &long_key[..]] {
             for data in [&b""[..], b"The quick brown fox", &[0u8; 200][..]] {
                 assert_eq!(

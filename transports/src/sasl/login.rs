@@ -180,7 +180,8 @@ mod tests {
 
     fn server() -> LoginServer {
         let creds = StoredCredentials::from_password("pencil", 4096).unwrap();
-        let store: Arc<dyn CredentialStore> = Arc::new(HashMap::from([("user".to_string(), creds)]));
+        let store: Arc<dyn CredentialStore> =
+            Arc::new(HashMap::from([("user".to_string(), creds)]));
         LoginServer::new(store, Arc::new(ServerSettings::new("h", [0; 32])))
     }
 
@@ -188,37 +189,73 @@ mod tests {
     fn client_answers_in_order() {
         let mut c = LoginClient::new("user", "pencil");
         assert_eq!(c.initial(), None);
-        assert_eq!(c.step(b"VXNlcm5hbWU6").unwrap(), Step::Continue(b"user".to_vec()));
-        assert!(matches!(c.finish(None), Err(SaslError::PrematureSuccess { .. })));
+        assert_eq!(
+            c.step(b"VXNlcm5hbWU6").unwrap(),
+            Step::Continue(b"user".to_vec())
+        );
+        assert!(matches!(
+            c.finish(None),
+            Err(SaslError::PrematureSuccess { .. })
+        ));
         assert_eq!(c.step(b"").unwrap(), Step::Done(b"pencil".to_vec()));
         c.finish(None).unwrap();
-        assert!(matches!(c.step(b"Password:"), Err(SaslError::UnexpectedChallenge { .. })));
+        assert!(matches!(
+            c.step(b"Password:"),
+            Err(SaslError::UnexpectedChallenge { .. })
+        ));
         assert!(!format!("{:?}", LoginClient::new("u", "hunter2")).contains("hunter2"));
     }
 
     #[test]
     fn server_prompts_and_checks() {
-        let ok = ServerStep::Success(Authenticated { username: "user".into(), mechanism: MECH });
+        let ok = ServerStep::Success(Authenticated {
+            username: "user".into(),
+            mechanism: MECH,
+        });
         let mut s = server();
-        assert_eq!(s.start(None), ServerStep::Challenge(USERNAME_PROMPT.to_vec()));
-        assert_eq!(s.step(b"user"), ServerStep::Challenge(PASSWORD_PROMPT.to_vec()));
+        assert_eq!(
+            s.start(None),
+            ServerStep::Challenge(USERNAME_PROMPT.to_vec())
+        );
+        assert_eq!(
+            s.step(b"user"),
+            ServerStep::Challenge(PASSWORD_PROMPT.to_vec())
+        );
         assert_eq!(s.step(b"pencil"), ok);
-        assert!(matches!(s.step(b"x"), ServerStep::Failure(ServerFailure::ExchangeOver { .. })));
+        assert!(matches!(
+            s.step(b"x"),
+            ServerStep::Failure(ServerFailure::ExchangeOver { .. })
+        ));
 
         // User name as initial response.
         let mut s = server();
-        assert_eq!(s.start(Some(b"user")), ServerStep::Challenge(PASSWORD_PROMPT.to_vec()));
+        assert_eq!(
+            s.start(Some(b"user")),
+            ServerStep::Challenge(PASSWORD_PROMPT.to_vec())
+        );
         assert_eq!(s.step(b"pencil"), ok);
 
         let mut s = server();
         s.start(Some(b"user"));
-        assert!(matches!(s.step(b"wrong"), ServerStep::Failure(ServerFailure::InvalidCredentials { .. })));
+        assert!(matches!(
+            s.step(b"wrong"),
+            ServerStep::Failure(ServerFailure::InvalidCredentials { .. })
+        ));
         let mut s = server();
         s.start(Some(b"nobody"));
-        assert!(matches!(s.step(b"pencil"), ServerStep::Failure(ServerFailure::UnknownUser { .. })));
+        assert!(matches!(
+            s.step(b"pencil"),
+            ServerStep::Failure(ServerFailure::UnknownUser { .. })
+        ));
         let mut s = server();
-        assert!(matches!(s.start(Some(&[0xff])), ServerStep::Failure(ServerFailure::InvalidUsername { .. })));
+        assert!(matches!(
+            s.start(Some(&[0xff])),
+            ServerStep::Failure(ServerFailure::InvalidUsername { .. })
+        ));
         let mut s = server();
-        assert!(matches!(s.step(b"user"), ServerStep::Failure(ServerFailure::ExchangeOver { .. })));
+        assert!(matches!(
+            s.step(b"user"),
+            ServerStep::Failure(ServerFailure::ExchangeOver { .. })
+        ));
     }
 }

@@ -172,13 +172,18 @@ mod tests {
 
     #[test]
     fn matches_hmac_crate_at_every_padding_boundary() {
-        let long_key = vec![0x5a; 100];
+        let long_key = [0x5au8; 100];
         for key in [&b""[..], b"k", &[1u8; 64][..], &long_key[..]] {
             let secret = CramMd5Secret::from_password(key);
             // 55/56/63/64/119/120 cross the one- and two-block padding cases.
             for len in [0usize, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 300] {
                 let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-                assert_eq!(secret.hmac(&data), reference(key, &data), "key {} len {len}", key.len());
+                assert_eq!(
+                    secret.hmac(&data),
+                    reference(key, &data),
+                    "key {} len {len}",
+                    key.len()
+                );
             }
         }
     }
@@ -200,8 +205,21 @@ mod tests {
         assert!(text.starts_with("CRAM-MD5$"));
         assert_eq!(text.len(), "CRAM-MD5$".len() + 32 + 1 + 32);
         assert_eq!(text.parse::<CramMd5Secret>().unwrap(), secret);
-        assert_eq!(text.to_uppercase().replace("CRAM-MD5", "cram-md5").parse::<CramMd5Secret>().unwrap(), secret);
-        for bad in ["", "CRAM-MD5$", "CRAM-MD5$00:00", "PLAIN$x:y", &text[..text.len() - 1], &format!("{text}0")] {
+        assert_eq!(
+            text.to_uppercase()
+                .replace("CRAM-MD5", "cram-md5")
+                .parse::<CramMd5Secret>()
+                .unwrap(),
+            secret
+        );
+        for bad in [
+            "",
+            "CRAM-MD5$",
+            "CRAM-MD5$00:00",
+            "PLAIN$x:y",
+            &text[..text.len() - 1],
+            &format!("{text}0"),
+        ] {
             assert!(bad.parse::<CramMd5Secret>().is_err(), "{bad}");
         }
         assert!(!format!("{secret:?}").contains(&text[9..20]));

@@ -100,9 +100,7 @@ impl Mechanism {
     pub const fn plus_variant(self) -> Option<Mechanism> {
         match self {
             Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(Mechanism::ScramSha1Plus),
-            Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => {
-                Some(Mechanism::ScramSha256Plus)
-            }
+            Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(Mechanism::ScramSha256Plus),
             Mechanism::Login | Mechanism::Plain | Mechanism::CramMd5 => None,
         }
     }
@@ -136,7 +134,9 @@ impl FromStr for Mechanism {
     type Err = UnknownMechanism;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Mechanism::from_wire(s).ok_or_else(|| UnknownMechanism { name: s.to_string() })
+        Mechanism::from_wire(s).ok_or_else(|| UnknownMechanism {
+            name: s.to_string(),
+        })
     }
 }
 
@@ -212,7 +212,10 @@ mod tests {
             assert_eq!(m.as_str().to_lowercase().parse::<Mechanism>(), Ok(m));
             assert_eq!(m.to_string(), m.as_str());
         }
-        assert_eq!(Mechanism::from_wire("scram-sha-256-plus"), Some(Mechanism::ScramSha256Plus));
+        assert_eq!(
+            Mechanism::from_wire("scram-sha-256-plus"),
+            Some(Mechanism::ScramSha256Plus)
+        );
         assert_eq!(Mechanism::from_wire("GSSAPI"), None);
         let err = "XOAUTH2".parse::<Mechanism>().unwrap_err();
         assert!(err.to_string().contains("XOAUTH2"));
@@ -241,14 +244,38 @@ mod tests {
     fn choose_table() {
         let pref = DEFAULT_CLIENT_PREFERENCE;
         let cases: &[(&[&str], bool, Option<Mechanism>)] = &[
-            (&["PLAIN", "SCRAM-SHA-256", "CRAM-MD5"], false, Some(Mechanism::ScramSha256)),
-            (&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"], true, Some(Mechanism::ScramSha256Plus)),
+            (
+                &["PLAIN", "SCRAM-SHA-256", "CRAM-MD5"],
+                false,
+                Some(Mechanism::ScramSha256),
+            ),
+            (
+                &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"],
+                true,
+                Some(Mechanism::ScramSha256Plus),
+            ),
             // -PLUS needs a binding; without one the plain variant is chosen.
-            (&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"], false, Some(Mechanism::ScramSha256)),
-            (&["scram-sha-1", "cram-md5"], true, Some(Mechanism::ScramSha1)),
-            (&["CRAM-MD5", "PLAIN", "LOGIN"], true, Some(Mechanism::CramMd5)),
+            (
+                &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"],
+                false,
+                Some(Mechanism::ScramSha256),
+            ),
+            (
+                &["scram-sha-1", "cram-md5"],
+                true,
+                Some(Mechanism::ScramSha1),
+            ),
+            (
+                &["CRAM-MD5", "PLAIN", "LOGIN"],
+                true,
+                Some(Mechanism::CramMd5),
+            ),
             // The server's order does not matter.
-            (&["CRAM-MD5", "SCRAM-SHA-1"], false, Some(Mechanism::ScramSha1)),
+            (
+                &["CRAM-MD5", "SCRAM-SHA-1"],
+                false,
+                Some(Mechanism::ScramSha1),
+            ),
             (&["PLAIN", "LOGIN"], true, None),
             (&[], true, None),
         ];
@@ -264,13 +291,20 @@ mod tests {
         let offered = names(&["SCRAM-SHA-256", "CRAM-MD5", "PLAIN"]);
         assert_eq!(choose(&pref, &offered, true), Ok(Mechanism::CramMd5));
         let pref = [Mechanism::Login];
-        assert_eq!(choose(&pref, &names(&["LOGIN"]), false), Ok(Mechanism::Login));
+        assert_eq!(
+            choose(&pref, &names(&["LOGIN"]), false),
+            Ok(Mechanism::Login)
+        );
     }
 
     #[test]
     fn no_common_mechanism_names_both_lists() {
-        let err = choose(DEFAULT_CLIENT_PREFERENCE, &names(&["PLAIN", "XOAUTH2"]), false)
-            .unwrap_err();
+        let err = choose(
+            DEFAULT_CLIENT_PREFERENCE,
+            &names(&["PLAIN", "XOAUTH2"]),
+            false,
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("SCRAM-SHA-256-PLUS SCRAM-SHA-256"), "{text}");
         assert!(text.contains("[PLAIN XOAUTH2]"), "{text}");

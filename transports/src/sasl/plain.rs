@@ -177,7 +177,8 @@ mod tests {
 
     fn server() -> PlainServer {
         let creds = StoredCredentials::from_password("pencil", 4096).unwrap();
-        let store: Arc<dyn CredentialStore> = Arc::new(HashMap::from([("user".to_string(), creds)]));
+        let store: Arc<dyn CredentialStore> =
+            Arc::new(HashMap::from([("user".to_string(), creds)]));
         PlainServer::new(store, Arc::new(ServerSettings::new("h", [0; 32])))
     }
 
@@ -195,7 +196,10 @@ mod tests {
         assert!(c.step(b"").is_err());
         c.finish(None).unwrap();
         let mut c = PlainClient::new("user", "pencil").unwrap();
-        assert!(matches!(c.finish(None), Err(SaslError::PrematureSuccess { .. })));
+        assert!(matches!(
+            c.finish(None),
+            Err(SaslError::PrematureSuccess { .. })
+        ));
         assert_eq!(c.step(b"").unwrap(), Step::Done(b"\0user\0pencil".to_vec()));
         assert!(PlainClient::new("us\0er", "p").is_err());
         assert!(!format!("{c:?}").contains("pencil"));
@@ -203,22 +207,47 @@ mod tests {
 
     #[test]
     fn server_accepts_and_refuses() {
-        let ok = ServerStep::Success(Authenticated { username: "user".into(), mechanism: MECH });
+        let ok = ServerStep::Success(Authenticated {
+            username: "user".into(),
+            mechanism: MECH,
+        });
         assert_eq!(server().start(Some(b"\0user\0pencil")), ok);
         assert_eq!(server().start(Some(b"user\0user\0pencil")), ok);
         let mut s = server();
         assert_eq!(s.start(None), ServerStep::Challenge(Vec::new()));
         assert_eq!(s.step(b"\0user\0pencil"), ok);
-        assert!(matches!(s.step(b"\0user\0pencil"), ServerStep::Failure(ServerFailure::ExchangeOver { .. })));
+        assert!(matches!(
+            s.step(b"\0user\0pencil"),
+            ServerStep::Failure(ServerFailure::ExchangeOver { .. })
+        ));
 
-        assert!(matches!(fails(b"\0user\0pencil2"), ServerFailure::InvalidCredentials { .. }));
-        assert!(matches!(fails(b"\0nobody\0pencil"), ServerFailure::UnknownUser { .. }));
+        assert!(matches!(
+            fails(b"\0user\0pencil2"),
+            ServerFailure::InvalidCredentials { .. }
+        ));
+        assert!(matches!(
+            fails(b"\0nobody\0pencil"),
+            ServerFailure::UnknownUser { .. }
+        ));
         assert_eq!(
             fails(b"admin\0user\0pencil"),
-            ServerFailure::AuthzidRefused { mechanism: MECH, authcid: "user".into(), authzid: "admin".into() }
+            ServerFailure::AuthzidRefused {
+                mechanism: MECH,
+                authcid: "user".into(),
+                authzid: "admin".into()
+            }
         );
-        for bad in [&b"user\0pencil"[..], b"\0\0pencil", b"\0user\0", b"\0user\0pencil\0x", &[0, 0xff, 0, 0x41]] {
-            assert!(matches!(fails(bad), ServerFailure::Malformed { .. }), "{bad:?}");
+        for bad in [
+            &b"user\0pencil"[..],
+            b"\0\0pencil",
+            b"\0user\0",
+            b"\0user\0pencil\0x",
+            &[0, 0xff, 0, 0x41],
+        ] {
+            assert!(
+                matches!(fails(bad), ServerFailure::Malformed { .. }),
+                "{bad:?}"
+            );
         }
     }
 }

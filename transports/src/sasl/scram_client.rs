@@ -125,13 +125,17 @@ impl ScramClient {
                 extension: extension.to_string(),
             });
         }
-        let field = |i, name| expect_attr(&attrs, i, name).map_err(|r| self.malformed(SERVER_FIRST, r));
+        let field =
+            |i, name| expect_attr(&attrs, i, name).map_err(|r| self.malformed(SERVER_FIRST, r));
         let nonce = field(0, 'r')?;
         let salt_text = field(1, 's')?;
         let count_text = field(2, 'i')?;
         // Later attributes are optional extensions, which a client ignores (RFC 5802 §7).
         if !valid_nonce(nonce) {
-            return Err(self.malformed(SERVER_FIRST, "the nonce has characters outside %x21-7E or a \",\""));
+            return Err(self.malformed(
+                SERVER_FIRST,
+                "the nonce has characters outside %x21-7E or a \",\"",
+            ));
         }
         // RFC 5802 §5.1: the server's nonce MUST start with the client's nonce; it must
         // also add something, or the server contributed no freshness.
@@ -154,8 +158,12 @@ impl ScramClient {
                 reason: "empty",
             });
         }
-        let iterations = parse_count(count_text)
-            .ok_or_else(|| self.malformed(SERVER_FIRST, format!("iteration count {count_text:?} is not a number")))?;
+        let iterations = parse_count(count_text).ok_or_else(|| {
+            self.malformed(
+                SERVER_FIRST,
+                format!("iteration count {count_text:?} is not a number"),
+            )
+        })?;
         check_iterations(mechanism, iterations)?;
 
         let hash = self.hash;
@@ -214,9 +222,7 @@ impl ClientMechanism for ScramClient {
     fn initial(&mut self) -> Option<Vec<u8>> {
         match self.state {
             State::Initial => Some(self.client_first()),
-            State::SentFirst { .. } | State::SentFinal { .. } | State::Done | State::Failed => {
-                None
-            }
+            State::SentFirst { .. } | State::SentFinal { .. } | State::Done | State::Failed => None,
         }
     }
 
@@ -329,9 +335,15 @@ mod tests {
         for v in [&RFC5802, &RFC7677] {
             let (mut c, client_final) = run_to_final(v, "pencil");
             assert_eq!(String::from_utf8(client_final).unwrap(), v.client_final);
-            assert_eq!(c.step(v.server_final.as_bytes()).unwrap(), Step::Done(Vec::new()));
+            assert_eq!(
+                c.step(v.server_final.as_bytes()).unwrap(),
+                Step::Done(Vec::new())
+            );
             c.finish(None).unwrap();
-            assert!(matches!(c.step(b"more"), Err(SaslError::UnexpectedChallenge { .. })));
+            assert!(matches!(
+                c.step(b"more"),
+                Err(SaslError::UnexpectedChallenge { .. })
+            ));
         }
     }
 
@@ -344,7 +356,10 @@ mod tests {
     #[test]
     fn empty_first_challenge_gets_client_first() {
         let mut c = client(&RFC5802, "pencil");
-        assert_eq!(c.step(b"").unwrap(), Step::Continue(RFC5802.client_first.as_bytes().to_vec()));
+        assert_eq!(
+            c.step(b"").unwrap(),
+            Step::Continue(RFC5802.client_first.as_bytes().to_vec())
+        );
         assert!(c.initial().is_none());
     }
 
@@ -354,10 +369,15 @@ mod tests {
         let forged = format!("v={}", b64(&[0u8; 32]));
         assert_eq!(
             c.step(forged.as_bytes()),
-            Err(SaslError::BadServerSignature { mechanism: Mechanism::ScramSha256 })
+            Err(SaslError::BadServerSignature {
+                mechanism: Mechanism::ScramSha256
+            })
         );
         // And a failed client stays failed.
-        assert!(matches!(c.step(RFC7677.server_final.as_bytes()), Err(SaslError::State { .. })));
+        assert!(matches!(
+            c.step(RFC7677.server_final.as_bytes()),
+            Err(SaslError::State { .. })
+        ));
         // The SHA-1 signature under the SHA-256 mechanism does not verify either.
         let (mut c, _) = run_to_final(&RFC7677, "pencil");
         assert!(matches!(
@@ -377,11 +397,16 @@ mod tests {
         let (mut c, _) = run_to_final(&RFC7677, "pencil");
         assert_eq!(
             c.finish(None),
-            Err(SaslError::PrematureSuccess { mechanism: Mechanism::ScramSha256 })
+            Err(SaslError::PrematureSuccess {
+                mechanism: Mechanism::ScramSha256
+            })
         );
         let mut c = client(&RFC7677, "pencil");
         c.initial();
-        assert!(matches!(c.finish(None), Err(SaslError::PrematureSuccess { .. })));
+        assert!(matches!(
+            c.finish(None),
+            Err(SaslError::PrematureSuccess { .. })
+        ));
     }
 
     fn server_first_error(server_first: &str) -> SaslError {
@@ -393,12 +418,15 @@ mod tests {
     #[test]
     fn server_nonce_must_extend_ours() {
         for nonce in [
-            "fyko+d2lbbFgONRv9qkxdawL",   // adds nothing
+            "fyko+d2lbbFgONRv9qkxdawL",     // adds nothing
             "XXXX+d2lbbFgONRv9qkxdawL3rfc", // does not start with ours
             "3rfcNHYJY1ZVvWVs7j",           // only the server part
         ] {
             let err = server_first_error(&format!("r={nonce},s=QSXCR+Q6sek8bf92,i=4096"));
-            assert!(matches!(err, SaslError::NonceNotExtended { .. }), "{nonce}: {err}");
+            assert!(
+                matches!(err, SaslError::NonceNotExtended { .. }),
+                "{nonce}: {err}"
+            );
         }
         let err = server_first_error("r=fyko+d2lbbFgONRv9qkxdawL a,s=QSXCR+Q6sek8bf92,i=4096");
         assert!(matches!(err, SaslError::Malformed { .. }), "{err}");
@@ -409,19 +437,39 @@ mod tests {
         let r = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92";
         assert_eq!(
             server_first_error(&format!("{r},i=4095")),
-            SaslError::IterationsTooLow { mechanism: Mechanism::ScramSha1, iterations: 4095, minimum: 4096 }
+            SaslError::IterationsTooLow {
+                mechanism: Mechanism::ScramSha1,
+                iterations: 4095,
+                minimum: 4096
+            }
         );
         assert_eq!(
             server_first_error(&format!("{r},i=600001")),
-            SaslError::IterationsTooHigh { mechanism: Mechanism::ScramSha1, iterations: 600_001, maximum: 600_000 }
+            SaslError::IterationsTooHigh {
+                mechanism: Mechanism::ScramSha1,
+                iterations: 600_001,
+                maximum: 600_000
+            }
         );
         assert!(matches!(
             server_first_error(&format!("{r},i=123456789012345")),
-            SaslError::IterationsTooHigh { iterations: u32::MAX, .. }
+            SaslError::IterationsTooHigh {
+                iterations: u32::MAX,
+                ..
+            }
         ));
-        assert!(matches!(server_first_error(&format!("{r},i=0")), SaslError::IterationsTooLow { .. }));
-        assert!(matches!(server_first_error(&format!("{r},i=-1")), SaslError::Malformed { .. }));
-        assert!(matches!(server_first_error(&format!("{r},i=")), SaslError::Malformed { .. }));
+        assert!(matches!(
+            server_first_error(&format!("{r},i=0")),
+            SaslError::IterationsTooLow { .. }
+        ));
+        assert!(matches!(
+            server_first_error(&format!("{r},i=-1")),
+            SaslError::Malformed { .. }
+        ));
+        assert!(matches!(
+            server_first_error(&format!("{r},i=")),
+            SaslError::Malformed { .. }
+        ));
     }
 
     #[test]
@@ -429,11 +477,17 @@ mod tests {
         let r = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j";
         assert!(matches!(
             server_first_error(&format!("{r},s=,i=4096")),
-            SaslError::InvalidSalt { reason: "empty", .. }
+            SaslError::InvalidSalt {
+                reason: "empty",
+                ..
+            }
         ));
         assert!(matches!(
             server_first_error(&format!("{r},s=***,i=4096")),
-            SaslError::InvalidSalt { reason: "not valid base64", .. }
+            SaslError::InvalidSalt {
+                reason: "not valid base64",
+                ..
+            }
         ));
     }
 
@@ -441,7 +495,10 @@ mod tests {
     fn mandatory_extension_and_syntax() {
         assert_eq!(
             server_first_error("m=future,r=fyko+d2lbbFgONRv9qkxdawL3rfc,s=QSXCR+Q6sek8bf92,i=4096"),
-            SaslError::MandatoryExtension { mechanism: Mechanism::ScramSha1, extension: "future".into() }
+            SaslError::MandatoryExtension {
+                mechanism: Mechanism::ScramSha1,
+                extension: "future".into()
+            }
         );
         for bad in [
             "",
@@ -449,11 +506,17 @@ mod tests {
             "s=QSXCR+Q6sek8bf92,r=fyko+d2lbbFgONRv9qkxdawL3rfc,i=4096",
             "r=fyko+d2lbbFgONRv9qkxdawL3rfc,s=QSXCR+Q6sek8bf92",
         ] {
-            assert!(matches!(server_first_error(bad), SaslError::Malformed { .. }), "{bad:?}");
+            assert!(
+                matches!(server_first_error(bad), SaslError::Malformed { .. }),
+                "{bad:?}"
+            );
         }
         let mut c = client(&RFC5802, "pencil");
         c.initial();
-        assert!(matches!(c.step(&[0xff, 0xfe]), Err(SaslError::Malformed { .. })));
+        assert!(matches!(
+            c.step(&[0xff, 0xfe]),
+            Err(SaslError::Malformed { .. })
+        ));
         // Unknown optional extensions after i= are ignored.
         let mut c = client(&RFC5802, "pencil");
         c.initial();
@@ -466,7 +529,10 @@ mod tests {
         let (mut c, _) = run_to_final(&RFC5802, "pencil");
         assert_eq!(
             c.step(b"e=invalid-proof"),
-            Err(SaslError::ServerError { mechanism: Mechanism::ScramSha1, error: "invalid-proof".into() })
+            Err(SaslError::ServerError {
+                mechanism: Mechanism::ScramSha1,
+                error: "invalid-proof".into()
+            })
         );
         let (mut c, _) = run_to_final(&RFC5802, "pencil");
         assert!(matches!(c.step(b"x=1"), Err(SaslError::Malformed { .. })));
@@ -477,7 +543,12 @@ mod tests {
     #[test]
     fn username_escaping() {
         let mut c = ScramClient::with_client_nonce(
-            ScramHash::Sha256, "a,b=c", "p", ChannelBinding::None, None, "abc".into(),
+            ScramHash::Sha256,
+            "a,b=c",
+            "p",
+            ChannelBinding::None,
+            None,
+            "abc".into(),
         )
         .unwrap();
         assert_eq!(c.initial().unwrap(), b"n,,n=a=2Cb=3Dc,r=abc");
@@ -493,9 +564,21 @@ mod tests {
         let (_, b) = run_to_final(&RFC7677, "IX");
         assert_eq!(a, b);
         // Prohibited characters are refused before anything is sent.
-        let err = ScramClient::new(ScramHash::Sha256, "user", "a\u{0000}b", ChannelBinding::None, None);
+        let err = ScramClient::new(
+            ScramHash::Sha256,
+            "user",
+            "a\u{0000}b",
+            ChannelBinding::None,
+            None,
+        );
         assert_eq!(err.err(), Some(SaslError::SaslPrep { field: "password" }));
-        let err = ScramClient::new(ScramHash::Sha256, "us\u{0007}er", "p", ChannelBinding::None, None);
+        let err = ScramClient::new(
+            ScramHash::Sha256,
+            "us\u{0007}er",
+            "p",
+            ChannelBinding::None,
+            None,
+        );
         assert_eq!(err.err(), Some(SaslError::SaslPrep { field: "username" }));
     }
 
@@ -503,24 +586,42 @@ mod tests {
     fn gs2_flags_in_client_first_and_c() {
         let exporter = vec![7u8; 32];
         let mut c = ScramClient::with_client_nonce(
-            ScramHash::Sha256, "user", "pencil", ChannelBinding::TlsExporter(exporter.clone()), None, "abc".into(),
+            ScramHash::Sha256,
+            "user",
+            "pencil",
+            ChannelBinding::TlsExporter(exporter.clone()),
+            None,
+            "abc".into(),
         )
         .unwrap();
         assert_eq!(c.mechanism(), Mechanism::ScramSha256Plus);
         assert_eq!(c.initial().unwrap(), b"p=tls-exporter,,n=user,r=abc");
-        let Step::Continue(fin) = c.step(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096").unwrap() else { panic!() };
+        let Step::Continue(fin) = c.step(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096").unwrap() else {
+            panic!()
+        };
         let mut cbind = b"p=tls-exporter,,".to_vec();
         cbind.extend_from_slice(&exporter);
         assert!(fin.starts_with(format!("c={},r=abcdef,p=", b64(&cbind)).as_bytes()));
 
         let mut c = ScramClient::with_client_nonce(
-            ScramHash::Sha1, "user", "pencil", ChannelBinding::ServerLacksSupport, None, "abc".into(),
+            ScramHash::Sha1,
+            "user",
+            "pencil",
+            ChannelBinding::ServerLacksSupport,
+            None,
+            "abc".into(),
         )
         .unwrap();
         assert_eq!(c.mechanism(), Mechanism::ScramSha1);
         assert_eq!(c.initial().unwrap(), b"y,,n=user,r=abc");
-        let Step::Continue(fin) = c.step(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096").unwrap() else { panic!() };
-        assert!(fin.starts_with(b"c=eSws,r=abcdef,p="), "{}", String::from_utf8_lossy(&fin));
+        let Step::Continue(fin) = c.step(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096").unwrap() else {
+            panic!()
+        };
+        assert!(
+            fin.starts_with(b"c=eSws,r=abcdef,p="),
+            "{}",
+            String::from_utf8_lossy(&fin)
+        );
     }
 
     #[test]
@@ -528,23 +629,46 @@ mod tests {
         let cache = Arc::new(SaltedCache::default());
         for round in 0..3 {
             let mut c = ScramClient::with_client_nonce(
-                RFC7677.hash, "user", "pencil", ChannelBinding::None, Some(Arc::clone(&cache)),
+                RFC7677.hash,
+                "user",
+                "pencil",
+                ChannelBinding::None,
+                Some(Arc::clone(&cache)),
                 RFC7677.client_nonce.into(),
             )
             .unwrap();
             c.initial();
-            let Step::Continue(fin) = c.step(RFC7677.server_first.as_bytes()).unwrap() else { panic!() };
+            let Step::Continue(fin) = c.step(RFC7677.server_first.as_bytes()).unwrap() else {
+                panic!()
+            };
             assert_eq!(fin, RFC7677.client_final.as_bytes(), "round {round}");
             c.step(RFC7677.server_final.as_bytes()).unwrap();
         }
         // PBKDF2 ran once; the two later logins were hits.
-        assert_eq!(cache.stats(), crate::sasl::CacheStats { hits: 2, misses: 1 });
+        assert_eq!(
+            cache.stats(),
+            crate::sasl::CacheStats { hits: 2, misses: 1 }
+        );
     }
 
     #[test]
     fn random_nonces_differ_and_debug_redacts() {
-        let mut a = ScramClient::new(ScramHash::Sha256, "user", "hunter2", ChannelBinding::None, None).unwrap();
-        let mut b = ScramClient::new(ScramHash::Sha256, "user", "hunter2", ChannelBinding::None, None).unwrap();
+        let mut a = ScramClient::new(
+            ScramHash::Sha256,
+            "user",
+            "hunter2",
+            ChannelBinding::None,
+            None,
+        )
+        .unwrap();
+        let mut b = ScramClient::new(
+            ScramHash::Sha256,
+            "user",
+            "hunter2",
+            ChannelBinding::None,
+            None,
+        )
+        .unwrap();
         assert_ne!(a.initial(), b.initial());
         let text = format!("{a:?}");
         assert!(!text.contains("hunter2"), "{text}");

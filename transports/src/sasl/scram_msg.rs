@@ -43,7 +43,10 @@ pub(crate) fn new_nonce() -> String {
 
 /// RFC 5802 §7: `printable = %x21-2B / %x2D-7E` (no ","), and a nonce is `1*printable`.
 pub(crate) fn valid_nonce(nonce: &str) -> bool {
-    !nonce.is_empty() && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    !nonce.is_empty()
+        && nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
 /// Decodes standard base64 (with padding), as SCRAM uses throughout.
@@ -72,7 +75,10 @@ mod tests {
     #[test]
     fn attributes_split() {
         let attrs = attributes("r=abc,s=QSXCR+Q6sek8bf92,i=4096").unwrap();
-        assert_eq!(attrs, vec![('r', "abc"), ('s', "QSXCR+Q6sek8bf92"), ('i', "4096")]);
+        assert_eq!(
+            attrs,
+            vec![('r', "abc"), ('s', "QSXCR+Q6sek8bf92"), ('i', "4096")]
+        );
         assert_eq!(attributes("v=a==").unwrap(), vec![('v', "a==")]);
         assert_eq!(attributes("r=").unwrap(), vec![('r', "")]);
         for bad in ["", "r", "r=a,,s=b", "1=a", "rr=a", "=a"] {

@@ -20,7 +20,9 @@ use super::{
     mechanism::Mechanism,
     saslprep::{saslprep, unescape_username},
     scram_msg::{attributes, b64, b64_decode, expect_attr, new_nonce, valid_nonce},
-    server::{Authenticated, ServerChannel, ServerFailure, ServerMechanism, ServerSettings, ServerStep},
+    server::{
+        Authenticated, ServerChannel, ServerFailure, ServerMechanism, ServerSettings, ServerStep,
+    },
     verifier::ScramVerifier,
 };
 
@@ -125,7 +127,10 @@ impl ScramServer {
                 let escaped = a
                     .strip_prefix("a=")
                     .ok_or_else(|| self.malformed("the gs2 authzid must be a=name"))?;
-                Some(unescape_username(escaped).ok_or(ServerFailure::InvalidUsername { mechanism })?)
+                Some(
+                    unescape_username(escaped)
+                        .ok_or(ServerFailure::InvalidUsername { mechanism })?,
+                )
             }
         };
 
@@ -201,7 +206,9 @@ impl ScramServer {
                 Some("tls-exporter") if self.channel.tls_exporter.is_some() => {
                     Ok(Gs2Flag::TlsExporter)
                 }
-                Some("tls-exporter") => Err(ServerFailure::ChannelBindingNotSupported { mechanism }),
+                Some("tls-exporter") => {
+                    Err(ServerFailure::ChannelBindingNotSupported { mechanism })
+                }
                 Some(other) => Err(ServerFailure::UnsupportedChannelBindingType {
                     mechanism,
                     cb_type: other.to_string(),
@@ -252,10 +259,7 @@ impl ScramServer {
         // server checks H(ClientKey) against StoredKey.
         let hash = self.hash;
         let v = &p.verifier;
-        let auth_message = format!(
-            "{},{},{without_proof}",
-            p.client_first_bare, p.server_first
-        );
+        let auth_message = format!("{},{},{without_proof}", p.client_first_bare, p.server_first);
         let client_signature = hash.hmac(&v.stored_key, &[auth_message.as_bytes()]);
         let client_key = xor(&proof, &client_signature);
         let proof_ok = ct_eq(&hash.h(&client_key), &v.stored_key);
@@ -311,7 +315,10 @@ impl ServerMechanism for ScramServer {
             },
             // The client acknowledges server-final with an empty response.
             State::SentFinal { username } if response.is_empty() => {
-                ServerStep::Success(Authenticated { username, mechanism })
+                ServerStep::Success(Authenticated {
+                    username,
+                    mechanism,
+                })
             }
             State::SentFinal { .. } => {
                 let failure = self.malformed("expected an empty response after server-final");
@@ -346,6 +353,9 @@ mod tests {
         tests::{ScramVector, RFC5802, RFC7677},
     };
     use std::collections::HashMap;
+
+    /// What a table row expects of the failure.
+    type Check = fn(&ServerFailure) -> bool;
 
     fn store_for(v: &ScramVector) -> Arc<dyn CredentialStore> {
         let salt = b64_decode(v.salt).unwrap();
@@ -388,13 +398,22 @@ mod tests {
     fn rfc_vectors_reproduced_exactly() {
         for v in [&RFC5802, &RFC7677] {
             let mut s = server(v, ServerChannel::default());
-            assert_eq!(challenge(s.start(Some(v.client_first.as_bytes()))), v.server_first);
+            assert_eq!(
+                challenge(s.start(Some(v.client_first.as_bytes()))),
+                v.server_first
+            );
             assert_eq!(challenge(s.step(v.client_final.as_bytes())), v.server_final);
             assert_eq!(
                 s.step(b""),
-                ServerStep::Success(Authenticated { username: "user".into(), mechanism: s.mechanism() })
+                ServerStep::Success(Authenticated {
+                    username: "user".into(),
+                    mechanism: s.mechanism()
+                })
             );
-            assert!(matches!(failure(s.step(b"")), ServerFailure::ExchangeOver { .. }));
+            assert!(matches!(
+                failure(s.step(b"")),
+                ServerFailure::ExchangeOver { .. }
+            ));
         }
     }
 
@@ -402,7 +421,10 @@ mod tests {
     fn without_initial_response() {
         let mut s = server(&RFC5802, ServerChannel::default());
         assert_eq!(s.start(None), ServerStep::Challenge(Vec::new()));
-        assert_eq!(challenge(s.step(RFC5802.client_first.as_bytes())), RFC5802.server_first);
+        assert_eq!(
+            challenge(s.step(RFC5802.client_first.as_bytes())),
+            RFC5802.server_first
+        );
     }
 
     #[test]
@@ -411,13 +433,19 @@ mod tests {
         s.start(Some(RFC7677.client_first.as_bytes()));
         let bad = RFC7677.client_final.replace("p=dHzb", "p=dHzc");
         let f = failure(s.step(bad.as_bytes()));
-        assert_eq!(f, ServerFailure::InvalidCredentials { mechanism: Mechanism::ScramSha256, username: "user".into() });
+        assert_eq!(
+            f,
+            ServerFailure::InvalidCredentials {
+                mechanism: Mechanism::ScramSha256,
+                username: "user".into()
+            }
+        );
         assert_eq!(f.scram_error(), "invalid-proof");
     }
 
     #[test]
     fn client_final_checks() {
-        let cases: &[(&str, fn(&ServerFailure) -> bool)] = &[
+        let cases: &[(&str, Check)] = &[
             // Nonce of another exchange.
             ("c=biws,r=fyko+d2lbbFgONRv9qkxdawLXXX,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=", |f| matches!(f, ServerFailure::NonceMismatch { .. })),
             // c= says "y" where client-first said "n".
@@ -440,27 +468,54 @@ mod tests {
         let mut s = server(&RFC5802, ServerChannel::default());
         s.start(Some(RFC5802.client_first.as_bytes()));
         let with_ext = RFC5802.client_final.replace(",p=", ",x=1,p=");
-        assert!(matches!(failure(s.step(with_ext.as_bytes())), ServerFailure::InvalidCredentials { .. }));
+        assert!(matches!(
+            failure(s.step(with_ext.as_bytes())),
+            ServerFailure::InvalidCredentials { .. }
+        ));
     }
 
     #[test]
     fn client_first_checks() {
         let ch = ServerChannel::default();
-        let cases: &[(&str, fn(&ServerFailure) -> bool)] = &[
-            ("n,,n=us=er,r=abc", |f| matches!(f, ServerFailure::InvalidUsername { .. })),
-            ("n,,n=,r=abc", |f| matches!(f, ServerFailure::InvalidUsername { .. })),
-            ("n,,m=ext,n=user,r=abc", |f| matches!(f, ServerFailure::ExtensionNotSupported { .. })),
-            ("n,a=other,n=user,r=abc", |f| matches!(f, ServerFailure::AuthzidRefused { .. })),
-            ("n,x=user,n=user,r=abc", |f| matches!(f, ServerFailure::Malformed { .. })),
-            ("n,a=us=er,n=user,r=abc", |f| matches!(f, ServerFailure::InvalidUsername { .. })),
-            ("x,,n=user,r=abc", |f| matches!(f, ServerFailure::Malformed { .. })),
-            ("n,,n=user", |f| matches!(f, ServerFailure::Malformed { .. })),
-            ("n,,n=user,r=a b", |f| matches!(f, ServerFailure::Malformed { .. })),
-            ("n,,r=abc,n=user", |f| matches!(f, ServerFailure::Malformed { .. })),
-            ("n,n=user,r=abc", |f| matches!(f, ServerFailure::Malformed { .. })),
+        let cases: &[(&str, Check)] = &[
+            ("n,,n=us=er,r=abc", |f| {
+                matches!(f, ServerFailure::InvalidUsername { .. })
+            }),
+            ("n,,n=,r=abc", |f| {
+                matches!(f, ServerFailure::InvalidUsername { .. })
+            }),
+            ("n,,m=ext,n=user,r=abc", |f| {
+                matches!(f, ServerFailure::ExtensionNotSupported { .. })
+            }),
+            ("n,a=other,n=user,r=abc", |f| {
+                matches!(f, ServerFailure::AuthzidRefused { .. })
+            }),
+            ("n,x=user,n=user,r=abc", |f| {
+                matches!(f, ServerFailure::Malformed { .. })
+            }),
+            ("n,a=us=er,n=user,r=abc", |f| {
+                matches!(f, ServerFailure::InvalidUsername { .. })
+            }),
+            ("x,,n=user,r=abc", |f| {
+                matches!(f, ServerFailure::Malformed { .. })
+            }),
+            ("n,,n=user", |f| {
+                matches!(f, ServerFailure::Malformed { .. })
+            }),
+            ("n,,n=user,r=a b", |f| {
+                matches!(f, ServerFailure::Malformed { .. })
+            }),
+            ("n,,r=abc,n=user", |f| {
+                matches!(f, ServerFailure::Malformed { .. })
+            }),
+            ("n,n=user,r=abc", |f| {
+                matches!(f, ServerFailure::Malformed { .. })
+            }),
             ("", |f| matches!(f, ServerFailure::Malformed { .. })),
             // "p" on a mechanism without -PLUS.
-            ("p=tls-exporter,,n=user,r=abc", |f| matches!(f, ServerFailure::ChannelBindingNotSupported { .. })),
+            ("p=tls-exporter,,n=user,r=abc", |f| {
+                matches!(f, ServerFailure::ChannelBindingNotSupported { .. })
+            }),
         ];
         for (client_first, check) in cases {
             let mut s = server(&RFC5802, ch.clone());
@@ -469,40 +524,83 @@ mod tests {
         }
         // authzid equal to the user is fine.
         let mut s = server(&RFC5802, ch);
-        assert!(matches!(s.start(Some(b"n,a=user,n=user,r=abc")), ServerStep::Challenge(_)));
+        assert!(matches!(
+            s.start(Some(b"n,a=user,n=user,r=abc")),
+            ServerStep::Challenge(_)
+        ));
     }
 
     #[test]
     fn y_flag_downgrade_detection() {
         // We advertised -PLUS (and have TLS 1.3): "y" means someone stripped it.
-        let advertised = ServerChannel { tls_exporter: Some(vec![1; 32]), plus_advertised: true };
+        let advertised = ServerChannel {
+            tls_exporter: Some(vec![1; 32]),
+            plus_advertised: true,
+        };
         let mut s = ScramServer::new(
-            ScramHash::Sha256, false, store_for(&RFC7677),
-            Arc::new(ServerSettings::new("h", [0; 32])), advertised,
+            ScramHash::Sha256,
+            false,
+            store_for(&RFC7677),
+            Arc::new(ServerSettings::new("h", [0; 32])),
+            advertised,
         );
         let f = failure(s.start(Some(b"y,,n=user,r=abc")));
-        assert_eq!(f, ServerFailure::Downgrade { mechanism: Mechanism::ScramSha256 });
+        assert_eq!(
+            f,
+            ServerFailure::Downgrade {
+                mechanism: Mechanism::ScramSha256
+            }
+        );
         assert_eq!(f.scram_error(), "server-does-support-channel-binding");
         // Not advertised: "y" is an honest client.
         let mut s = server(&RFC7677, ServerChannel::default());
-        assert!(matches!(s.start(Some(b"y,,n=user,r=abc")), ServerStep::Challenge(_)));
+        assert!(matches!(
+            s.start(Some(b"y,,n=user,r=abc")),
+            ServerStep::Challenge(_)
+        ));
     }
 
     #[test]
     fn plus_requires_p_and_our_binding() {
-        let ch = ServerChannel { tls_exporter: Some(vec![1; 32]), plus_advertised: true };
+        let ch = ServerChannel {
+            tls_exporter: Some(vec![1; 32]),
+            plus_advertised: true,
+        };
         let new = |ch: ServerChannel| {
-            ScramServer::new(ScramHash::Sha256, true, store_for(&RFC7677), Arc::new(ServerSettings::new("h", [0; 32])), ch)
+            ScramServer::new(
+                ScramHash::Sha256,
+                true,
+                store_for(&RFC7677),
+                Arc::new(ServerSettings::new("h", [0; 32])),
+                ch,
+            )
         };
         for (first, check) in [
-            ("n,,n=user,r=abc", ServerFailure::ChannelBindingRequired { mechanism: Mechanism::ScramSha256Plus }),
-            ("y,,n=user,r=abc", ServerFailure::ChannelBindingRequired { mechanism: Mechanism::ScramSha256Plus }),
+            (
+                "n,,n=user,r=abc",
+                ServerFailure::ChannelBindingRequired {
+                    mechanism: Mechanism::ScramSha256Plus,
+                },
+            ),
+            (
+                "y,,n=user,r=abc",
+                ServerFailure::ChannelBindingRequired {
+                    mechanism: Mechanism::ScramSha256Plus,
+                },
+            ),
             (
                 "p=tls-unique,,n=user,r=abc",
-                ServerFailure::UnsupportedChannelBindingType { mechanism: Mechanism::ScramSha256Plus, cb_type: "tls-unique".into() },
+                ServerFailure::UnsupportedChannelBindingType {
+                    mechanism: Mechanism::ScramSha256Plus,
+                    cb_type: "tls-unique".into(),
+                },
             ),
         ] {
-            assert_eq!(failure(new(ch.clone()).start(Some(first.as_bytes()))), check, "{first}");
+            assert_eq!(
+                failure(new(ch.clone()).start(Some(first.as_bytes()))),
+                check,
+                "{first}"
+            );
         }
         // -PLUS on a connection without an exporter (no TLS 1.3).
         let mut s = new(ServerChannel::default());
@@ -516,7 +614,13 @@ mod tests {
     fn unknown_user_gets_a_decoy_server_first() {
         let settings = Arc::new(ServerSettings::new("h", [5; 32]));
         let first = |name: &str| {
-            let mut s = ScramServer::new(ScramHash::Sha256, false, store_for(&RFC7677), Arc::clone(&settings), ServerChannel::default());
+            let mut s = ScramServer::new(
+                ScramHash::Sha256,
+                false,
+                store_for(&RFC7677),
+                Arc::clone(&settings),
+                ServerChannel::default(),
+            );
             let text = challenge(s.start(Some(format!("n,,n={name},r=abc").as_bytes())));
             (s, text)
         };
@@ -535,20 +639,46 @@ mod tests {
         let nonce = attrs[0].1;
         let client_final = format!("c=biws,r={nonce},p={}", b64(&[0u8; 32]));
         let f = failure(s.step(client_final.as_bytes()));
-        assert_eq!(f, ServerFailure::UnknownUser { mechanism: Mechanism::ScramSha256, username: "nobody".into() });
+        assert_eq!(
+            f,
+            ServerFailure::UnknownUser {
+                mechanism: Mechanism::ScramSha256,
+                username: "nobody".into()
+            }
+        );
         assert!(f.is_bad_credentials());
         // An existing user without a SHA-1 verifier gets the decoy for SCRAM-SHA-1.
-        let mut s = ScramServer::new(ScramHash::Sha1, false, store_for(&RFC7677), settings, ServerChannel::default());
-        assert!(matches!(s.start(Some(b"n,,n=user,r=abc")), ServerStep::Challenge(_)));
+        let mut s = ScramServer::new(
+            ScramHash::Sha1,
+            false,
+            store_for(&RFC7677),
+            settings,
+            ServerChannel::default(),
+        );
+        assert!(matches!(
+            s.start(Some(b"n,,n=user,r=abc")),
+            ServerStep::Challenge(_)
+        ));
     }
 
     #[test]
     fn escaped_username_is_looked_up_unescaped() {
         let salt = b64_decode(RFC7677.salt).unwrap();
-        let verifier = ScramVerifier::from_password(ScramHash::Sha256, "pencil", &salt, 4096).unwrap();
-        let creds = StoredCredentials { scram_sha256: Some(verifier), ..Default::default() };
-        let store: Arc<dyn CredentialStore> = Arc::new(HashMap::from([("a,b=c".to_string(), creds)]));
-        let mut s = ScramServer::new(ScramHash::Sha256, false, store, Arc::new(ServerSettings::new("h", [0; 32])), ServerChannel::default());
+        let verifier =
+            ScramVerifier::from_password(ScramHash::Sha256, "pencil", &salt, 4096).unwrap();
+        let creds = StoredCredentials {
+            scram_sha256: Some(verifier),
+            ..Default::default()
+        };
+        let store: Arc<dyn CredentialStore> =
+            Arc::new(HashMap::from([("a,b=c".to_string(), creds)]));
+        let mut s = ScramServer::new(
+            ScramHash::Sha256,
+            false,
+            store,
+            Arc::new(ServerSettings::new("h", [0; 32])),
+            ServerChannel::default(),
+        );
         let text = challenge(s.start(Some(b"n,,n=a=2Cb=3Dc,r=abc")));
         assert!(text.contains(&format!("s={}", RFC7677.salt)), "{text}");
     }

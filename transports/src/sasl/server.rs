@@ -18,8 +18,8 @@
 use std::{fmt, sync::Arc};
 
 use super::{
-    credentials::CredentialStore,
     cram_md5::CramMd5Server,
+    credentials::CredentialStore,
     decoy,
     hash::ScramHash,
     login::LoginServer,
@@ -263,9 +263,8 @@ impl ServerFailure {
             ServerFailure::ChannelBindingRequired { .. } => "channel-binding-not-supported",
             ServerFailure::ExtensionNotSupported { .. } => "extensions-not-supported",
             ServerFailure::AuthzidRefused { .. } => "other-error",
-            ServerFailure::InitialResponseNotAllowed { .. } | ServerFailure::ExchangeOver { .. } => {
-                "other-error"
-            }
+            ServerFailure::InitialResponseNotAllowed { .. }
+            | ServerFailure::ExchangeOver { .. } => "other-error",
         }
     }
 
@@ -365,13 +364,27 @@ mod tests {
     #[test]
     fn scram_error_values() {
         let m = Mechanism::ScramSha256;
-        assert_eq!(ServerFailure::Downgrade { mechanism: m }.scram_error(), "server-does-support-channel-binding");
         assert_eq!(
-            ServerFailure::InvalidCredentials { mechanism: m, username: "u".into() }.scram_error(),
+            ServerFailure::Downgrade { mechanism: m }.scram_error(),
+            "server-does-support-channel-binding"
+        );
+        assert_eq!(
+            ServerFailure::InvalidCredentials {
+                mechanism: m,
+                username: "u".into()
+            }
+            .scram_error(),
             "invalid-proof"
         );
-        assert_eq!(ServerFailure::ChannelBindingMismatch { mechanism: m }.scram_error(), "channel-bindings-dont-match");
-        assert!(ServerFailure::UnknownUser { mechanism: m, username: "u".into() }.is_bad_credentials());
+        assert_eq!(
+            ServerFailure::ChannelBindingMismatch { mechanism: m }.scram_error(),
+            "channel-bindings-dont-match"
+        );
+        assert!(ServerFailure::UnknownUser {
+            mechanism: m,
+            username: "u".into()
+        }
+        .is_bad_credentials());
         assert!(!ServerFailure::Downgrade { mechanism: m }.is_bad_credentials());
         assert_eq!(ServerFailure::Downgrade { mechanism: m }.mechanism(), m);
     }

@@ -28,7 +28,8 @@ pub(crate) const RFC5802: ScramVector = ScramVector {
     salt: "QSXCR+Q6sek8bf92",
     client_first: "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
     server_first: "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
-    client_final: "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+    client_final:
+        "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
     server_final: "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=",
 };
 
@@ -112,7 +113,13 @@ fn settings() -> Arc<ServerSettings> {
 
 /// Runs `mechanism` end to end. `tls` gives both sides the same exporter value, and the
 /// server advertises -PLUS exactly when it has one.
-fn login(mechanism: Mechanism, user: &str, password: &str, tls: bool, send_initial: bool) -> Outcome {
+fn login(
+    mechanism: Mechanism,
+    user: &str,
+    password: &str,
+    tls: bool,
+    send_initial: bool,
+) -> Outcome {
     let channel = ServerChannel {
         tls_exporter: tls.then(|| EXPORTER.to_vec()),
         plus_advertised: tls,
@@ -123,7 +130,8 @@ fn login(mechanism: Mechanism, user: &str, password: &str, tls: bool, send_initi
         .map(|m| m.as_str().to_string())
         .collect();
     let exporter = tls.then_some(&EXPORTER[..]);
-    let binding = ChannelBinding::negotiate(mechanism, DEFAULT_CLIENT_PREFERENCE, &offered, exporter);
+    let binding =
+        ChannelBinding::negotiate(mechanism, DEFAULT_CLIENT_PREFERENCE, &offered, exporter);
     let mut client = new_client(mechanism, user, password, binding, None).unwrap();
     let mut server = new_server(mechanism, store(), settings(), &channel);
     exchange(&mut *client, &mut *server, send_initial)
@@ -140,7 +148,10 @@ fn every_mechanism_with_and_without_tls() {
                 let ctx = format!("{mechanism} tls={tls} ir={send_initial}");
                 assert_eq!(
                     login(mechanism, "app1", "s3cret pass", tls, send_initial),
-                    Outcome::Success(Authenticated { username: "app1".into(), mechanism }),
+                    Outcome::Success(Authenticated {
+                        username: "app1".into(),
+                        mechanism
+                    }),
                     "{ctx}"
                 );
                 let wrong = login(mechanism, "app1", "wrong", tls, send_initial);
@@ -150,7 +161,10 @@ fn every_mechanism_with_and_without_tls() {
                 );
                 let unknown = login(mechanism, "nobody", "s3cret pass", tls, send_initial);
                 assert!(
-                    matches!(&unknown, Outcome::ServerRefused(ServerFailure::UnknownUser { .. })),
+                    matches!(
+                        &unknown,
+                        Outcome::ServerRefused(ServerFailure::UnknownUser { .. })
+                    ),
                     "{ctx}: {unknown:?}"
                 );
             }
@@ -165,7 +179,10 @@ fn username_with_comma_and_equals_round_trips() {
         let outcome = login(mechanism, "odd,name=x", "pw", tls, true);
         assert_eq!(
             outcome,
-            Outcome::Success(Authenticated { username: "odd,name=x".into(), mechanism }),
+            Outcome::Success(Authenticated {
+                username: "odd,name=x".into(),
+                mechanism
+            }),
             "{mechanism}"
         );
     }
@@ -182,7 +199,10 @@ fn non_ascii_passwords_are_saslprepped_on_both_sides() {
         }
         for typed in ["\u{2168}", "I\u{00AD}X", "IX"] {
             let outcome = login(mechanism, "intl", typed, mechanism.is_plus(), true);
-            assert!(matches!(outcome, Outcome::Success(_)), "{mechanism} {typed:?}: {outcome:?}");
+            assert!(
+                matches!(outcome, Outcome::Success(_)),
+                "{mechanism} {typed:?}: {outcome:?}"
+            );
         }
     }
     assert!(matches!(
@@ -199,12 +219,19 @@ fn client_picks_plus_when_offered_and_binding_available() {
         .collect();
     let chosen = choose(DEFAULT_CLIENT_PREFERENCE, &offered, true).unwrap();
     assert_eq!(chosen, Mechanism::ScramSha256Plus);
-    let binding = ChannelBinding::negotiate(chosen, DEFAULT_CLIENT_PREFERENCE, &offered, Some(&EXPORTER));
+    let binding =
+        ChannelBinding::negotiate(chosen, DEFAULT_CLIENT_PREFERENCE, &offered, Some(&EXPORTER));
     assert_eq!(binding, ChannelBinding::TlsExporter(EXPORTER.to_vec()));
     let mut client = new_client(chosen, "app1", "s3cret pass", binding, None).unwrap();
-    let channel = ServerChannel { tls_exporter: Some(EXPORTER.to_vec()), plus_advertised: true };
+    let channel = ServerChannel {
+        tls_exporter: Some(EXPORTER.to_vec()),
+        plus_advertised: true,
+    };
     let mut server = new_server(chosen, store(), settings(), &channel);
-    assert!(matches!(exchange(&mut *client, &mut *server, true), Outcome::Success(_)));
+    assert!(matches!(
+        exchange(&mut *client, &mut *server, true),
+        Outcome::Success(_)
+    ));
 }
 
 #[test]
@@ -213,21 +240,33 @@ fn stripped_plus_is_detected_as_downgrade() {
     let seen: Vec<String> = vec!["SCRAM-SHA-256".into()];
     let chosen = choose(DEFAULT_CLIENT_PREFERENCE, &seen, true).unwrap();
     assert_eq!(chosen, Mechanism::ScramSha256);
-    let binding = ChannelBinding::negotiate(chosen, DEFAULT_CLIENT_PREFERENCE, &seen, Some(&EXPORTER));
+    let binding =
+        ChannelBinding::negotiate(chosen, DEFAULT_CLIENT_PREFERENCE, &seen, Some(&EXPORTER));
     assert_eq!(binding, ChannelBinding::ServerLacksSupport);
     let mut client = new_client(chosen, "app1", "s3cret pass", binding.clone(), None).unwrap();
     // The real server did advertise -PLUS.
-    let channel = ServerChannel { tls_exporter: Some(EXPORTER.to_vec()), plus_advertised: true };
+    let channel = ServerChannel {
+        tls_exporter: Some(EXPORTER.to_vec()),
+        plus_advertised: true,
+    };
     let mut server = new_server(chosen, store(), settings(), &channel);
     assert_eq!(
         exchange(&mut *client, &mut *server, true),
-        Outcome::ServerRefused(ServerFailure::Downgrade { mechanism: Mechanism::ScramSha256 })
+        Outcome::ServerRefused(ServerFailure::Downgrade {
+            mechanism: Mechanism::ScramSha256
+        })
     );
     // A server that really lacks -PLUS accepts the same client.
     let mut client = new_client(chosen, "app1", "s3cret pass", binding, None).unwrap();
-    let channel = ServerChannel { tls_exporter: Some(EXPORTER.to_vec()), plus_advertised: false };
+    let channel = ServerChannel {
+        tls_exporter: Some(EXPORTER.to_vec()),
+        plus_advertised: false,
+    };
     let mut server = new_server(chosen, store(), settings(), &channel);
-    assert!(matches!(exchange(&mut *client, &mut *server, true), Outcome::Success(_)));
+    assert!(matches!(
+        exchange(&mut *client, &mut *server, true),
+        Outcome::Success(_)
+    ));
 }
 
 #[test]
@@ -236,7 +275,10 @@ fn channel_binding_mismatch_is_refused() {
     for mechanism in [Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus] {
         let binding = ChannelBinding::TlsExporter(vec![0x01; 32]);
         let mut client = new_client(mechanism, "app1", "s3cret pass", binding, None).unwrap();
-        let channel = ServerChannel { tls_exporter: Some(vec![0x02; 32]), plus_advertised: true };
+        let channel = ServerChannel {
+            tls_exporter: Some(vec![0x02; 32]),
+            plus_advertised: true,
+        };
         let mut server = new_server(mechanism, store(), settings(), &channel);
         assert_eq!(
             exchange(&mut *client, &mut *server, true),
@@ -261,16 +303,28 @@ fn client_refuses_a_server_without_the_password() {
         }
         fn step(&mut self, response: &[u8]) -> ServerStep {
             if response.is_empty() {
-                ServerStep::Success(Authenticated { username: "app1".into(), mechanism: Mechanism::ScramSha256 })
+                ServerStep::Success(Authenticated {
+                    username: "app1".into(),
+                    mechanism: Mechanism::ScramSha256,
+                })
             } else {
                 ServerStep::Challenge(format!("v={}", "A".repeat(43) + "=").into_bytes())
             }
         }
     }
-    let mut client = new_client(Mechanism::ScramSha256, "app1", "s3cret pass", ChannelBinding::None, None).unwrap();
+    let mut client = new_client(
+        Mechanism::ScramSha256,
+        "app1",
+        "s3cret pass",
+        ChannelBinding::None,
+        None,
+    )
+    .unwrap();
     assert_eq!(
         exchange(&mut *client, &mut Impostor, true),
-        Outcome::ClientRefused(SaslError::BadServerSignature { mechanism: Mechanism::ScramSha256 })
+        Outcome::ClientRefused(SaslError::BadServerSignature {
+            mechanism: Mechanism::ScramSha256
+        })
     );
 }
 
@@ -280,11 +334,18 @@ fn repeated_client_logins_hit_the_cache() {
     let channel = ServerChannel::default();
     for _ in 0..3 {
         let mut client = new_client(
-            Mechanism::ScramSha256, "app1", "s3cret pass", ChannelBinding::None, Some(Arc::clone(&cache)),
+            Mechanism::ScramSha256,
+            "app1",
+            "s3cret pass",
+            ChannelBinding::None,
+            Some(Arc::clone(&cache)),
         )
         .unwrap();
         let mut server = new_server(Mechanism::ScramSha256, store(), settings(), &channel);
-        assert!(matches!(exchange(&mut *client, &mut *server, true), Outcome::Success(_)));
+        assert!(matches!(
+            exchange(&mut *client, &mut *server, true),
+            Outcome::Success(_)
+        ));
     }
     assert_eq!(cache.stats(), CacheStats { hits: 2, misses: 1 });
 }

@@ -65,7 +65,12 @@ impl ScramVerifier {
 
     /// Like [`from_password`](Self::from_password) with a fresh random salt.
     pub fn generate(hash: ScramHash, password: &str, iterations: u32) -> Result<Self, SaslError> {
-        Self::from_password(hash, password, &rand::random::<[u8; SALT_LEN]>(), iterations)
+        Self::from_password(
+            hash,
+            password,
+            &rand::random::<[u8; SALT_LEN]>(),
+            iterations,
+        )
     }
 
     /// The verifier for an already computed SaltedPassword (RFC 5802 §3).
@@ -221,7 +226,10 @@ mod tests {
             assert_eq!(text.parse::<ScramVerifier>().unwrap(), v, "{text}");
         }
         let text = rfc7677().to_string();
-        assert!(text.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"), "{text}");
+        assert!(
+            text.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -267,7 +275,10 @@ mod tests {
     fn bounds_and_salt() {
         assert!(matches!(
             ScramVerifier::from_password(ScramHash::Sha256, "p", b"s", 4095),
-            Err(SaslError::IterationsTooLow { iterations: 4095, .. })
+            Err(SaslError::IterationsTooLow {
+                iterations: 4095,
+                ..
+            })
         ));
         assert!(matches!(
             ScramVerifier::from_password(ScramHash::Sha256, "p", b"s", 600_001),

@@ -174,7 +174,12 @@ impl TestDns {
 
     /// Adds a TLSA record.
     pub fn add_tlsa(&self, owner: &str, usage: u8, selector: u8, matching: u8, data: &[u8]) {
-        let tlsa = TLSA::new(usage.into(), selector.into(), matching.into(), data.to_vec());
+        let tlsa = TLSA::new(
+            usage.into(),
+            selector.into(),
+            matching.into(),
+            data.to_vec(),
+        );
         self.insert(owner, RData::TLSA(tlsa));
     }
 
@@ -192,7 +197,7 @@ impl TestDns {
                 line: index + 1,
                 message,
             };
-            let line = line.split(';').next().unwrap_or("").trim();
+            let line = strip_comment(line).trim();
             if line.is_empty() {
                 continue;
             }
@@ -309,6 +314,22 @@ async fn bind_pair() -> io::Result<(UdpSocket, TcpListener)> {
     Err(last.unwrap_or_else(|| io::Error::other("no free port pair")))
 }
 
+/// The line up to a `;` that is not inside a quoted string.
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
 fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
     match s.find(char::is_whitespace) {
@@ -393,10 +414,16 @@ impl State {
 
     /// Appends an RRset, with its RRSIG when signing.
     fn push(&self, section: &mut Vec<Record>, records: Vec<Record>, dnssec_ok: bool) {
+        let signed = records.first().is_some_and(|r| self.signs(&r.name));
+        self.push_as(section, records, dnssec_ok && signed);
+    }
+
+    /// Appends an RRset, signed if `sign` (NSECs at a cut are the parent's, always signed).
+    fn push_as(&self, section: &mut Vec<Record>, records: Vec<Record>, sign: bool) {
         let Some(first) = records.first() else {
             return;
         };
-        let signature = match (&self.key, dnssec_ok && self.signs(&first.name)) {
+        let signature = match (&self.key, sign) {
             (Some(key), true) => key.sign(&records, self.bogus.contains(&first.name)),
             _ => None,
         };
@@ -423,7 +450,13 @@ impl State {
             .collect()
     }
 
-    fn push_nsec(&self, reply: &mut Reply, chain: &[ChainName], covered: &Name, seen: &mut Vec<usize>) {
+    fn push_nsec(
+        &self,
+        reply: &mut Reply,
+        chain: &[ChainName],
+        covered: &Name,
+        seen: &mut Vec<usize>,
+    ) {
         let Some(index) = covering_index(chain, covered) else {
             return;
         };
@@ -432,7 +465,7 @@ impl State {
         }
         seen.push(index);
         if let Some(nsec) = nsec_at(chain, index, self.ttl) {
-            self.push(&mut reply.authorities, vec![nsec], true);
+            self.push_as(&mut reply.authorities, vec![nsec], true);
         }
     }
 
@@ -535,8 +568,8 @@ impl RequestHandler for Handler {
         };
         let Ok(request_info) = request.request_info() else {
             metadata.response_code = ResponseCode::FormErr;
-            let response = MessageResponseBuilder::from_message_request(request)
-                .build_no_records(metadata);
+            let response =
+                MessageResponseBuilder::from_message_request(request).build_no_records(metadata);
             return response_handle
                 .send_response(response)
                 .await
