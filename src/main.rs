@@ -47,133 +47,8 @@ enum Command {
         #[arg(long, global = true)]
         admin: Option<String>,
         #[command(subcommand)]
-        action: QueueAction,
+        action: relaygate::cli::queue::QueueAction,
     },
-}
-
-#[derive(Subcommand)]
-enum QueueAction {
-    /// List queued messages and the state of each recipient.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one message with every attempt of every recipient.
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Attempt delivery now.
-    Retry {
-        id: Option<String>,
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        domain: Option<String>,
-    },
-    /// Keep a message, or all mail for a recipient domain or an account (also mail
-    /// arriving later), in the queue until released.
-    Hold {
-        id: Option<String>,
-        #[arg(long)]
-        domain: Option<String>,
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// Release held mail; it is attempted at once.
-    Release {
-        id: Option<String>,
-        #[arg(long)]
-        domain: Option<String>,
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// Delete a message from the queue.
-    Drop {
-        id: String,
-        /// Send the sender a failure DSN for the recipients not yet delivered.
-        #[arg(long)]
-        dsn: bool,
-    },
-    /// Override REQUIRETLS for a message: yes, no or default.
-    SetRequiretls { id: String, value: String },
-    /// Force a transport for a message ("default" removes the override).
-    SetTransport { id: String, name: String },
-}
-
-fn queue_command(target: &relaygate::cli::AdminTarget, action: QueueAction) -> anyhow::Result<()> {
-    use relaygate::cli::{bulk_body, call, queue_action};
-    match action {
-        QueueAction::List { json } => relaygate::cli::queue_list(target, json),
-        QueueAction::Show { id, json } => relaygate::cli::queue_show(target, &id, json),
-        QueueAction::Retry { id, all, domain } => {
-            let bulk = if id.is_none() {
-                Some(bulk_body(all, domain.as_deref(), None)?)
-            } else {
-                None
-            };
-            queue_action(target, "retry", id.as_deref(), bulk)
-        }
-        QueueAction::Hold {
-            id,
-            domain,
-            account,
-        } => {
-            let bulk = if id.is_none() {
-                Some(bulk_body(false, domain.as_deref(), account.as_deref())?)
-            } else {
-                None
-            };
-            queue_action(target, "hold", id.as_deref(), bulk)
-        }
-        QueueAction::Release {
-            id,
-            domain,
-            account,
-        } => {
-            let bulk = if id.is_none() {
-                Some(bulk_body(false, domain.as_deref(), account.as_deref())?)
-            } else {
-                None
-            };
-            queue_action(target, "release", id.as_deref(), bulk)
-        }
-        QueueAction::Drop { id, dsn } => {
-            let v = call(
-                target,
-                "POST",
-                &format!("/api/queue/{id}/drop"),
-                Some(&serde_json::json!({ "dsn": dsn })),
-            )?;
-            println!(
-                "dropped {id} ({} recipient(s) not delivered{})",
-                v["recipients"],
-                if dsn { ", DSN sent" } else { "" }
-            );
-            Ok(())
-        }
-        QueueAction::SetRequiretls { id, value } => {
-            call(
-                target,
-                "POST",
-                &format!("/api/queue/{id}/requiretls"),
-                Some(&serde_json::json!({ "value": value })),
-            )?;
-            println!("{id}: REQUIRETLS {value}");
-            Ok(())
-        }
-        QueueAction::SetTransport { id, name } => {
-            call(
-                target,
-                "POST",
-                &format!("/api/queue/{id}/transport"),
-                Some(&serde_json::json!({ "value": name })),
-            )?;
-            println!("{id}: transport {name}");
-            Ok(())
-        }
-    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -237,7 +112,7 @@ fn main() -> ExitCode {
             action,
         } => {
             let result = relaygate::cli::admin_target(&config, admin.as_deref())
-                .and_then(|target| queue_command(&target, action));
+                .and_then(|target| relaygate::cli::queue::run(&target, action));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -371,7 +371,7 @@ pub async fn gather_destinations(
     };
 
     // RFC 7505 §3: a single MX whose exchange is the root is a null MX.
-    if false {
+    if records.len() == 1 && records[0].exchange.is_empty() {
         return Err(DestinationError::NullMx {
             domain: original.clone(),
             expanded: name.clone(),
@@ -392,7 +392,7 @@ pub async fn gather_destinations(
 
 /// RFC 5321 §5.1: lowest preference first; hosts of equal preference in random order.
 pub fn order_by_preference<R: rand::Rng + ?Sized>(hosts: &mut [MxHost], rng: &mut R) {
-    let _ = rng;
+    hosts.shuffle(rng);
     // A stable sort keeps the shuffled order within each preference.
     hosts.sort_by_key(|h| h.preference);
 }

@@ -349,7 +349,7 @@ fn interpret(
         .collect();
     let authentic = match source {
         Authenticity::None => false,
-        Authenticity::AdBit => true,
+        Authenticity::AdBit => response.metadata.authentic_data,
         Authenticity::Proofs => {
             if let Some(bad) = relevant.iter().find(|r| r.proof == Proof::Bogus) {
                 let err = DnsError::Bogus {

@@ -346,8 +346,11 @@ async fn dns_destinations_in_preference_order() {
     let dns = server().await;
     dns.add_mx("example.com", 20, "backup.example.com");
     dns.add_mx("example.com", 10, "Primary.example.com.");
-    let r = resolver(&dns, DnssecMode::Plain);
-    let d = gather_destinations(&r, "Example.COM").await.unwrap();
+    // Delivery code holds the resolver as a trait object.
+    let r: std::sync::Arc<dyn Resolver> = std::sync::Arc::new(resolver(&dns, DnssecMode::Plain));
+    let d = gather_destinations(r.as_ref(), "Example.COM")
+        .await
+        .unwrap();
     let hosts: Vec<String> = d.hosts.iter().map(|h| h.host.to_string()).collect();
     assert_eq!(hosts, ["primary.example.com", "backup.example.com"]);
     assert_eq!(d.hosts[0].preference, 10);

@@ -1,5 +1,5 @@
-//! Command-line front ends that talk to a running gateway: a small HTTP client for the
-//! admin API and the `queue` commands built on it.
+//! A small HTTP client for the admin API of a running gateway, and the `queue`
+//! commands built on it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

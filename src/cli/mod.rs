@@ -1,0 +1,7 @@
+//! Command-line front ends. Each subcommand family lives in its own module with its clap
+//! definitions and a `run` function; `main.rs` only dispatches.
+
+pub mod admin_client;
+pub mod queue;
+
+pub use admin_client::{admin_target, call, http, AdminTarget};
