@@ -540,7 +540,7 @@ impl State {
             self.deny(&mut reply, &current, dnssec_ok);
             return reply;
         }
-        // A CNAME loop: answer with the chain so far, as a resolver giving up would.
+        // A CNAME loop (or a very long chain): SERVFAIL, as a recursive resolver gives.
         reply.rcode = ResponseCode::ServFail;
         reply
     }
