@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use relaygate_transports::sasl::ServerSettings;
 use relaygate_transports::smarthost::TlsClientConfigs;
 use relaygate_transports::TlsRoots;
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,29 @@ fn is_loopback(addr: &str) -> bool {
     addr.parse::<SocketAddr>()
         .map(|a| a.ip().is_loopback())
         .unwrap_or(false)
+}
+
+/// SASL server settings with a decoy secret kept in `data_dir/sasl-decoy.key`, so that
+/// the fake salts shown for unknown users stay the same across restarts.
+fn sasl_settings(hostname: &str, data_dir: &Path) -> anyhow::Result<ServerSettings> {
+    let path = data_dir.join("sasl-decoy.key");
+    let secret: [u8; 32] = match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut s = [0u8; 32];
+            s.copy_from_slice(&bytes);
+            s
+        }
+        _ => {
+            let s: [u8; 32] = rand::random();
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, s).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            s
+        }
+    };
+    let mut settings = ServerSettings::new(hostname, secret);
+    settings.decoy_iterations = crate::accounts::ITERATIONS;
+    Ok(settings)
 }
 
 /// Loads the TLS client configs shared by every transport.
@@ -145,6 +169,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             tls: tls_server,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            snapshot: snap.clone(),
+            sasl: Arc::new(sasl_settings(&config.hostname, &data_dir)?),
+            auth_throttle: Default::default(),
         },
         Arc::clone(&queue),
     );

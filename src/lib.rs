@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config file, defaults and validation with line numbers.
+//! - [`accounts`]: SASL credentials of submitting applications (verifiers only).
 //! - [`submission`]: the SMTP server applications talk to (protocol, DATA, sessions).
 //! - [`message`]: headers the gateway adds (Received, Date, Message-ID).
 //! - [`spool`]: the durable append-only log with group commit and replay.
@@ -12,6 +13,9 @@
 //! - [`queue`]: due-time index, the decision after each attempt, the scheduler.
 //! - [`routes`]: pure route selection (account → sender domain → global).
 //! - [`snapshot`]: routes and live transport objects, swapped whole on reload.
+//! - [`store`]: where routes, transports and accounts come from (file or Redis), live
+//!   reload, outage handling.
+//! - [`secrets`]: upstream passwords from files, environment variables or the config.
 //! - [`dsn`]: delivery status notifications (RFC 3464).
 //! - [`admin`], [`metrics`]: the admin HTTP API, Prometheus metrics.
 //! - [`app`]: start-up, signals, shutdown; [`cli`]: commands that talk to a gateway.
@@ -19,6 +23,7 @@
 //! Outbound SMTP (client sessions, TLS, smarthosts) lives in the `relaygate-transports`
 //! crate, which knows nothing about the queue.
 
+pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod cli;
@@ -29,6 +34,8 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod routes;
+pub mod secrets;
 pub mod snapshot;
 pub mod spool;
+pub mod store;
 pub mod submission;

@@ -49,6 +49,35 @@ enum Command {
         #[command(subcommand)]
         action: relaygate::cli::queue::QueueAction,
     },
+    /// Routes in the configured store (Redis, or the config file: list/explain only).
+    Routes {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: relaygate::cli::routes::RoutesAction,
+    },
+    /// Transports in the configured store.
+    Transports {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: relaygate::cli::transports::TransportsAction,
+    },
+    /// Accounts (SASL identities of submitting applications) in the configured store.
+    Accounts {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: relaygate::cli::accounts::AccountsAction,
+    },
+    /// Connect to a smarthost transport and log in (no message is sent): prints the TLS
+    /// version, the mechanisms offered and chosen, and whether AUTH succeeded.
+    AuthTest {
+        /// The transport's name in the config.
+        transport: String,
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -61,6 +90,17 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Prints a command's error (with its causes) and maps it to the exit status.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relaygate: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -105,6 +145,18 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Routes { config, action } => {
+            exit_code(relaygate::cli::routes::run(&config, action))
+        }
+        Command::Transports { config, action } => {
+            exit_code(relaygate::cli::transports::run(&config, action))
+        }
+        Command::Accounts { config, action } => {
+            exit_code(relaygate::cli::accounts::run(&config, action))
+        }
+        Command::AuthTest { transport, config } => {
+            relaygate::cli::auth_test::run(&config, &transport)
         }
         Command::Queue {
             config,

@@ -2,6 +2,9 @@
 //! recipient, each with its own delivery state. Shared by the spool (which persists it),
 //! the queue (which schedules it) and the admin API (which shows it).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 /// A queue message id: milliseconds since the epoch shifted left by 12 bits, plus a
@@ -59,6 +62,10 @@ pub struct AttemptInfo {
     /// TLS mode of the session, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<String>,
+    /// Direct delivery: the addresses dialed in this attempt, per MX host, in order. The
+    /// next attempt starts with the address family not used last (SPEC §2).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dialed: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// Delivery state of one recipient.

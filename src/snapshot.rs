@@ -3,23 +3,32 @@
 //! per attempt, so a reload never changes a transaction half-way.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use relaygate_transports::direct::{DirectConfig, DirectTransport, TcpDialer, TlsStatusStore};
+use relaygate_transports::dns::{AddressFamilies, DnssecMode, HickoryConfig, HickoryResolver};
 use relaygate_transports::smarthost::{
-    SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs,
+    SmarthostAuth, SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs,
 };
 use relaygate_transports::{TcpConnector, Timeouts};
 
 use crate::config::{Config, RouteConfig, TransportConfig, TransportKind};
 use crate::routes::{normalize_domain, Route, RouteTable};
+use crate::secrets;
+
+/// After a smarthost refuses the credentials (535), new connections of that transport
+/// fail at once for this long instead of trying the same password again.
+pub const AUTH_FAILURE_HOLDDOWN: Duration = Duration::from_secs(60);
 
 /// A transport ready to use.
 pub enum TransportEntry {
     Smarthost(Arc<SmarthostTransport>),
-    /// Direct MX delivery.
-    Direct,
+    /// Direct MX delivery (one transport shared by `direct` and every `kind = "direct"`).
+    Direct(Arc<DirectTransport>),
     /// Configured, but this build cannot use it yet.
     Unsupported(TransportKind),
 }
@@ -29,6 +38,8 @@ pub struct Snapshot {
     pub transports: HashMap<String, TransportEntry>,
     /// The transport configs as written (for listing and explain).
     pub configs: HashMap<String, TransportConfig>,
+    /// Accounts that may authenticate on the submission listener.
+    pub accounts: Arc<crate::accounts::Accounts>,
 }
 
 /// The current snapshot, replaced whole on reload, with a generation counter that
@@ -95,37 +106,191 @@ pub fn route_table(config: &Config) -> Result<RouteTable, String> {
 /// Builds a snapshot: route table plus live transport objects.
 pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String> {
     let routes = route_table(config)?;
+    let direct = direct_transport(config)?;
     let mut transports = HashMap::new();
     for (name, t) in &config.transports {
         let entry = match t.kind {
             TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
-                let tls_mode = match (t.kind, t.no_starttls) {
-                    (TransportKind::Submissions, _) => SmarthostTls::Implicit,
-                    (_, true) => SmarthostTls::None,
-                    (_, false) => SmarthostTls::StartTls { required: true },
-                };
-                let sh = SmarthostConfig {
-                    name: name.clone(),
-                    host: t.host.clone(),
-                    port: t.port.unwrap_or(t.kind.default_port()),
-                    tls: tls_mode,
-                    verify_certificates: !t.tls_insecure_skip_verify,
-                    ehlo_name: config.hostname.clone(),
-                    timeouts: Timeouts::default(),
-                    max_idle: config.queue.max_per_destination.max(1),
-                    idle_timeout: Duration::from_secs(30),
-                };
+                let sh = smarthost_config(config, name, t)?;
                 let connector = Arc::new(TcpConnector::new(Duration::from_secs(30)));
                 TransportEntry::Smarthost(Arc::new(SmarthostTransport::new(sh, tls, connector)))
             }
-            TransportKind::Direct => TransportEntry::Direct,
+            TransportKind::Direct => TransportEntry::Direct(Arc::clone(&direct)),
             TransportKind::Socks => TransportEntry::Unsupported(TransportKind::Socks),
         };
         transports.insert(name.clone(), entry);
     }
+    // No route, or a route with an empty transport, means "direct" (unless the operator
+    // named a transport so).
+    transports
+        .entry(crate::queue::scheduler::DIRECT.to_string())
+        .or_insert_with(|| TransportEntry::Direct(Arc::clone(&direct)));
     Ok(Snapshot {
         routes,
         transports,
         configs: config.transports.clone().into_iter().collect(),
+        accounts: Arc::new(crate::accounts::Accounts::from_config(config)?),
     })
+}
+
+/// Builds a snapshot from store data (the Redis store): its transports, routes and
+/// accounts, with everything else (hostname, DNS, TLS, queue limits) from `config`.
+/// `data` must be validated (`StoreData::validate`).
+pub fn build_from(
+    data: &crate::store::StoreData,
+    config: &Config,
+    tls: &TlsClientConfigs,
+) -> Result<Snapshot, String> {
+    let mut base = config.clone();
+    base.transports = data.transports.clone();
+    base.routes.clear();
+    base.domains.clear();
+    base.accounts.clear();
+    let mut snapshot = build(&base, tls)?;
+    snapshot.routes = data.route_table()?;
+    let records: HashMap<String, crate::accounts::AccountRecord> = data
+        .accounts
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    snapshot.accounts = Arc::new(crate::accounts::Accounts::from_records(&records)?);
+    Ok(snapshot)
+}
+
+/// The direct transport from `[dns]`, `[direct]` and `hostname`; TLS status records go
+/// to `data_dir/tls-status/`.
+pub fn direct_transport(config: &Config) -> Result<Arc<DirectTransport>, String> {
+    let nameservers = config
+        .dns
+        .nameservers
+        .iter()
+        .map(|n| {
+            n.parse::<SocketAddr>()
+                .map_err(|_| format!("dns.nameservers: {n:?} is not an IP:PORT address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mode = if config.dns.validate {
+        if config.dns.trust_ad {
+            tracing::warn!("dns: both validate and trust_ad are set; validating in process");
+        }
+        let anchor = &config.dns.trust_anchor_file;
+        DnssecMode::Validate {
+            trust_anchor: (!anchor.is_empty()).then(|| PathBuf::from(anchor)),
+        }
+    } else if config.dns.trust_ad {
+        DnssecMode::TrustAd
+    } else {
+        DnssecMode::Plain
+    };
+    let resolver = HickoryResolver::new(HickoryConfig {
+        nameservers,
+        mode,
+        ..HickoryConfig::default()
+    })
+    .map_err(|e| format!("dns: {e} (set dns.nameservers to choose resolvers)"))?;
+    let d = &config.direct;
+    if d.disable_ipv4 && d.disable_ipv6 {
+        return Err("direct: disable_ipv4 and disable_ipv6 leave no address family".into());
+    }
+    let mut direct = DirectConfig::new(config.hostname.clone());
+    direct.port = d.port;
+    direct.port_overrides = d
+        .port_overrides
+        .iter()
+        .map(|(host, port)| (host.trim_end_matches('.').to_ascii_lowercase(), *port))
+        .collect();
+    direct.families = AddressFamilies {
+        v4: !d.disable_ipv4,
+        v6: !d.disable_ipv6,
+    };
+    let store = TlsStatusStore::new(config.data_dir.join("tls-status"));
+    Ok(Arc::new(
+        DirectTransport::new(direct, Arc::new(resolver), Arc::new(TcpDialer))
+            .with_tls_status(store),
+    ))
+}
+
+/// The settings of smarthost transport `name`, with its password read from its
+/// `password_file`/`password_env`/`password` (an error names the transport and the
+/// source, never the value).
+pub fn smarthost_config(
+    config: &Config,
+    name: &str,
+    t: &TransportConfig,
+) -> Result<SmarthostConfig, String> {
+    let tls_mode = match (t.kind, t.no_starttls) {
+        (TransportKind::Submissions, _) => SmarthostTls::Implicit,
+        (_, true) => SmarthostTls::None,
+        (_, false) => SmarthostTls::StartTls { required: true },
+    };
+    let auth = match secrets::transport_password(name, t).map_err(|e| e.to_string())? {
+        None => None,
+        Some(password) => Some(SmarthostAuth {
+            username: t.username.clone(),
+            password,
+            mechanisms: t
+                .sasl_mechanisms()
+                .map_err(|e| format!("transport {name:?}: mechanisms: {e}"))?,
+        }),
+    };
+    Ok(SmarthostConfig {
+        name: name.to_string(),
+        host: t.host.clone(),
+        port: t.port.unwrap_or(t.kind.default_port()),
+        tls: tls_mode,
+        verify_certificates: !t.tls_insecure_skip_verify,
+        ehlo_name: config.hostname.clone(),
+        timeouts: Timeouts::default(),
+        max_idle: config.queue.max_per_destination.max(1),
+        idle_timeout: Duration::from_secs(30),
+        auth,
+        auth_failure_holddown: AUTH_FAILURE_HOLDDOWN,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(std::path::Path::new("t.toml"), extra).unwrap()
+    }
+
+    #[test]
+    fn smarthost_auth_from_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "file-secret\n").unwrap();
+        let c = config(&format!(
+            "[transports.p]\nkind = \"submission\"\nhost = \"h\"\nusername = \"u\"\n\
+             password_file = {pw:?}\nmechanisms = [\"CRAM-MD5\"]\n\n\
+             [transports.open]\nkind = \"smtp\"\nhost = \"h\"\nno_starttls = true\n"
+        ));
+        let sh = smarthost_config(&c, "p", &c.transports["p"]).unwrap();
+        let auth = sh.auth.as_ref().unwrap();
+        assert_eq!(auth.username, "u");
+        assert_eq!(auth.password.expose(), "file-secret");
+        assert_eq!(
+            auth.mechanisms,
+            vec![relaygate_transports::sasl::Mechanism::CramMd5]
+        );
+        assert_eq!(sh.port, 587);
+        assert_eq!(sh.tls, SmarthostTls::StartTls { required: true });
+        assert!(!format!("{sh:?}").contains("file-secret"));
+        let open = smarthost_config(&c, "open", &c.transports["open"]).unwrap();
+        assert!(open.auth.is_none());
+        assert_eq!(open.tls, SmarthostTls::None);
+    }
+
+    #[test]
+    fn unreadable_secret_fails_the_build() {
+        let c = config(
+            "[transports.p]\nkind = \"submissions\"\nhost = \"h\"\nusername = \"u\"\n\
+             password_file = \"/nonexistent/relaygate-pw\"\n",
+        );
+        let tls = TlsClientConfigs::new(&relaygate_transports::TlsRoots::load(None).unwrap());
+        let err = build(&c, &tls).err().unwrap();
+        assert!(err.contains("transport \"p\""), "{err}");
+        assert!(err.contains("/nonexistent/relaygate-pw"), "{err}");
+    }
 }

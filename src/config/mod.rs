@@ -398,9 +398,18 @@ pub struct StoreConfig {
     /// Redis URL when `kind = "redis"`.
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
-    /// Prefix of every Redis key.
+    /// Prefix of every Redis key; wrapped in a hash tag (`{relaygate:}`) unless it has
+    /// one, so that all keys of a prefix share one Redis Cluster slot.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// `redis_url` names Redis Cluster seed nodes (one URL, or several separated by
+    /// commas); a `redis-cluster://host:port,host:port` URL implies it.
+    #[serde(default)]
+    pub cluster: bool,
+    /// How often the gateway reads the store's version counter, to catch a change
+    /// whose announcement it missed.
+    #[serde(default = "default_check_interval")]
+    pub check_interval: HumanDuration,
 }
 
 impl Default for StoreConfig {
@@ -409,8 +418,14 @@ impl Default for StoreConfig {
             kind: default_store_kind(),
             redis_url: default_redis_url(),
             key_prefix: default_key_prefix(),
+            cluster: false,
+            check_interval: default_check_interval(),
         }
     }
+}
+
+fn default_check_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 fn default_store_kind() -> StoreKind {
@@ -501,6 +516,19 @@ pub struct TransportConfig {
     pub remote_hostname: String,
 }
 
+impl TransportConfig {
+    /// `mechanisms` as SASL mechanisms, in the operator's order; empty means the default
+    /// preference (`sasl::DEFAULT_CLIENT_PREFERENCE`). An unknown name is an error.
+    pub fn sasl_mechanisms(
+        &self,
+    ) -> Result<
+        Vec<relaygate_transports::sasl::Mechanism>,
+        relaygate_transports::sasl::UnknownMechanism,
+    > {
+        self.mechanisms.iter().map(|m| m.parse()).collect()
+    }
+}
+
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     OneOrMany::deserialize(d).map(|v| v.0)
 }
@@ -536,6 +564,16 @@ pub struct AccountConfig {
     /// Environment variable holding the account's password.
     #[serde(default)]
     pub password_env: String,
+    /// A SCRAM-SHA-256 verifier (RFC 5803 form, from `relaygate account hash`) instead
+    /// of a password.
+    #[serde(default)]
+    pub scram_sha256: String,
+    /// A SCRAM-SHA-1 verifier (RFC 5803 form).
+    #[serde(default)]
+    pub scram_sha1: String,
+    /// CRAM-MD5 HMAC state (`CRAM-MD5$inner:outer`).
+    #[serde(default)]
+    pub cram_md5: String,
     /// Routes for mail this account submits.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -780,6 +818,17 @@ pub fn transport_problems(
             if secrets > 0 && t.username.is_empty() {
                 out.push("a password is set but no username".into());
             }
+            if secrets == 0 && !t.username.is_empty() {
+                out.push("a username is set but no password_file, password_env or password".into());
+            }
+            for m in &t.mechanisms {
+                if let Err(e) = m.parse::<relaygate_transports::sasl::Mechanism>() {
+                    out.push(format!("mechanisms: {e}"));
+                }
+            }
+            if !t.mechanisms.is_empty() && t.username.is_empty() {
+                out.push("mechanisms are set but no username".into());
+            }
             if !t.socks_proxy.is_empty() {
                 match all.get(&t.socks_proxy) {
                     Some(p) if p.kind == TransportKind::Socks => {}
@@ -856,6 +905,26 @@ mod tests {
         assert!(e.to_string().contains("address"), "{e}");
         let c = parse("[transports.p]\nkind = \"socks\"\naddress = \"127.0.0.1:1080\"\n").unwrap();
         assert_eq!(c.transports["p"].address, vec!["127.0.0.1:1080"]);
+    }
+
+    #[test]
+    fn sasl_mechanism_names() {
+        let base = "[transports.p]\nkind = \"submission\"\nhost = \"h\"\nusername = \"u\"\npassword_env = \"PW\"\n";
+        let c = parse(&format!(
+            "{base}mechanisms = [\"cram-md5\", \"SCRAM-SHA-256\"]\n"
+        ))
+        .unwrap();
+        use relaygate_transports::sasl::Mechanism;
+        assert_eq!(
+            c.transports["p"].sasl_mechanisms().unwrap(),
+            vec![Mechanism::CramMd5, Mechanism::ScramSha256]
+        );
+        let e = parse(&format!("{base}mechanisms = [\"XOAUTH2\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("XOAUTH2"), "{e}");
+        assert_eq!(e.0[0].line, Some(1));
+        let e = parse("[transports.p]\nkind = \"submission\"\nhost = \"h\"\nusername = \"u\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("no password_file"), "{e}");
     }
 
     #[test]

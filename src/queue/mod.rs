@@ -686,6 +686,7 @@ mod tests {
             remote: None,
             reply: "451 later".into(),
             tls: None,
+            dialed: Default::default(),
         }
     }
 

@@ -4,12 +4,17 @@
 //! happens next.
 //!
 //! Grouping: recipients of one message that resolve to the same smarthost share one
-//! transaction; for direct delivery they are grouped by recipient domain.
+//! transaction; for direct delivery they are grouped by recipient domain and handed to
+//! the direct transport (`relaygate_transports::direct`), which tries the domain's MX
+//! hosts; its per-host facts become the `queue_destinations*`, `queue_connection_total`
+//! and `queue_plaintext_fallback_total` metrics.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use relaygate_transports::direct::{DialedIps, DirectRequest, DirectTransport};
+use relaygate_transports::smarthost::SmarthostTransport;
 use relaygate_transports::{OutboundMessage, OutboundRcpt, RcptOutcome, Severity};
 use tokio::sync::{watch, Semaphore};
 
@@ -225,29 +230,15 @@ impl Scheduler {
                         remote: remote.clone(),
                         reply: reply.clone(),
                         tls: None,
+                        dialed: Default::default(),
                     },
                 })
                 .collect()
         };
         let snap = self.snapshot.get();
         let transport = match snap.transports.get(&job.transport) {
-            Some(TransportEntry::Smarthost(t)) => Arc::clone(t),
-            Some(TransportEntry::Direct) | None if job.transport == DIRECT => {
-                return all(
-                    Verdict::Temporary,
-                    "direct delivery not available in this build; add a route to a smarthost"
-                        .into(),
-                    None,
-                )
-            }
-            Some(TransportEntry::Direct) => {
-                return all(
-                    Verdict::Temporary,
-                    "direct delivery not available in this build; add a route to a smarthost"
-                        .into(),
-                    None,
-                )
-            }
+            Some(TransportEntry::Smarthost(t)) => Chosen::Smarthost(Arc::clone(t)),
+            Some(TransportEntry::Direct(d)) => Chosen::Direct(Arc::clone(d)),
             Some(TransportEntry::Unsupported(kind)) => {
                 return all(
                     Verdict::Temporary,
@@ -300,6 +291,10 @@ impl Scheduler {
             }),
             envid: msg.params.envid.as_deref().map(xtext_encode),
         };
+        let transport = match transport {
+            Chosen::Smarthost(t) => t,
+            Chosen::Direct(d) => return self.attempt_direct(job, &d, outbound).await,
+        };
         match transport.deliver(&outbound).await {
             Ok(delivery) => {
                 metrics::counter!("relaygate_queue_connection_total", "result" => "ok")
@@ -327,6 +322,7 @@ impl Scheduler {
                                 remote: Some(remote.clone()),
                                 reply: outcome.reply().to_string(),
                                 tls: Some(tls.clone()),
+                                dialed: Default::default(),
                             },
                         }
                     })
@@ -343,6 +339,91 @@ impl Scheduler {
                 all(verdict, format!("{} {e}", e.status_code()), None)
             }
         }
+    }
+}
+
+/// The transport an attempt goes through.
+enum Chosen {
+    Smarthost(Arc<SmarthostTransport>),
+    Direct(Arc<DirectTransport>),
+}
+
+impl Scheduler {
+    /// Direct delivery for the job's recipients, all at one domain. The addresses dialed
+    /// on earlier attempts come from the first recipient's attempt log (recipients of one
+    /// domain are attempted together), and this attempt's go into every recipient's
+    /// attempt info, so the next attempt starts with the other address family.
+    async fn attempt_direct(
+        &self,
+        job: &Job,
+        transport: &DirectTransport,
+        message: OutboundMessage,
+    ) -> Vec<RcptResult> {
+        let msg = &job.message;
+        let first = job.rcpts.first().and_then(|&i| msg.rcpts.get(i));
+        let mut dialed = DialedIps::new();
+        for info in first.into_iter().flat_map(|r| r.attempts_log()) {
+            for (host, ips) in &info.dialed {
+                dialed.entry(host.clone()).or_default().extend(ips);
+            }
+        }
+        let attempt = job
+            .rcpts
+            .iter()
+            .filter_map(|&i| msg.rcpts.get(i))
+            .map(|r| r.attempts)
+            .min()
+            .unwrap_or(0)
+            + 1;
+        let request = DirectRequest {
+            domain: first
+                .map(|r| address_domain(&r.address))
+                .unwrap_or_default(),
+            message,
+            attempt,
+            dialed,
+        };
+        let result = transport.deliver(&request).await;
+        for host in &result.hosts {
+            metrics::counter!("relaygate_queue_destinations_total").increment(1);
+            if host.authentic {
+                metrics::counter!("relaygate_queue_destinations_authentic_total").increment(1);
+            }
+            if host.refused_by_policy && request.message.requiretls {
+                metrics::counter!("relaygate_queue_requiretls_unsupported_total",
+                    "reason" => "nopolicy")
+                .increment(1);
+            }
+        }
+        for connect in result.connections() {
+            metrics::counter!("relaygate_queue_connection_total", "result" => connect.label())
+                .increment(1);
+        }
+        let fallbacks = result.plaintext_fallbacks();
+        if fallbacks > 0 {
+            metrics::counter!("relaygate_queue_plaintext_fallback_total")
+                .increment(fallbacks as u64);
+        }
+        job.rcpts
+            .iter()
+            .zip(result.rcpts)
+            .map(|(&index, r)| RcptResult {
+                index,
+                verdict: match &r.outcome {
+                    RcptOutcome::Delivered(_) => Verdict::Delivered,
+                    RcptOutcome::Transient(_) => Verdict::Temporary,
+                    RcptOutcome::Permanent(_) => Verdict::Permanent,
+                },
+                info: AttemptInfo {
+                    at: now_ms(),
+                    transport: job.transport.clone(),
+                    remote: r.remote.as_ref().map(ToString::to_string),
+                    reply: r.outcome.reply().to_string(),
+                    tls: r.remote.as_ref().map(|m| m.tls.mode().to_string()),
+                    dialed: result.dialed.clone(),
+                },
+            })
+            .collect()
     }
 }
 

@@ -1,10 +1,11 @@
 //! Where applications hand mail to the gateway: the SMTP submission server.
 //!
 //! `proto` parses commands and builds replies, `data` receives the message content; both
-//! are pure. `session` drives one connection (state machine over a socket), `server` owns
+//! are pure. `auth` holds what SMTP AUTH needs around the SASL mechanisms. `session` drives one connection (state machine over a socket), `server` owns
 //! the listeners, the connection limit and graceful shutdown, `tls` loads the server
 //! certificate.
 
+pub mod auth;
 pub mod data;
 pub mod proto;
 pub mod server;

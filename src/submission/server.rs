@@ -11,11 +11,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use relaygate_transports::sasl::ServerSettings;
+
+use super::auth::AuthThrottle;
 use super::session::{Conn, Session};
 use crate::queue::Queue;
+use crate::snapshot::SnapshotCell;
 
 /// Submission behaviour from the config.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SubmissionSettings {
     pub hostname: String,
     pub max_message_size: u64,
@@ -27,6 +31,12 @@ pub struct SubmissionSettings {
     pub command_timeout: Duration,
     /// Wait for the next block of DATA.
     pub data_timeout: Duration,
+    /// Routes, transports and accounts in force (accounts are looked up at AUTH).
+    pub snapshot: SnapshotCell,
+    /// SASL server settings (host name, decoy secret for unknown users).
+    pub sasl: Arc<ServerSettings>,
+    /// Failed logins per client address.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl SubmissionSettings {
@@ -180,7 +190,16 @@ mod tests {
 
     #[test]
     fn trusted() {
+        let snapshot = SnapshotCell::new(crate::snapshot::Snapshot {
+            routes: Default::default(),
+            transports: Default::default(),
+            configs: Default::default(),
+            accounts: Default::default(),
+        });
         let s = SubmissionSettings {
+            snapshot,
+            sasl: Arc::new(ServerSettings::with_random_secret("h")),
+            auth_throttle: Default::default(),
             hostname: "h".into(),
             max_message_size: 1,
             max_recipients: 1,

@@ -13,6 +13,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use relaygate_transports::sasl::{
+    new_server, CredentialStore, Mechanism, ServerChannel, ServerStep,
+};
+
+use super::auth;
 use super::data::{DataReceiver, Feed};
 use super::proto::{self, Body, Command, MailParams, RcptParams, Reply};
 use super::server::SubmissionSettings;
@@ -96,6 +101,10 @@ enum Next {
     Continue,
     StartTls,
     Data,
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     Close,
 }
 
@@ -111,6 +120,8 @@ pub struct Session {
     peer: SocketAddr,
     trusted: bool,
     tls: Option<String>,
+    /// The tls-exporter channel binding of a TLS 1.3 session (RFC 9266).
+    tls_exporter: Option<Vec<u8>>,
     account: Option<String>,
     phase: Phase,
     out: Vec<u8>,
@@ -168,6 +179,7 @@ impl Session {
             peer,
             trusted,
             tls: None,
+            tls_exporter: None,
             account: None,
             phase: Phase::Fresh,
             out: Vec::with_capacity(1024),
@@ -192,6 +204,7 @@ impl Session {
     pub async fn run(mut self, conn: Conn, mut shutdown: watch::Receiver<bool>) {
         if let Conn::Tls(t) = &conn {
             self.tls = Some(tls_label(t.get_ref().1));
+            self.tls_exporter = tls_exporter(t.get_ref().1);
         }
         let mut reader = BufReader::with_capacity(16 * 1024, conn);
         let greeting = Reply::plain(
@@ -248,6 +261,12 @@ impl Session {
                     let _ = reader.get_mut().shutdown().await;
                     return;
                 }
+                Next::Auth { mechanism, initial } => {
+                    match self.auth(&mut reader, &mechanism, initial).await {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => return,
+                    }
+                }
                 Next::Data => {
                     if self.flush(&mut reader).await.is_err() {
                         return;
@@ -284,6 +303,7 @@ impl Session {
                         Err(_) => return,
                     };
                     self.tls = Some(tls_label(tls.get_ref().1));
+                    self.tls_exporter = tls_exporter(tls.get_ref().1);
                     // The session starts over after TLS (RFC 3207 §4.2).
                     self.phase = Phase::Fresh;
                     reader = BufReader::with_capacity(16 * 1024, Conn::Tls(Box::new(tls)));
@@ -317,7 +337,143 @@ impl Session {
             // REQUIRETLS is offered only on a TLS session (RFC 8689 §4.1).
             lines.push("REQUIRETLS".into());
         }
+        let mechanisms = self.offered_mechanisms();
+        if !mechanisms.is_empty() {
+            let names: Vec<&str> = mechanisms.iter().map(|m| m.as_str()).collect();
+            lines.push(format!("AUTH {}", names.join(" ")));
+        }
         Reply::multi(250, lines)
+    }
+
+    /// What AUTH offers here; nothing when no account is configured.
+    fn offered_mechanisms(&self) -> Vec<Mechanism> {
+        if self.settings.snapshot.get().accounts.is_empty() {
+            return Vec::new();
+        }
+        auth::offered(
+            self.tls_exporter.is_some(),
+            self.tls.is_some(),
+            self.peer.ip().is_loopback(),
+        )
+    }
+
+    /// Runs an AUTH exchange (RFC 4954). `Ok(false)` ends the session.
+    async fn auth(
+        &mut self,
+        reader: &mut BufReader<Conn>,
+        name: &str,
+        initial: Option<String>,
+    ) -> io::Result<bool> {
+        let offered = self.offered_mechanisms();
+        let refuse = match &self.phase {
+            _ if offered.is_empty() => Some(Reply::new(502, "5.5.1", "AUTH not available")),
+            Phase::Fresh => Some(Reply::new(503, "5.5.1", "send EHLO first")),
+            Phase::Mail(..) => Some(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH not allowed during a transaction",
+            )),
+            Phase::Ready(_) if self.account.is_some() => {
+                Some(Reply::new(503, "5.5.1", "already authenticated"))
+            }
+            Phase::Ready(_) => None,
+        };
+        if let Some(r) = refuse {
+            self.reply(r);
+            return Ok(true);
+        }
+        let Some(mechanism) = Mechanism::from_wire(name).filter(|m| offered.contains(m)) else {
+            let plaintext_refused = matches!(
+                Mechanism::from_wire(name),
+                Some(Mechanism::Plain | Mechanism::Login)
+            );
+            self.reply(if plaintext_refused {
+                // RFC 4954 §6: the mechanism needs an encrypted session.
+                Reply::new(
+                    538,
+                    "5.7.11",
+                    "encryption required for requested authentication mechanism",
+                )
+            } else {
+                Reply::new(504, "5.5.4", "unrecognized authentication type")
+            });
+            return Ok(true);
+        };
+        let initial = match initial.as_deref().map(auth::decode) {
+            None => None,
+            Some(Some(bytes)) => Some(bytes),
+            Some(None) => {
+                self.reply(Reply::new(
+                    501,
+                    "5.5.2",
+                    "cannot decode the initial response",
+                ));
+                return Ok(true);
+            }
+        };
+        let snap = self.settings.snapshot.get();
+        let store: Arc<dyn CredentialStore> = snap.accounts.clone();
+        let channel = ServerChannel {
+            tls_exporter: self.tls_exporter.clone(),
+            plus_advertised: offered.iter().any(|m| m.is_plus()),
+        };
+        let mut server = new_server(mechanism, store, Arc::clone(&self.settings.sasl), &channel);
+        let mut step = server.start(initial.as_deref());
+        let mut line = Vec::with_capacity(512);
+        loop {
+            match step {
+                ServerStep::Challenge(bytes) => {
+                    self.out
+                        .extend_from_slice(format!("334 {}\r\n", auth::encode(&bytes)).as_bytes());
+                    self.flush(reader).await?;
+                    let read = tokio::time::timeout(
+                        self.settings.command_timeout,
+                        read_line(reader, &mut line, 12 * 1024),
+                    )
+                    .await;
+                    match read {
+                        Ok(Ok(Line::Ok)) => {}
+                        Ok(Ok(Line::TooLong)) => {
+                            self.reply(Reply::new(500, "5.5.6", "authentication line too long"));
+                            return Ok(true);
+                        }
+                        Ok(Ok(Line::Eof)) | Ok(Err(_)) | Err(_) => return Ok(false),
+                    }
+                    let text = String::from_utf8_lossy(&line).to_string();
+                    if text.trim() == "*" {
+                        // RFC 4954 §4: the client cancelled.
+                        self.reply(Reply::new(501, "5.0.0", "authentication cancelled"));
+                        return Ok(true);
+                    }
+                    let Some(bytes) = auth::decode(&text) else {
+                        self.reply(Reply::new(501, "5.5.2", "cannot decode the response"));
+                        return Ok(true);
+                    };
+                    step = server.step(&bytes);
+                }
+                ServerStep::Success(who) => {
+                    self.settings.auth_throttle.succeeded(self.peer.ip());
+                    metrics::counter!("relaygate_sasl_server_total", "mechanism" => mechanism.as_str(), "result" => "success").increment(1);
+                    tracing::info!(client = %self.peer, account = %who.username, mechanism = mechanism.as_str(), "submission: authenticated");
+                    self.account = Some(who.username);
+                    self.reply(Reply::new(235, "2.7.0", "authentication succeeded"));
+                    return Ok(true);
+                }
+                ServerStep::Failure(why) => {
+                    let delay = self.settings.auth_throttle.failed(self.peer.ip());
+                    metrics::counter!("relaygate_sasl_server_total", "mechanism" => mechanism.as_str(), "result" => "failure").increment(1);
+                    tracing::info!(client = %self.peer, mechanism = mechanism.as_str(), reason = %why, delay_ms = delay.as_millis() as u64, "submission: authentication failed");
+                    tokio::time::sleep(delay).await;
+                    // The same answer for an unknown user and a wrong password.
+                    self.reply(Reply::new(
+                        535,
+                        "5.7.8",
+                        "authentication credentials invalid",
+                    ));
+                    return Ok(true);
+                }
+            }
+        }
     }
 
     fn handle(&mut self, cmd: Command) -> Next {
@@ -374,7 +530,7 @@ impl Session {
                     return Next::StartTls;
                 }
             }
-            Command::Auth { .. } => self.reply(Reply::new(502, "5.5.1", "AUTH not available")),
+            Command::Auth { mechanism, initial } => return Next::Auth { mechanism, initial },
             Command::Bdat => self.reply(Reply::new(502, "5.5.1", "CHUNKING not offered; use DATA")),
         }
         Next::Continue
@@ -597,6 +753,15 @@ impl Session {
             }
         }
     }
+}
+
+/// The RFC 9266 tls-exporter value, for TLS 1.3 sessions only.
+fn tls_exporter(conn: &rustls::ServerConnection) -> Option<Vec<u8>> {
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
 }
 
 fn tls_label(conn: &rustls::ServerConnection) -> String {

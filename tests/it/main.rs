@@ -7,8 +7,11 @@
 mod support;
 
 mod admin;
+mod auth_client;
+mod auth_server;
 mod config_check;
 mod delivery;
+mod direct;
 mod durability;
 mod harness;
 mod operations;

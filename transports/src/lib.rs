@@ -18,7 +18,10 @@
 //!    rustls config from [`tls`] (PKIX-verified against [`TlsRoots`], or the
 //!    accept-anything config in [`tls::danger`]), discards the old capabilities
 //!    (RFC 3207 §4.2) and says EHLO again.
-//! 4. **AUTH.** The place for SASL is marked in [`smarthost`]; it is not implemented yet.
+//! 4. **AUTH.** With credentials, [`Session::authenticate`] (RFC 4954) picks the first
+//!    mechanism of the operator's list that the fresh capabilities offer, binds SCRAM to
+//!    TLS 1.3 with `tls-exporter` where the server offers -PLUS, and verifies the SCRAM
+//!    server signature before believing `235`. Mechanisms themselves are in [`sasl`].
 //! 5. **Transaction.** The message is checked against the capabilities first (SIZE,
 //!    8BITMIME, SMTPUTF8, REQUIRETLS: permanent errors without sending anything). Then
 //!    MAIL FROM (with SIZE, BODY, SMTPUTF8, REQUIRETLS, RET, ENVID), one RCPT TO per
@@ -43,8 +46,12 @@
 //! - [`stream`] — plain/TLS streams and connectors.
 //! - [`session`] — the SMTP client session and its timeouts.
 //! - [`smarthost`] — smarthost delivery with a connection pool.
+//! - [`dns`] — the DNSSEC-aware resolver and MX destinations.
+//! - [`direct`] — direct MX delivery: hosts in order, address-family alternation,
+//!   opportunistic STARTTLS with plaintext fallback, per-domain TLS status records.
 
 pub mod command;
+pub mod direct;
 pub mod dns;
 pub mod ehlo;
 pub mod message;
@@ -62,9 +69,12 @@ pub use ehlo::Capabilities;
 pub use message::{OutboundMessage, OutboundRcpt, Ret};
 pub use outcome::{classify, RcptOutcome, ReplyClass, Severity, Stage, TransportError};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
-pub use session::{ConnectParams, Session, SessionState, Timeouts};
+pub use session::{
+    AuthParams, AuthPlan, BindingUse, ConnectParams, Secret, Session, SessionState, Timeouts,
+};
 pub use smarthost::{
-    Delivery, RemoteInfo, SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs,
+    AuthProbe, Delivery, RemoteInfo, SmarthostAuth, SmarthostConfig, SmarthostTls,
+    SmarthostTransport, TlsClientConfigs,
 };
 pub use stream::{Connector, Io, Stream, TcpConnector};
 pub use tls::{TlsInfo, TlsRoots, TlsSetupError};

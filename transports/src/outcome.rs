@@ -9,7 +9,10 @@
 
 use std::{fmt, io};
 
-use crate::reply::Reply;
+use crate::{
+    reply::Reply,
+    sasl::{Mechanism, SaslError},
+};
 
 /// Whether a failure should be retried later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +111,8 @@ pub enum Stage {
     Rset,
     /// QUIT.
     Quit,
+    /// AUTH and its SASL exchange (RFC 4954).
+    Auth,
 }
 
 impl fmt::Display for Stage {
@@ -126,6 +131,7 @@ impl fmt::Display for Stage {
             Stage::DataEnd => "end of data",
             Stage::Rset => "RSET",
             Stage::Quit => "QUIT",
+            Stage::Auth => "AUTH",
         })
     }
 }
@@ -240,6 +246,73 @@ pub enum TransportError {
         /// Remote host.
         host: String,
     },
+    /// The server refused AUTH. A 535 (RFC 4954 §6: credentials invalid) is temporary
+    /// for the message, since the operator may fix the password; the session is not
+    /// retried with a weaker mechanism. 454 and other 4xx are temporary too.
+    #[error("{host}: AUTH {mechanism} refused: {reply}{hint}", hint = auth_hint(.reply))]
+    AuthFailed {
+        /// Remote host.
+        host: String,
+        /// The mechanism we used.
+        mechanism: Mechanism,
+        /// The server's reply.
+        reply: Reply,
+    },
+    /// No mechanism of our preference list is advertised after TLS (or AUTH is not
+    /// offered at all while credentials are configured). Permanent: retrying will not
+    /// make the lists meet (SPEC §2).
+    #[error(
+        "{host}: no common AUTH mechanism: we accept [{ours}], the server offers [{offered}]{note}",
+        ours = join(.ours.iter().map(|m| m.as_str())),
+        offered = join(.offered.iter().map(String::as_str)),
+        note = if *.plus_needs_binding {
+            " (its -PLUS mechanisms need a TLS 1.3 channel binding, which this connection lacks)"
+        } else {
+            ""
+        }
+    )]
+    NoCommonMechanism {
+        /// Remote host.
+        host: String,
+        /// Our preference list.
+        ours: Vec<Mechanism>,
+        /// What the server advertised after TLS, as received.
+        offered: Vec<String>,
+        /// A -PLUS mechanism matched, but this connection has no channel binding.
+        plus_needs_binding: bool,
+    },
+    /// Credentials would travel over an unencrypted connection, and the operator did
+    /// not allow that (`no_starttls`).
+    #[error("{host}: refusing to send credentials without TLS (set no_starttls to allow it)")]
+    AuthWithoutTls {
+        /// Remote host.
+        host: String,
+    },
+    /// The SASL exchange failed on our side: a server message failed a check (SCRAM
+    /// server signature, nonce, salt, iteration count), the server reported an error,
+    /// or our credentials are refused by SASLprep.
+    #[error("{host}: AUTH {mechanism}: {source}")]
+    Sasl {
+        /// Remote host.
+        host: String,
+        /// The mechanism we used.
+        mechanism: Mechanism,
+        /// What the mechanism reported.
+        #[source]
+        source: SaslError,
+    },
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(" ")
+}
+
+fn auth_hint(reply: &Reply) -> &'static str {
+    if reply.code == 535 {
+        " (the credentials were refused: check the transport's username and password)"
+    } else {
+        ""
+    }
 }
 
 impl TransportError {
@@ -252,8 +325,14 @@ impl TransportError {
             | TransportError::Tls { .. }
             | TransportError::StartTlsUnavailable { .. }
             | TransportError::StartTlsRejected { .. }
-            | TransportError::Protocol { .. } => Severity::Temporary,
+            | TransportError::Protocol { .. }
+            | TransportError::AuthWithoutTls { .. }
+            | TransportError::Sasl { .. } => Severity::Temporary,
+            // RFC 4954 §6: 535 means the credentials are invalid. The operator may fix
+            // them, so the message waits rather than bounces.
+            TransportError::AuthFailed { reply, .. } if reply.code == 535 => Severity::Temporary,
             TransportError::GreetingRejected { reply, .. }
+            | TransportError::AuthFailed { reply, .. }
             | TransportError::EhloRejected { reply, .. } => match classify(reply) {
                 // A "successful" rejection cannot happen; retry rather than bounce.
                 ReplyClass::Success => Severity::Temporary,
@@ -262,20 +341,28 @@ impl TransportError {
             TransportError::MessageTooLarge { .. }
             | TransportError::EightBitUnsupported { .. }
             | TransportError::SmtpUtf8Unsupported { .. }
-            | TransportError::RequireTlsUnsupported { .. } => Severity::Permanent,
+            | TransportError::RequireTlsUnsupported { .. }
+            | TransportError::NoCommonMechanism { .. } => Severity::Permanent,
         }
     }
 
     /// The enhanced status code (RFC 3463) that describes this failure in a DSN: the
     /// remote's own when it gave one, else ours.
     pub fn status_code(&self) -> String {
-        if let Some(e) = self.reply().and_then(|r| r.enhanced) {
-            return e.to_string();
-        }
         let class = match self.severity() {
             Severity::Temporary => 4,
             Severity::Permanent => 5,
         };
+        if let TransportError::AuthFailed { reply, .. } = self {
+            // A 535 is permanent for the server but temporary for us: keep its detail
+            // with our class, so a delayed DSN does not say 5.x.
+            if let Some(e) = reply.enhanced {
+                return format!("{class}.{}.{}", e.subject, e.detail);
+            }
+        }
+        if let Some(e) = self.reply().and_then(|r| r.enhanced) {
+            return e.to_string();
+        }
         let rest = match self {
             TransportError::Connect { .. } => "4.1",
             TransportError::Timeout { .. } | TransportError::Io { .. } => "4.2",
@@ -289,6 +376,13 @@ impl TransportError {
             TransportError::SmtpUtf8Unsupported { .. } => "6.7",
             // RFC 8689 §5: REQUIRETLS could not be honoured.
             TransportError::RequireTlsUnsupported { .. } => "7.30",
+            // RFC 4954 §6: 5.7.8 authentication credentials invalid.
+            TransportError::AuthFailed { .. } => "7.8",
+            // RFC 3463: X.7.4 security features not supported.
+            TransportError::NoCommonMechanism { .. } => "7.4",
+            // RFC 5248: X.7.11 encryption required for the authentication mechanism.
+            TransportError::AuthWithoutTls { .. } => "7.11",
+            TransportError::Sasl { .. } => "7.0",
         };
         format!("{class}.{rest}")
     }
@@ -298,7 +392,8 @@ impl TransportError {
         match self {
             TransportError::StartTlsRejected { reply, .. }
             | TransportError::GreetingRejected { reply, .. }
-            | TransportError::EhloRejected { reply, .. } => Some(reply),
+            | TransportError::EhloRejected { reply, .. }
+            | TransportError::AuthFailed { reply, .. } => Some(reply),
             TransportError::Connect { .. }
             | TransportError::Timeout { .. }
             | TransportError::Io { .. }
@@ -308,7 +403,33 @@ impl TransportError {
             | TransportError::MessageTooLarge { .. }
             | TransportError::EightBitUnsupported { .. }
             | TransportError::SmtpUtf8Unsupported { .. }
-            | TransportError::RequireTlsUnsupported { .. } => None,
+            | TransportError::RequireTlsUnsupported { .. }
+            | TransportError::NoCommonMechanism { .. }
+            | TransportError::AuthWithoutTls { .. }
+            | TransportError::Sasl { .. } => None,
+        }
+    }
+
+    /// The SASL mechanism an AUTH error is about, if it is one and one was chosen.
+    pub fn auth_mechanism(&self) -> Option<Mechanism> {
+        match self {
+            TransportError::AuthFailed { mechanism, .. }
+            | TransportError::Sasl { mechanism, .. } => Some(*mechanism),
+            TransportError::Connect { .. }
+            | TransportError::Timeout { .. }
+            | TransportError::Io { .. }
+            | TransportError::Tls { .. }
+            | TransportError::StartTlsUnavailable { .. }
+            | TransportError::StartTlsRejected { .. }
+            | TransportError::GreetingRejected { .. }
+            | TransportError::EhloRejected { .. }
+            | TransportError::Protocol { .. }
+            | TransportError::MessageTooLarge { .. }
+            | TransportError::EightBitUnsupported { .. }
+            | TransportError::SmtpUtf8Unsupported { .. }
+            | TransportError::RequireTlsUnsupported { .. }
+            | TransportError::NoCommonMechanism { .. }
+            | TransportError::AuthWithoutTls { .. } => None,
         }
     }
 }

@@ -7,6 +7,16 @@
 //! the session goes back to an idle pool; the next delivery probes it with RSET and
 //! connects fresh if the probe fails (or the connection dies before the end of data), so
 //! a stale connection never fails a delivery.
+//!
+//! With credentials ([`SmarthostAuth`]) every new connection authenticates once, after
+//! TLS and the EHLO that follows it, before its first transaction (see
+//! [`Session::authenticate`]); pooled connections are already authenticated. The
+//! transport keeps one SCRAM SaltedPassword cache, so only its first login pays for
+//! PBKDF2. A refused login (535) fails the attempt without another mechanism, and for
+//! [`SmarthostConfig::auth_failure_holddown`] further connections fail at once with the
+//! same reply instead of hammering the provider (which may lock the account).
+//! [`SmarthostTransport::probe_auth`] runs the same steps without sending a message, for
+//! `relaygate auth-test`.
 
 use std::{
     net::SocketAddr,
@@ -20,7 +30,11 @@ use tokio::time::Instant;
 use crate::{
     message::OutboundMessage,
     outcome::{RcptOutcome, Stage, TransportError},
-    session::{server_name, ConnectParams, Session, SessionState, Timeouts},
+    reply::Reply,
+    sasl::{CacheStats, Mechanism, SaltedCache},
+    session::{
+        server_name, AuthParams, AuthPlan, ConnectParams, Secret, Session, SessionState, Timeouts,
+    },
     stream::Connector,
     tls::{danger, verified_client_config, TlsInfo, TlsRoots},
 };
@@ -66,6 +80,39 @@ pub struct SmarthostConfig {
     pub max_idle: usize,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
+    /// SASL credentials; `None` sends mail without AUTH.
+    pub auth: Option<SmarthostAuth>,
+    /// After a 535, new connections fail at once with that reply for this long (zero
+    /// disables this), so concurrent deliveries do not each try the bad password.
+    pub auth_failure_holddown: Duration,
+}
+
+/// The credentials of a smarthost transport. `Debug` shows no password.
+#[derive(Debug, Clone)]
+pub struct SmarthostAuth {
+    /// The SASL authentication identity.
+    pub username: String,
+    /// Its password.
+    pub password: Secret,
+    /// Mechanisms in preference order; empty means
+    /// [`crate::sasl::DEFAULT_CLIENT_PREFERENCE`] (PLAIN and LOGIN only when listed).
+    pub mechanisms: Vec<Mechanism>,
+}
+
+/// What [`SmarthostTransport::probe_auth`] found out, step by step; later fields stay
+/// empty when an earlier step failed.
+#[derive(Debug)]
+pub struct AuthProbe {
+    /// The address connected to.
+    pub addr: Option<SocketAddr>,
+    /// TLS of the session (`TlsInfo::None` also when the connection failed).
+    pub tls: TlsInfo,
+    /// The AUTH mechanisms of the EHLO reply after TLS (`None` before EHLO).
+    pub advertised: Option<Vec<String>>,
+    /// The chosen mechanism, when one was chosen.
+    pub plan: Option<AuthPlan>,
+    /// `Ok` when authenticated (or no credentials are configured).
+    pub result: Result<(), TransportError>,
 }
 
 /// The two client configs a transport may need; build once and share.
@@ -109,10 +156,18 @@ pub struct Delivery {
     pub remote: RemoteInfo,
 }
 
-/// A connected, greeted, EHLO'd (and possibly TLS'd) session with its TLS facts.
+/// A connected, greeted, EHLO'd (and possibly TLS'd and authenticated) session with
+/// its TLS facts.
 struct Conn {
     session: Session,
     tls: TlsInfo,
+}
+
+/// The last refused login, for the hold-down.
+struct AuthRefusal {
+    at: Instant,
+    mechanism: Mechanism,
+    reply: Reply,
 }
 
 struct Idle {
@@ -136,6 +191,10 @@ pub struct SmarthostTransport {
     connector: Arc<dyn Connector>,
     /// Idle sessions, oldest first.
     pool: Pool,
+    /// SCRAM SaltedPassword cache shared by every login of this transport.
+    sasl_cache: Arc<SaltedCache>,
+    /// The last 535, while it holds connections down.
+    refused: Mutex<Option<AuthRefusal>>,
 }
 
 impl std::fmt::Debug for SmarthostTransport {
@@ -164,7 +223,14 @@ impl SmarthostTransport {
             tls_config,
             connector,
             pool: Arc::new(Mutex::new(PoolInner::default())),
+            sasl_cache: Arc::new(SaltedCache::new(SaltedCache::DEFAULT_CAPACITY)),
+            refused: Mutex::new(None),
         }
+    }
+
+    /// Hits and misses of the SCRAM SaltedPassword cache (every miss ran PBKDF2).
+    pub fn sasl_cache_stats(&self) -> CacheStats {
+        self.sasl_cache.stats()
     }
 
     /// The configuration.
@@ -265,6 +331,38 @@ impl SmarthostTransport {
     /// Connects, runs TLS as configured, EHLO (again after STARTTLS), and AUTH.
     async fn connect(&self) -> Result<Conn, TransportError> {
         let cfg = &self.config;
+        if let Some(auth) = &cfg.auth {
+            self.check_holddown()?;
+            let mut conn = self.open().await?;
+            let params = self.auth_params(auth);
+            match conn.session.authenticate(&params).await {
+                Ok(plan) => {
+                    tracing::info!(transport = %cfg.name, host = %cfg.host,
+                        mechanism = %plan.mechanism, binding = %plan.binding(),
+                        "authenticated to smarthost");
+                }
+                Err(e) => {
+                    self.auth_failed(&e);
+                    conn.session.quit().await;
+                    return Err(e);
+                }
+            }
+            tracing::info!(transport = %cfg.name, host = %cfg.host, addr = ?conn.session.peer(),
+                tls = conn.tls.mode(), version = ?conn.session.tls_version(),
+                "smarthost session ready");
+            Ok(conn)
+        } else {
+            let conn = self.open().await?;
+            tracing::info!(transport = %cfg.name, host = %cfg.host, addr = ?conn.session.peer(),
+                tls = conn.tls.mode(), version = ?conn.session.tls_version(),
+                "smarthost session ready");
+            Ok(conn)
+        }
+    }
+
+    /// Connects, runs TLS as configured and EHLO (again after STARTTLS); no AUTH.
+    async fn open(&self) -> Result<Conn, TransportError> {
+        let cfg = &self.config;
         let params = ConnectParams {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -281,6 +379,8 @@ impl SmarthostTransport {
             SmarthostTls::StartTls { required } => {
                 if caps.starttls {
                     let name = server_name(&cfg.host)?;
+                    // RFC 3207 §4.2: `starttls` drops the old capabilities and says EHLO
+                    // again; AUTH below sees only the list given inside TLS.
                     match session.starttls(name, Arc::clone(&self.tls_config)).await {
                         Ok(_) => {}
                         Err(e @ TransportError::StartTlsRejected { .. }) if !required => {
@@ -304,21 +404,96 @@ impl SmarthostTransport {
             Some(version) if cfg.verify_certificates => TlsInfo::Verified { version },
             Some(version) => TlsInfo::Unverified { version },
         };
-        self.authenticate(&mut session, &tls).await?;
-        tracing::info!(transport = %cfg.name, host = %cfg.host, addr = ?session.peer(),
-            tls = tls.mode(), version = ?session.tls_version(), "smarthost session ready");
         Ok(Conn { session, tls })
     }
 
-    /// SASL AUTH (RFC 4954) goes here: after TLS and the post-TLS EHLO, before the first
-    /// transaction, choosing the mechanism from the fresh capability list. Not implemented
-    /// yet: every smarthost is used without authentication.
-    async fn authenticate(
-        &self,
-        _session: &mut Session,
-        _tls: &TlsInfo,
-    ) -> Result<(), TransportError> {
-        Ok(())
+    fn auth_params<'a>(&'a self, auth: &'a SmarthostAuth) -> AuthParams<'a> {
+        AuthParams {
+            username: &auth.username,
+            password: &auth.password,
+            preference: &auth.mechanisms,
+            // Only the operator's explicit no_starttls lets credentials go in clear.
+            plaintext_allowed: self.config.tls == SmarthostTls::None,
+            cache: Some(&self.sasl_cache),
+        }
+    }
+
+    /// Fails at once while a recent 535 holds connections down.
+    fn check_holddown(&self) -> Result<(), TransportError> {
+        let holddown = self.config.auth_failure_holddown;
+        let guard = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some(r) if r.at.elapsed() < holddown => {
+                tracing::warn!(transport = %self.config.name, host = %self.config.host,
+                    refused_secs_ago = r.at.elapsed().as_secs(),
+                    "not connecting: the smarthost refused these credentials recently");
+                Err(TransportError::AuthFailed {
+                    host: self.config.host.clone(),
+                    mechanism: r.mechanism,
+                    reply: r.reply.clone(),
+                })
+            }
+            Some(_) | None => Ok(()),
+        }
+    }
+
+    /// Logs an AUTH failure and starts the hold-down after a 535.
+    fn auth_failed(&self, e: &TransportError) {
+        let cfg = &self.config;
+        match e {
+            TransportError::AuthFailed {
+                mechanism, reply, ..
+            } if reply.code == 535 => {
+                tracing::error!(transport = %cfg.name, host = %cfg.host, %mechanism,
+                    reply = %reply, holddown_secs = cfg.auth_failure_holddown.as_secs(),
+                    "smarthost refused the credentials; messages stay queued until the \
+                     operator fixes the username/password (no weaker mechanism is tried)");
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(AuthRefusal {
+                    at: Instant::now(),
+                    mechanism: *mechanism,
+                    reply: reply.clone(),
+                });
+            }
+            other => {
+                tracing::warn!(transport = %cfg.name, host = %cfg.host, error = %other,
+                    severity = ?other.severity(), "smarthost AUTH failed");
+            }
+        }
+    }
+
+    /// Connects and authenticates as a delivery would, reports each step, and quits
+    /// without sending a message (`relaygate auth-test`). Ignores the hold-down.
+    pub async fn probe_auth(&self) -> AuthProbe {
+        let mut probe = AuthProbe {
+            addr: None,
+            tls: TlsInfo::None,
+            advertised: None,
+            plan: None,
+            result: Ok(()),
+        };
+        let mut conn = match self.open().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                probe.result = Err(e);
+                return probe;
+            }
+        };
+        probe.addr = conn.session.peer();
+        probe.tls = conn.tls.clone();
+        probe.advertised = conn.session.capabilities().map(|c| c.auth.clone());
+        if let Some(auth) = &self.config.auth {
+            let params = self.auth_params(auth);
+            probe.result = match conn.session.plan_auth(&params) {
+                Ok(plan) => {
+                    let result = conn.session.run_auth(&params, &plan).await;
+                    probe.plan = Some(plan);
+                    result
+                }
+                Err(e) => Err(e),
+            };
+        }
+        conn.session.quit().await;
+        probe
     }
 
     /// Returns a session after a delivery: pooled when clean (RSET first if a transaction

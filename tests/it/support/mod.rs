@@ -4,12 +4,15 @@
 //! - [`gateway`]: runs the real `relaygate` binary as a child process.
 //! - [`smtp_client`]: a raw SMTP client for exact-byte submission tests.
 //! - [`pki`]: a throw-away CA and a server certificate for `localhost`/127.0.0.1.
+//! - [`dovecot`]: a private Dovecot submission server, the real SASL peer outside the
+//!   project.
 //!
 //! This module holds the small shared pieces: deadlines, polling with a deadline
 //! (never a bare sleep as synchronisation), temp dirs and a python3 runner.
 
 #![allow(dead_code)]
 
+pub mod dovecot;
 pub mod gateway;
 pub mod pki;
 pub mod sink;

@@ -94,6 +94,9 @@ pub enum Mode {
     CloseConnections,
     /// Greet with this reply (e.g. `"554 5.3.2 no service"`) and close.
     Greeting(String),
+    /// Announce STARTTLS (even without a certificate), answer it with 220, then answer
+    /// the client's TLS hello with bytes that are not TLS and close: a broken TLS server.
+    BrokenTls,
 }
 
 #[derive(Default)]
@@ -141,8 +144,19 @@ impl Sink {
         Self::spawn(Some(TlsAcceptor::from(pki.server_config()?))).await
     }
 
+    /// A plain sink on `addr` (e.g. `[::1]:PORT` for an IPv6 twin of another sink).
+    pub async fn start_on(addr: SocketAddr) -> Result<Sink> {
+        Self::spawn_on(addr, None).await
+    }
+
     async fn spawn(tls: Option<TlsAcceptor>) -> Result<Sink> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::spawn_on(SocketAddr::from(([127, 0, 0, 1], 0)), tls).await
+    }
+
+    async fn spawn_on(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Result<Sink> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding a sink on {addr}"))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -358,7 +372,7 @@ async fn run_session(
     match mode {
         Mode::CloseConnections => return Ok(()),
         Mode::Greeting(reply) => return send(&mut stream, &format!("{reply}\r\n")).await,
-        Mode::Normal | Mode::RejectAll(_) => {}
+        Mode::Normal | Mode::RejectAll(_) | Mode::BrokenTls => {}
     }
     send(&mut stream, "220 sink.test ESMTP relaygate test sink\r\n").await?;
     let mut conn: Conn = BufReader::new(Box::new(stream));
@@ -398,7 +412,7 @@ async fn run_session(
                     "ENHANCEDSTATUSCODES".into(),
                     "DSN".into(),
                 ];
-                if shared.tls.is_some() && !tls {
+                if (shared.tls.is_some() && !tls) || matches!(mode, Mode::BrokenTls) {
                     caps.push("STARTTLS".into());
                 }
                 let last = caps.len() - 1;
@@ -411,6 +425,14 @@ async fn run_session(
                 ehlo = Some(arg.trim().to_string());
                 tx = None;
                 out.push_str("250 sink.test\r\n");
+            }
+            "STARTTLS" if matches!(mode, Mode::BrokenTls) => {
+                out.push_str("220 2.0.0 ready to start TLS\r\n");
+                send(conn.get_mut(), &out).await?;
+                // Wait for the client hello, answer with garbage, hang up.
+                conn.fill_buf().await?;
+                send(conn.get_mut(), "this is not a TLS server hello\r\n").await?;
+                return Ok(());
             }
             "STARTTLS" => {
                 let Some(acceptor) = shared.tls.clone().filter(|_| !tls) else {

@@ -20,7 +20,10 @@ use crate::{
     stream::{tls_handshake, Connector, Stream},
 };
 
+mod auth;
 mod transaction;
+
+pub use auth::{AuthParams, AuthPlan, BindingUse, Secret};
 
 /// Size of the pieces the body is encoded and written in.
 const BODY_CHUNK: usize = 64 * 1024;

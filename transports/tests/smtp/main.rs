@@ -3,6 +3,7 @@
 //! One test binary (like hickory-dns' integration tests): `fake` is the scripted server,
 //! `pki` makes test certificates, the other modules hold the tests.
 
+mod auth;
 mod fake;
 mod pki;
 mod session;

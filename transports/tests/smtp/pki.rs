@@ -15,6 +15,8 @@ use tempfile::NamedTempFile;
 /// a PEM file.
 pub struct TestPki {
     pub server_config: Arc<ServerConfig>,
+    /// The same certificate, TLS 1.2 only (no RFC 9266 tls-exporter binding).
+    pub server_config_tls12: Arc<ServerConfig>,
     pub ca_file: NamedTempFile,
 }
 
@@ -46,6 +48,13 @@ impl TestPki {
                 .with_safe_default_protocol_versions()
                 .unwrap()
                 .with_no_client_auth()
+                .with_single_cert(vec![leaf.der().clone()], key.clone_key())
+                .unwrap();
+        let server_config_tls12 =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .with_no_client_auth()
                 .with_single_cert(vec![leaf.der().clone()], key)
                 .unwrap();
 
@@ -53,6 +62,7 @@ impl TestPki {
         ca_file.write_all(ca.pem().as_bytes()).unwrap();
         TestPki {
             server_config: Arc::new(server_config),
+            server_config_tls12: Arc::new(server_config_tls12),
             ca_file,
         }
     }

@@ -16,9 +16,9 @@ use crate::{
     session::{message, timeouts},
 };
 
-const HOST: &str = "smarthost.test";
+pub const HOST: &str = "smarthost.test";
 
-fn config(tls: SmarthostTls) -> SmarthostConfig {
+pub fn config(tls: SmarthostTls) -> SmarthostConfig {
     SmarthostConfig {
         name: "provider".into(),
         host: HOST.into(),
@@ -29,10 +29,12 @@ fn config(tls: SmarthostTls) -> SmarthostConfig {
         timeouts: timeouts(),
         max_idle: 4,
         idle_timeout: Duration::from_secs(60),
+        auth: None,
+        auth_failure_holddown: Duration::ZERO,
     }
 }
 
-fn transport(
+pub fn transport(
     server: &FakeServer,
     cfg: SmarthostConfig,
     roots: &TlsRoots,
@@ -42,12 +44,12 @@ fn transport(
     (t, connector)
 }
 
-fn no_roots() -> TlsRoots {
+pub fn no_roots() -> TlsRoots {
     TlsRoots::load(None).unwrap()
 }
 
 /// A plain transaction for one recipient with body "x", pipelined.
-fn txn() -> Vec<Step> {
+pub fn txn() -> Vec<Step> {
     vec![
         rx("MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
         tx("250 ok\r\n250 ok\r\n354 go\r\n"),
@@ -62,7 +64,7 @@ fn plain_session() -> Vec<Step> {
     s
 }
 
-fn delivered(d: &Delivery) -> bool {
+pub fn delivered(d: &Delivery) -> bool {
     d.outcomes
         .iter()
         .all(|o| matches!(o, RcptOutcome::Delivered(_)))

@@ -1,0 +1,156 @@
+//! `relaygate auth-test TRANSPORT [-c FILE]`: connect to a smarthost transport the way a
+//! delivery would (same host, port, TLS mode, trust roots, credentials and mechanism
+//! list), log in, and QUIT without sending a message.
+//!
+//! It prints what an operator needs to debug a provider login: the address reached,
+//! the TLS version and whether the certificate was verified, the AUTH mechanisms the
+//! server advertised after TLS, the mechanism chosen (and its channel binding), and
+//! "authentication succeeded" or the server's reply. Exit status 0 on success, 1 on any
+//! failure. The password is never printed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use relaygate_transports::sasl::DEFAULT_CLIENT_PREFERENCE;
+use relaygate_transports::smarthost::{AuthProbe, SmarthostTls, SmarthostTransport};
+use relaygate_transports::{TcpConnector, TlsInfo};
+
+use crate::config::Config;
+
+/// Runs the command and prints its report; the exit code says whether AUTH succeeded.
+pub fn run(config_path: &Path, transport: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relaygate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(test(config_path, transport)) {
+        Ok((report, true)) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Ok((report, false)) => {
+            print!("{report}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("relaygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds the transport from the config, probes it, and returns the report and
+/// whether AUTH succeeded. Setup problems (config, unknown transport, unreadable
+/// secret) are errors.
+pub async fn test(config_path: &Path, name: &str) -> anyhow::Result<(String, bool)> {
+    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    let Some(t) = config.transports.get(name) else {
+        let known: Vec<&str> = config.transports.keys().map(String::as_str).collect();
+        bail!(
+            "no transport {name:?} in {} (transports: {})",
+            config_path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    if !t.kind.is_smarthost() {
+        bail!(
+            "transport {name:?} is of kind {:?}; auth-test works with smtp, submission and submissions",
+            t.kind
+        );
+    }
+    let sh = crate::snapshot::smarthost_config(&config, name, t).map_err(|e| anyhow!(e))?;
+    let tls = crate::app::tls_configs(&config).context("loading TLS trust roots")?;
+    let connector = Arc::new(TcpConnector::new(Duration::from_secs(30)));
+    let transport = SmarthostTransport::new(sh, &tls, connector);
+    let probe = transport.probe_auth().await;
+    Ok(report(name, &transport, &probe))
+}
+
+/// The human-readable report of a probe, and whether it succeeded.
+fn report(name: &str, transport: &SmarthostTransport, probe: &AuthProbe) -> (String, bool) {
+    let cfg = transport.config();
+    let mut out = String::new();
+    let mode = match cfg.tls {
+        SmarthostTls::Implicit => "implicit TLS",
+        SmarthostTls::StartTls { required: true } => "STARTTLS required",
+        SmarthostTls::StartTls { required: false } => "STARTTLS if offered",
+        SmarthostTls::None => "no TLS (no_starttls)",
+    };
+    let _ = writeln!(out, "transport {name}: {}:{} ({mode})", cfg.host, cfg.port);
+    if let Some(addr) = probe.addr {
+        let _ = writeln!(out, "connected to {addr}");
+    }
+    let tls = match &probe.tls {
+        TlsInfo::None => "none".to_string(),
+        TlsInfo::Verified { version } => format!("{version}, certificate verified"),
+        TlsInfo::Unverified { version } => {
+            format!("{version}, certificate NOT verified (tls_insecure_skip_verify)")
+        }
+    };
+    if probe.addr.is_some() {
+        let _ = writeln!(out, "TLS: {tls}");
+    }
+    if let Some(advertised) = &probe.advertised {
+        let list = if advertised.is_empty() {
+            "(none: AUTH not offered)".to_string()
+        } else {
+            advertised.join(" ")
+        };
+        let when = if probe.tls == TlsInfo::None {
+            ""
+        } else {
+            " after TLS"
+        };
+        let _ = writeln!(out, "mechanisms advertised{when}: {list}");
+    }
+    let Some(auth) = &cfg.auth else {
+        let _ = writeln!(
+            out,
+            "no credentials configured (username and password): nothing to authenticate"
+        );
+        return (out, false);
+    };
+    let ours: &[_] = if auth.mechanisms.is_empty() {
+        DEFAULT_CLIENT_PREFERENCE
+    } else {
+        &auth.mechanisms
+    };
+    let ours: Vec<&str> = ours.iter().map(|m| m.as_str()).collect();
+    let _ = writeln!(out, "our preference: {}", ours.join(" "));
+    let _ = writeln!(out, "username: {}", auth.username);
+    if let Some(plan) = &probe.plan {
+        let _ = writeln!(
+            out,
+            "chosen mechanism: {} (channel binding: {})",
+            plan.mechanism,
+            plan.binding()
+        );
+    }
+    match &probe.result {
+        Ok(()) => {
+            let _ = writeln!(out, "authentication succeeded");
+            (out, true)
+        }
+        Err(e) => {
+            if let Some(reply) = e.reply() {
+                let _ = writeln!(out, "server reply: {reply}");
+            }
+            let _ = writeln!(out, "authentication failed: {e}");
+            (out, false)
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `relaygate routes list | add | remove | import FILE | explain`: routes in the store
+//! named by `-c FILE` (Redis, or the config file itself).
+//!
+//! Changes go through [`StoreClient::apply`]: validated as a whole first, then written
+//! atomically and published, so every running gateway picks them up within a second.
+//! With the file store `list` and `explain` work and changes are refused with a pointer
+//! to the file and SIGHUP. The helpers [`open`] and [`block_on`] are shared with the
+//! `transports` and `accounts` commands.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::store::client::{Loaded, StoreClient, Written};
+use crate::store::explain::{explain, render};
+use crate::store::mutate::Mutation;
+use crate::store::{format_problems, RouteList, RouteSpec, StoreData};
+
+#[derive(Subcommand, Debug)]
+pub enum RoutesAction {
+    /// Every route, list by list, in evaluation order (accounts, domains, global).
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a route (to the global list unless --account or --domain).
+    Add {
+        #[command(flatten)]
+        list: ListChoice,
+        /// Sender domain criterion (repeat, or separate with commas); ".d" = d and subdomains.
+        #[arg(long = "from-domain", value_delimiter = ',')]
+        from_domain: Vec<String>,
+        /// Recipient domain criterion (repeat, or separate with commas).
+        #[arg(long = "to-domain", value_delimiter = ',')]
+        to_domain: Vec<String>,
+        /// Match only when at least this many attempts are already done.
+        #[arg(long = "minimum-attempts", default_value_t = 0)]
+        minimum_attempts: u32,
+        /// Transport name ("" = direct delivery).
+        #[arg(long)]
+        transport: String,
+        /// Position in the list (0 = first); default: the end.
+        #[arg(long)]
+        index: Option<usize>,
+    },
+    /// Remove the route at INDEX of a list (the global list unless --account or --domain).
+    Remove {
+        #[command(flatten)]
+        list: ListChoice,
+        index: usize,
+    },
+    /// Replace the store's routes, transports and accounts with those of a TOML config
+    /// file (account passwords are turned into verifiers).
+    Import { file: PathBuf },
+    /// Dry run: which route and transport an attempt would use, and why earlier routes
+    /// did not match.
+    Explain {
+        /// The SASL identity that submitted (none for trusted-network submissions).
+        #[arg(long)]
+        account: Option<String>,
+        /// Envelope sender address ("" for the null sender).
+        #[arg(long)]
+        from: String,
+        /// Recipient address.
+        #[arg(long)]
+        to: String,
+        /// The attempt to evaluate: 1 is the first, so attempt N has N-1 done.
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+    },
+}
+
+/// Which route list: `--account A`, `--domain D` or `--global` (the default).
+#[derive(Args, Debug, Clone)]
+pub struct ListChoice {
+    /// An account's routes.
+    #[arg(long, conflicts_with_all = ["domain", "global"])]
+    pub account: Option<String>,
+    /// A sender domain's routes.
+    #[arg(long, conflicts_with = "global")]
+    pub domain: Option<String>,
+    /// The global routes (the default).
+    #[arg(long)]
+    pub global: bool,
+}
+
+impl ListChoice {
+    pub fn list(&self) -> anyhow::Result<RouteList> {
+        Ok(match (&self.account, &self.domain) {
+            (Some(a), _) if a.is_empty() => bail!("--account must not be empty"),
+            (Some(a), _) => RouteList::Account(a.clone()),
+            (None, Some(d)) => RouteList::Domain(
+                crate::routes::normalize_domain(d).map_err(|e| anyhow!("--domain: {e}"))?,
+            ),
+            (None, None) => RouteList::Global,
+        })
+    }
+}
+
+/// Runs a future on a small runtime of its own.
+pub fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(fut)
+}
+
+/// Loads the config and opens the store it names.
+pub fn open(config_path: &Path) -> anyhow::Result<(Config, StoreClient)> {
+    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    let store = StoreClient::open(config_path, &config).map_err(|e| anyhow!("{e}"))?;
+    Ok((config, store))
+}
+
+/// Loads the store content, with a context naming the store.
+pub async fn load(store: &StoreClient) -> anyhow::Result<Loaded> {
+    store
+        .load()
+        .await
+        .with_context(|| format!("reading the store ({})", store.describe()))
+}
+
+/// Applies a change and returns the result, with a context naming the store.
+pub async fn apply(store: &StoreClient, change: Mutation) -> anyhow::Result<Written> {
+    store
+        .apply(&change)
+        .await
+        .with_context(|| format!("changing the store ({})", store.describe()))
+}
+
+/// "store: ... version N" header line.
+pub fn header(store: &StoreClient, loaded: &Loaded) -> String {
+    match loaded.version {
+        Some(v) => format!("store: {}, version {v}", store.describe()),
+        None => format!("store: {}", store.describe()),
+    }
+}
+
+/// Prints a warning when the loaded data would be refused by a gateway.
+pub fn warn_problems(loaded: &Loaded) {
+    if !loaded.problems.is_empty() {
+        eprintln!(
+            "warning: gateways refuse this store content (they keep their previous snapshot):\n{}",
+            format_problems(&loaded.problems)
+        );
+    }
+}
+
+/// Reports a written change.
+pub fn report(w: Written, what: &str) {
+    if w.writes == 0 {
+        println!("{what}: nothing to change (version {})", w.version);
+    } else {
+        println!("{what}; store version {} published", w.version);
+    }
+}
+
+fn list_text(store: &StoreClient, loaded: &Loaded) -> String {
+    let mut out = format!("{}\n", header(store, loaded));
+    for (list, routes) in loaded.data.lists() {
+        out.push_str(&format!("{list}\n"));
+        if routes.is_empty() {
+            out.push_str("  (empty)\n");
+        }
+        for (i, r) in routes.iter().enumerate() {
+            out.push_str(&format!("  [{i}] {}\n", r.summary()));
+        }
+    }
+    out
+}
+
+fn list_json(loaded: &Loaded) -> serde_json::Value {
+    json!({
+        "version": loaded.version,
+        "global": loaded.data.global,
+        "domains": loaded.data.domains,
+        "accounts": loaded.data.accounts_routes,
+    })
+}
+
+fn transport_line(data: &StoreData, name: &str) -> String {
+    match data.transports.get(name) {
+        Some(t) => format!(
+            "{name} ({})",
+            crate::store::raw::transport_json(t)
+        ),
+        None if name == "direct" || name.is_empty() => "direct (MX delivery)".into(),
+        None => format!("{name} (not defined!)"),
+    }
+}
+
+pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
+    let (_config, store) = open(config_path)?;
+    block_on(async move {
+        match action {
+            RoutesAction::List { json } => {
+                let loaded = load(&store).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list_json(&loaded))?);
+                } else {
+                    print!("{}", list_text(&store, &loaded));
+                }
+                warn_problems(&loaded);
+            }
+            RoutesAction::Add {
+                list,
+                from_domain,
+                to_domain,
+                minimum_attempts,
+                transport,
+                index,
+            } => {
+                let list = list.list()?;
+                let route = RouteSpec {
+                    from_domain,
+                    to_domain,
+                    minimum_attempts,
+                    transport,
+                };
+                let summary = route.summary();
+                let at = index.map(|i| i.to_string()).unwrap_or_else(|| "end".into());
+                let w = apply(&store, Mutation::AddRoute { list: list.clone(), index, route }).await?;
+                report(w, &format!("added to {list} at {at}: {summary}"));
+            }
+            RoutesAction::Remove { list, index } => {
+                let list = list.list()?;
+                let w = apply(&store, Mutation::RemoveRoute { list: list.clone(), index }).await?;
+                report(w, &format!("removed {list}[{index}]"));
+            }
+            RoutesAction::Import { file } => {
+                let source = Config::load(&file).map_err(|e| anyhow!("{e}"))?;
+                let data = StoreData::from_config(&source, true)
+                    .map_err(|p| anyhow!("{}: {}", file.display(), format_problems(&p)))?;
+                let what = format!(
+                    "imported {} transport(s), {} route(s), {} account(s) from {}",
+                    data.transports.len(),
+                    data.route_count(),
+                    data.accounts.len(),
+                    file.display()
+                );
+                let w = apply(&store, Mutation::Replace(Box::new(data))).await?;
+                report(w, &what);
+            }
+            RoutesAction::Explain {
+                account,
+                from,
+                to,
+                attempt,
+            } => {
+                if attempt == 0 {
+                    bail!("--attempt counts from 1 (the first attempt)");
+                }
+                let loaded = load(&store).await?;
+                let e = explain(&loaded.data, account.as_deref(), &from, &to, attempt)
+                    .map_err(|e| anyhow!("{e}"))?;
+                println!("{}", header(&store, &loaded));
+                print!("{}", render(&e));
+                println!("transport: {}", transport_line(&loaded.data, e.transport()));
+                warn_problems(&loaded);
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,148 @@
+//! Redis key names of one store (SPEC §1), all sharing one hash tag.
+//!
+//! Redis Cluster puts a key in the slot of the text between the first `{` and the next
+//! `}` when there is such a non-empty tag. The gateway loads and changes the whole store
+//! with one Lua script, which in a cluster must only touch keys of one slot, so every key
+//! of a prefix carries the same tag: a `key_prefix` without a tag is wrapped in braces
+//! (`relaygate:` → `{relaygate:}`), and a prefix that already has one is used as written
+//! (`app:{mail}:` stays as it is). `docs/redis.md` lists the resulting names.
+
+/// The key names for one `store.key_prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// Whether `s` contains a hash tag Redis Cluster would use: `{`, then at least one
+/// character, then `}`.
+fn has_hash_tag(s: &str) -> bool {
+    match s.find('{') {
+        Some(open) => matches!(s[open + 1..].find('}'), Some(len) if len > 0),
+        None => false,
+    }
+}
+
+/// Escapes the glob characters of a `KEYS` pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Keys {
+    /// The keys for `key_prefix` as configured (wrapped in a hash tag when it has none).
+    pub fn new(key_prefix: &str) -> Keys {
+        let prefix = if has_hash_tag(key_prefix) {
+            key_prefix.to_string()
+        } else {
+            format!("{{{key_prefix}}}")
+        };
+        Keys { prefix }
+    }
+
+    /// The effective prefix, hash tag included.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// HASH: transport name → JSON.
+    pub fn transports(&self) -> String {
+        format!("{}transports", self.prefix)
+    }
+
+    /// HASH: account name → account record JSON.
+    pub fn accounts(&self) -> String {
+        format!("{}accounts", self.prefix)
+    }
+
+    /// LIST of global routes.
+    pub fn global_routes(&self) -> String {
+        format!("{}routes:global", self.prefix)
+    }
+
+    /// LIST of a sender domain's routes (the domain in lowercase ASCII form).
+    pub fn domain_routes(&self, domain: &str) -> String {
+        format!("{}routes:domain:{domain}", self.prefix)
+    }
+
+    /// LIST of an account's routes.
+    pub fn account_routes(&self, account: &str) -> String {
+        format!("{}routes:account:{account}", self.prefix)
+    }
+
+    /// Counter increased by every change (the cheap consistency check reads it).
+    pub fn version(&self) -> String {
+        format!("{}version", self.prefix)
+    }
+
+    /// Pub/sub channel announcing a change.
+    pub fn channel(&self) -> String {
+        format!("{}changed", self.prefix)
+    }
+
+    /// `KEYS` pattern matching every domain route list.
+    pub fn domain_pattern(&self) -> String {
+        format!("{}routes:domain:*", glob_escape(&self.prefix))
+    }
+
+    /// `KEYS` pattern matching every account route list.
+    pub fn account_pattern(&self) -> String {
+        format!("{}routes:account:*", glob_escape(&self.prefix))
+    }
+
+    /// The domain of a domain route list key, if it is one.
+    pub fn domain_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("routes:domain:")
+    }
+
+    /// The account of an account route list key, if it is one.
+    pub fn account_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("routes:account:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_gets_a_hash_tag() {
+        let table = [
+            ("relaygate:", "{relaygate:}"),
+            ("", "{}"),
+            ("app:{mail}:", "app:{mail}:"),
+            ("a{}b:", "{a{}b:}"),
+            ("x{y", "{x{y}"),
+        ];
+        for (given, want) in table {
+            assert_eq!(Keys::new(given).prefix(), want, "{given}");
+        }
+        let k = Keys::new("relaygate:");
+        assert_eq!(k.transports(), "{relaygate:}transports");
+        assert_eq!(k.global_routes(), "{relaygate:}routes:global");
+        assert_eq!(
+            k.domain_routes("example.org"),
+            "{relaygate:}routes:domain:example.org"
+        );
+        assert_eq!(k.account_routes("app1"), "{relaygate:}routes:account:app1");
+        assert_eq!(k.channel(), "{relaygate:}changed");
+        assert_eq!(k.version(), "{relaygate:}version");
+    }
+
+    #[test]
+    fn patterns_escape_globs_and_round_trip() {
+        let k = Keys::new("a*[b]:");
+        assert_eq!(k.domain_pattern(), "{a\\*\\[b\\]:}routes:domain:*");
+        let key = k.domain_routes("x.org");
+        assert_eq!(k.domain_of(&key), Some("x.org"));
+        assert_eq!(k.account_of(&key), None);
+        assert_eq!(k.account_of(&k.account_routes("app")), Some("app"));
+    }
+}

@@ -1,0 +1,144 @@
+//! Changes to a store as data: a [`Mutation`] applied to a [`StoreData`] gives the new
+//! data, which is then validated as a whole before anything is written. Pure code: the
+//! Redis writes are computed afterwards by diffing the stored forms.
+
+use super::data::{RouteList, RouteSpec, StoreData};
+use crate::accounts::AccountRecord;
+use crate::config::TransportConfig;
+
+/// One change requested by the CLI.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Insert a route at `index` (default: the end).
+    AddRoute {
+        list: RouteList,
+        index: Option<usize>,
+        route: RouteSpec,
+    },
+    /// Remove the route at `index`.
+    RemoveRoute { list: RouteList, index: usize },
+    /// Create or replace a transport.
+    SetTransport {
+        name: String,
+        transport: TransportConfig,
+    },
+    RemoveTransport { name: String },
+    /// Create or replace an account's credentials.
+    SetAccount { name: String, record: AccountRecord },
+    RemoveAccount { name: String },
+    /// Replace everything (import).
+    Replace(Box<StoreData>),
+}
+
+impl Mutation {
+    /// The new data; an error when the change does not apply (no such index, name).
+    pub fn apply(&self, current: &StoreData) -> Result<StoreData, String> {
+        let mut data = current.clone();
+        match self {
+            Mutation::AddRoute { list, index, route } => {
+                let routes = data.list_mut(list);
+                let at = index.unwrap_or(routes.len());
+                if at > routes.len() {
+                    return Err(format!(
+                        "{list} has {} route(s): index {at} is past its end",
+                        routes.len()
+                    ));
+                }
+                routes.insert(at, route.clone());
+            }
+            Mutation::RemoveRoute { list, index } => {
+                let routes = data.list_mut(list);
+                if *index >= routes.len() {
+                    return Err(format!(
+                        "{list} has {} route(s): there is no index {index}",
+                        routes.len()
+                    ));
+                }
+                routes.remove(*index);
+            }
+            Mutation::SetTransport { name, transport } => {
+                data.transports.insert(name.clone(), transport.clone());
+            }
+            Mutation::RemoveTransport { name } => {
+                if data.transports.remove(name).is_none() {
+                    return Err(format!("there is no transport {name:?}"));
+                }
+            }
+            Mutation::SetAccount { name, record } => {
+                data.accounts.insert(name.clone(), record.clone());
+            }
+            Mutation::RemoveAccount { name } => {
+                if data.accounts.remove(name).is_none() {
+                    return Err(format!("there is no account {name:?}"));
+                }
+            }
+            Mutation::Replace(new) => data = (**new).clone(),
+        }
+        data.prune_empty_lists();
+        Ok(data)
+    }
+
+    /// Whether the mutation needs the current data to be readable (a replacement
+    /// does not, so `import` can repair a store holding bad JSON).
+    pub fn needs_current(&self) -> bool {
+        !matches!(self, Mutation::Replace(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(t: &str) -> RouteSpec {
+        RouteSpec {
+            transport: t.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn add_and_remove_routes() {
+        let d = StoreData::default();
+        let list = RouteList::Domain("x.org".into());
+        let d = Mutation::AddRoute {
+            list: list.clone(),
+            index: None,
+            route: r("a"),
+        }
+        .apply(&d)
+        .unwrap();
+        let d = Mutation::AddRoute {
+            list: list.clone(),
+            index: Some(0),
+            route: r("b"),
+        }
+        .apply(&d)
+        .unwrap();
+        assert_eq!(d.list(&list), &[r("b"), r("a")]);
+        let err = Mutation::AddRoute {
+            list: list.clone(),
+            index: Some(5),
+            route: r("c"),
+        }
+        .apply(&d)
+        .unwrap_err();
+        assert!(err.contains("routes:domain:x.org has 2 route(s)"), "{err}");
+        let d = Mutation::RemoveRoute {
+            list: list.clone(),
+            index: 1,
+        }
+        .apply(&d)
+        .unwrap();
+        let d = Mutation::RemoveRoute {
+            list: list.clone(),
+            index: 0,
+        }
+        .apply(&d)
+        .unwrap();
+        assert!(d.domains.is_empty(), "an emptied list disappears");
+        assert!(Mutation::RemoveRoute { list, index: 0 }.apply(&d).is_err());
+        assert!(Mutation::RemoveTransport { name: "x".into() }
+            .apply(&d)
+            .is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! AUTH on the submission listener, driven by a real client outside the project: msmtp
+//! (GNU SASL) from Debian, with each of SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5 and PLAIN.
+//! Also: relay needs AUTH outside trusted networks, wrong passwords get 535, and the
+//! authenticated account is recorded on the message.
+
+use anyhow::{ensure, Context, Result};
+
+use crate::support::deadline;
+use crate::support::gateway::{toml_str, Gateway, GatewayOptions};
+use crate::support::pki::Pki;
+use crate::support::sink::Sink;
+use crate::support::smtp_client::{simple_message, SmtpClient};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A gateway whose loopback is NOT trusted (so relay needs AUTH), with STARTTLS and an
+/// account `app` whose password is in a file.
+async fn gateway_with_account(sink: &Sink, pki: &Pki, dir: &std::path::Path) -> Result<Gateway> {
+    let pw = dir.join("app.password");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.trusted_networks = Some(vec!["192.0.2.0/24".into()]);
+    opts.submission_toml = format!(
+        "tls_cert = {}\ntls_key = {}\n",
+        toml_str(&pki.chain_pem.to_string_lossy()),
+        toml_str(&pki.key_pem.to_string_lossy())
+    );
+    opts.extra_toml.push_str(&format!(
+        "\n[accounts.app]\npassword_file = {}\n",
+        toml_str(&pw.to_string_lossy())
+    ));
+    Gateway::start(opts).await
+}
+
+async fn msmtp(
+    gw: &Gateway,
+    pki: &Pki,
+    auth: &str,
+    password: &str,
+    to: &str,
+) -> Result<std::process::Output> {
+    let port = gw.submission_addr().port().to_string();
+    let mut child = tokio::process::Command::new("msmtp")
+        .args([
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            "--tls=on",
+            "--tls-starttls=on",
+            &format!("--tls-trust-file={}", pki.ca_pem.display()),
+            "--tls-host-override=localhost",
+            &format!("--auth={auth}"),
+            "--user=app",
+            &format!("--passwordeval=printf '%s' '{password}'"),
+            "--from=a@src.test",
+            "--domain=app.test",
+            to,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running msmtp (install Debian's msmtp)")?;
+    let body = simple_message("a@src.test", to, auth, &format!("msmtp-{auth}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(&body).await?;
+    }
+    Ok(
+        tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+            .await??,
+    )
+}
+
+#[tokio::test]
+async fn msmtp_authenticates_with_each_mechanism() -> Result<()> {
+    let pki = Pki::new()?;
+    let sink = Sink::start().await?;
+    let gw = gateway_with_account(&sink, &pki, pki.dir.path()).await?;
+    for (i, mech) in ["scram-sha-256", "scram-sha-1", "cram-md5", "plain"]
+        .iter()
+        .enumerate()
+    {
+        let to = format!("m{i}@dst.test");
+        let out = msmtp(&gw, &pki, mech, PASSWORD, &to).await?;
+        ensure!(
+            out.status.success(),
+            "msmtp --auth={mech} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let msgs = sink.wait_for(deadline(30), |m| m.len() >= 4).await?;
+    for i in 0..4 {
+        ensure!(
+            msgs.iter().any(|m| m.has_rcpt(&format!("m{i}@dst.test"))),
+            "m{i} missing"
+        );
+    }
+    let queued = gw.queue_messages().await?;
+    ensure!(queued.is_empty(), "{queued:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_password_gets_535_and_no_relay() -> Result<()> {
+    let pki = Pki::new()?;
+    let sink = Sink::start().await?;
+    let gw = gateway_with_account(&sink, &pki, pki.dir.path()).await?;
+    let out = msmtp(&gw, &pki, "scram-sha-256", "wrong password", "w@dst.test").await?;
+    ensure!(
+        !out.status.success(),
+        "msmtp succeeded with a wrong password"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    ensure!(
+        err.contains("535"),
+        "expected a 535 in msmtp's error: {err}"
+    );
+
+    // Without AUTH, from an untrusted address, every RCPT is refused.
+    let mut c = SmtpClient::connect(gw.submission_addr()).await?;
+    let ehlo = c.ehlo("app.test").await?;
+    ensure!(
+        ehlo.capability("AUTH").is_some(),
+        "AUTH not offered: {ehlo:?}"
+    );
+    c.expect("MAIL FROM:<a@src.test>", 250).await?;
+    let r = c.cmd("RCPT TO:<x@dst.test>").await?;
+    ensure!(r.code == 550, "relay without AUTH: {r:?}");
+    ensure!(sink.messages().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_is_refused_without_tls_off_loopback_rules() -> Result<()> {
+    // From loopback, PLAIN is offered without TLS; the account is recorded on the message.
+    let pki = Pki::new()?;
+    let sink = Sink::start().await?;
+    let gw = gateway_with_account(&sink, &pki, pki.dir.path()).await?;
+    let mut c = SmtpClient::connect(gw.submission_addr()).await?;
+    let ehlo = c.ehlo("app.test").await?;
+    let auth = ehlo.capability("AUTH").context("AUTH")?;
+    ensure!(
+        auth.contains("PLAIN") && auth.contains("SCRAM-SHA-256"),
+        "{auth}"
+    );
+    ensure!(!auth.contains("-PLUS"), "-PLUS without TLS: {auth}");
+    use base64::Engine;
+    let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0app\0{PASSWORD}"));
+    c.expect(&format!("AUTH PLAIN {ir}"), 235).await?;
+    let again = c.cmd(&format!("AUTH PLAIN {ir}")).await?;
+    ensure!(again.code == 503, "second AUTH: {again:?}");
+    c.send_message(
+        "a@src.test",
+        &["p@dst.test"],
+        &simple_message("a@src.test", "p@dst.test", "p", "p-1"),
+    )
+    .await?;
+    sink.wait_for(deadline(30), |m| m.iter().any(|x| x.has_rcpt("p@dst.test")))
+        .await?;
+    let msgs = sink.messages();
+    let m = msgs
+        .iter()
+        .find(|x| x.has_rcpt("p@dst.test"))
+        .context("delivered")?;
+    let received = m.header("Received").context("Received")?;
+    ensure!(
+        received.contains("ESMTPA"),
+        "Received should say ESMTPA: {received}"
+    );
+    Ok(())
+}
