@@ -29,6 +29,8 @@ pub struct AdminState {
     pub metrics: Option<PrometheusHandle>,
     pub token: Option<Arc<String>>,
     pub snapshot: SnapshotCell,
+    /// Route store state ("ok", or "degraded" while Redis is unreachable).
+    pub store: crate::store::StoreStatus,
 }
 
 /// Constant-time comparison of two byte strings (length is not secret).
@@ -99,10 +101,16 @@ pub async fn start(
     Ok(local)
 }
 
+/// Always HTTP 200 while the gateway runs: with the Redis store unreachable it still
+/// accepts and delivers (on its last good snapshot), so `status` and `store` say
+/// "degraded" instead of failing the check.
 async fn healthz(State(state): State<AdminState>) -> Json<Value> {
     let c = state.queue.counts();
+    let store = state.store.state();
     Json(json!({
-        "status": "ok",
+        "status": store,
+        "store": store,
+        "store_detail": state.store.detail_json(),
         "config_generation": state.snapshot.generation(),
         "queue": {
             "messages": c.messages,

@@ -4,7 +4,9 @@
 //! scheduler → submission listeners → admin listener → `ready.json`. Shutdown (SIGTERM,
 //! SIGINT) runs it backwards: stop accepting, let sessions and deliveries finish (bounded),
 //! flush the spool. SIGHUP reloads routes and transports from the config file; a bad file
-//! is refused and the running snapshot stays.
+//! is refused and the running snapshot stays. With `store.kind = "redis"` the snapshot
+//! comes from Redis instead (see `crate::store::live`): loaded before the listeners
+//! open, then followed by a task of its own.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -21,11 +23,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::queue::scheduler::Scheduler;
 use crate::queue::{Queue, QueueSettings};
 use crate::snapshot::{self, SnapshotCell};
 use crate::spool::Spool;
+use crate::store::StoreStatus;
 use crate::submission::server::parse_networks;
 use crate::submission::{SubmissionServer, SubmissionSettings};
 
@@ -146,10 +149,27 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         },
     ));
     let tls = tls_configs(&config)?;
-    let snap = SnapshotCell::new(snapshot::build(&config, &tls).map_err(|e| anyhow!("{e}"))?);
     let metrics_handle = crate::metrics::install();
+    let (snap, store_status, store_runner) = match config.store.kind {
+        StoreKind::File => (
+            SnapshotCell::new(snapshot::build(&config, &tls).map_err(|e| anyhow!("{e}"))?),
+            StoreStatus::file(),
+            None,
+        ),
+        StoreKind::Redis => {
+            let started = crate::store::live::start(&config, &tls)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            (
+                SnapshotCell::new(started.snapshot),
+                started.status,
+                Some(started.runner),
+            )
+        }
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let store_handle = store_runner.map(|r| r.spawn(snap.clone(), shutdown_rx.clone()));
     let scheduler = Scheduler::new(
         Arc::clone(&queue),
         snap.clone(),
@@ -192,6 +212,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             metrics: metrics_handle.clone(),
             token: admin_token,
             snapshot: snap.clone(),
+            store: store_status.clone(),
         };
         Some(
             admin::start(&config.admin.listen, state, shutdown_rx.clone())
@@ -238,7 +259,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(config_path, &config, &snap),
+            _ = hup.recv() => reload(config_path, &config, &snap, store_handle.as_ref()),
         }
     }
 
@@ -256,7 +277,14 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Reloads routes and transports; listeners, data_dir and the like need a restart.
-fn reload(config_path: &Path, running: &Config, snap: &SnapshotCell) {
+/// With the Redis store, routes and transports stay those of Redis: the new config is
+/// handed to the store task, which rebuilds the snapshot with it and reloads Redis.
+fn reload(
+    config_path: &Path,
+    running: &Config,
+    snap: &SnapshotCell,
+    store: Option<&crate::store::live::StoreHandle>,
+) {
     let fresh = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -266,6 +294,19 @@ fn reload(config_path: &Path, running: &Config, snap: &SnapshotCell) {
     };
     if fresh.data_dir != running.data_dir || fresh.submission.listen != running.submission.listen {
         tracing::warn!("reload: data_dir and listener changes take effect at the next restart");
+    }
+    if let Some(store) = store {
+        if fresh.store.kind != running.store.kind
+            || fresh.store.redis_url != running.store.redis_url
+            || fresh.store.key_prefix != running.store.key_prefix
+        {
+            tracing::warn!("reload: [store] changes take effect at the next restart");
+        }
+        match tls_configs(&fresh) {
+            Ok(tls) => store.reconfigure(fresh, tls),
+            Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
+        }
+        return;
     }
     let built = tls_configs(&fresh)
         .map_err(|e| e.to_string())

@@ -105,6 +105,20 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Invoked as `sendmail` (a symlink), or as `relaygate sendmail ...`: sendmail's own
+    // flags (-t -f -oi ...) are not clap's, so they are parsed by the sendmail module.
+    let argv: Vec<String> = std::env::args().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if invoked_as == "sendmail" {
+        return ExitCode::from(relaygate::cli::sendmail::run(&argv[1..]));
+    }
+    if argv.get(1).map(String::as_str) == Some("sendmail") {
+        return ExitCode::from(relaygate::cli::sendmail::run(&argv[2..]));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {

@@ -50,8 +50,8 @@ fn first_line(reader: impl BufRead, what: &str) -> anyhow::Result<String> {
 fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
     match file {
         Some(path) => {
-            let f = std::fs::File::open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            let f =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             first_line(std::io::BufReader::new(f), &path.display().to_string())
         }
         None => {

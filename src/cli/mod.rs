@@ -6,6 +6,7 @@ pub mod admin_client;
 pub mod auth_test;
 pub mod queue;
 pub mod routes;
+pub mod sendmail;
 pub mod transports;
 
 pub use admin_client::{admin_target, call, http, AdminTarget};

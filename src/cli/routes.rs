@@ -186,10 +186,7 @@ fn list_json(loaded: &Loaded) -> serde_json::Value {
 
 fn transport_line(data: &StoreData, name: &str) -> String {
     match data.transports.get(name) {
-        Some(t) => format!(
-            "{name} ({})",
-            crate::store::raw::transport_json(t)
-        ),
+        Some(t) => format!("{name} ({})", crate::store::raw::transport_json(t)),
         None if name == "direct" || name.is_empty() => "direct (MX delivery)".into(),
         None => format!("{name} (not defined!)"),
     }
@@ -225,12 +222,27 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
                 };
                 let summary = route.summary();
                 let at = index.map(|i| i.to_string()).unwrap_or_else(|| "end".into());
-                let w = apply(&store, Mutation::AddRoute { list: list.clone(), index, route }).await?;
+                let w = apply(
+                    &store,
+                    Mutation::AddRoute {
+                        list: list.clone(),
+                        index,
+                        route,
+                    },
+                )
+                .await?;
                 report(w, &format!("added to {list} at {at}: {summary}"));
             }
             RoutesAction::Remove { list, index } => {
                 let list = list.list()?;
-                let w = apply(&store, Mutation::RemoveRoute { list: list.clone(), index }).await?;
+                let w = apply(
+                    &store,
+                    Mutation::RemoveRoute {
+                        list: list.clone(),
+                        index,
+                    },
+                )
+                .await?;
                 report(w, &format!("removed {list}[{index}]"));
             }
             RoutesAction::Import { file } => {

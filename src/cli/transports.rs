@@ -132,7 +132,10 @@ impl TransportFlags {
 }
 
 /// The transport described by `--json` and the flags.
-pub fn transport_from(json: Option<&str>, flags: TransportFlags) -> anyhow::Result<TransportConfig> {
+pub fn transport_from(
+    json: Option<&str>,
+    flags: TransportFlags,
+) -> anyhow::Result<TransportConfig> {
     let mut object = match json {
         Some(text) => match serde_json::from_str::<Value>(text).context("--json")? {
             Value::Object(m) => m,
@@ -237,6 +240,10 @@ mod tests {
         assert_eq!(t.port, Some(25));
         assert_eq!(t.mechanisms, vec!["PLAIN"]);
         assert!(transport_from(None, TransportFlags::default()).is_err());
-        assert!(transport_from(Some(r#"{"kind":"smtp","bogus":1}"#), TransportFlags::default()).is_err());
+        assert!(transport_from(
+            Some(r#"{"kind":"smtp","bogus":1}"#),
+            TransportFlags::default()
+        )
+        .is_err());
     }
 }

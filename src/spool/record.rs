@@ -121,6 +121,8 @@ pub fn encode_removal(id: MsgId) -> Encoded {
 }
 
 /// A decoded record; message bodies are not copied, only located.
+// Values live only while the spool is replayed, one at a time: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Decoded {
     Message {

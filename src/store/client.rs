@@ -21,7 +21,10 @@ const WRITE_TRIES: u32 = 5;
 /// A store opened from a config file.
 pub enum StoreClient {
     /// Routes and transports of the config file itself.
-    File { path: PathBuf, data: Box<StoreData> },
+    File {
+        path: PathBuf,
+        data: Box<StoreData>,
+    },
     Redis(RedisStore),
 }
 

@@ -228,7 +228,10 @@ impl StoreData {
         }
         for account in self.accounts_routes.keys().chain(self.accounts.keys()) {
             if account.is_empty() {
-                problems.push(Problem::new("accounts", "an account name must not be empty"));
+                problems.push(Problem::new(
+                    "accounts",
+                    "an account name must not be empty",
+                ));
             }
         }
         for (list, routes) in self.lists() {
@@ -396,7 +399,10 @@ mod tests {
             .insert("example.org".into(), vec![route(""), route("nope")]);
         let problems = d.validate().unwrap_err();
         let text = format_problems(&problems);
-        assert!(text.contains("routes:global[1]: route names transport \"missing\""), "{text}");
+        assert!(
+            text.contains("routes:global[1]: route names transport \"missing\""),
+            "{text}"
+        );
         assert!(text.contains("routes:domain:example.org[1]"), "{text}");
         assert_eq!(problems.len(), 2, "{text}");
     }

@@ -81,8 +81,10 @@ pub fn explain(
         steps: Vec::new(),
     };
     if let Some(a) = account {
-        out.lists
-            .push((RouteList::Account(a.to_string()), data.list(&RouteList::Account(a.into())).len()));
+        out.lists.push((
+            RouteList::Account(a.to_string()),
+            data.list(&RouteList::Account(a.into())).len(),
+        ));
     }
     if !from_domain.is_empty() {
         let list = RouteList::Domain(from_domain.clone());
@@ -147,11 +149,7 @@ pub fn render(e: &Explanation) -> String {
         e.attempt,
         e.attempt.saturating_sub(1)
     );
-    let order: Vec<String> = e
-        .lists
-        .iter()
-        .map(|(l, n)| format!("{l} ({n})"))
-        .collect();
+    let order: Vec<String> = e.lists.iter().map(|(l, n)| format!("{l} ({n})")).collect();
     let _ = writeln!(s, "lists, in order: {}", order.join(" -> "));
     for step in &e.steps {
         let mark = if step.mismatch.is_none() {
@@ -219,7 +217,10 @@ mod tests {
         let e = explain(&d, None, "a@other.org", "b@gmail.com", 4).unwrap();
         assert_eq!(e.transport(), "B");
         let text = render(&e);
-        assert!(text.contains("chosen: routes:global[0] -> transport B"), "{text}");
+        assert!(
+            text.contains("chosen: routes:global[0] -> transport B"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -157,12 +157,11 @@ pub async fn start(config: &Config, tls: &TlsClientConfigs) -> Result<Started, S
                     })
                 }
             };
-            let snap = build(&persisted.data, config, tls).map_err(|problems| {
-                StoreError::Persisted {
+            let snap =
+                build(&persisted.data, config, tls).map_err(|problems| StoreError::Persisted {
                     path: path.clone(),
                     message: format_problems(&problems),
-                }
-            })?;
+                })?;
             tracing::warn!(
                 store = %source,
                 error = %cause,
@@ -346,7 +345,10 @@ impl Runner {
                 if let Some(cell) = &self.snap {
                     cell.set(s);
                 }
-                tracing::info!(version = self.applied.version, "store: snapshot rebuilt with the reloaded config");
+                tracing::info!(
+                    version = self.applied.version,
+                    "store: snapshot rebuilt with the reloaded config"
+                );
             }
             Err(problems) => tracing::error!(
                 problems = %format_problems(&problems),

@@ -16,16 +16,26 @@ pub enum Mutation {
         route: RouteSpec,
     },
     /// Remove the route at `index`.
-    RemoveRoute { list: RouteList, index: usize },
+    RemoveRoute {
+        list: RouteList,
+        index: usize,
+    },
     /// Create or replace a transport.
     SetTransport {
         name: String,
         transport: TransportConfig,
     },
-    RemoveTransport { name: String },
+    RemoveTransport {
+        name: String,
+    },
     /// Create or replace an account's credentials.
-    SetAccount { name: String, record: AccountRecord },
-    RemoveAccount { name: String },
+    SetAccount {
+        name: String,
+        record: AccountRecord,
+    },
+    RemoveAccount {
+        name: String,
+    },
     /// Replace everything (import).
     Replace(Box<StoreData>),
 }

@@ -74,10 +74,18 @@ fn route_json(r: &RouteSpec) -> String {
     serde_json::to_string(r).unwrap_or_default()
 }
 
+/// Parses a JSON object (not an array, which serde would also accept for a struct).
+fn parse_object<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    match serde_json::from_str::<Value>(text).map_err(|e| e.to_string())? {
+        v @ Value::Object(_) => serde_json::from_value(v).map_err(|e| e.to_string()),
+        _ => Err("expected a JSON object".into()),
+    }
+}
+
 fn decode_routes(list: RouteList, items: &[String], problems: &mut Vec<Problem>) -> Vec<RouteSpec> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        match serde_json::from_str::<RouteSpec>(item) {
+        match parse_object::<RouteSpec>(item) {
             Ok(r) => out.push(r),
             Err(e) => problems.push(Problem::new(
                 format!("{list}[{i}]"),
@@ -94,7 +102,7 @@ impl RawStore {
         let mut problems = Vec::new();
         let mut data = StoreData::default();
         for (name, json) in &self.transports {
-            match serde_json::from_str::<TransportConfig>(json) {
+            match parse_object::<TransportConfig>(json) {
                 Ok(t) => {
                     data.transports.insert(name.clone(), t);
                 }
@@ -105,7 +113,7 @@ impl RawStore {
             }
         }
         for (name, json) in &self.accounts {
-            match serde_json::from_str::<AccountRecord>(json) {
+            match parse_object::<AccountRecord>(json) {
                 Ok(a) => {
                     data.accounts.insert(name.clone(), a);
                 }
@@ -216,7 +224,12 @@ fn diff_lists(
 /// The writes that turn the stored `old` into `new` (versions are ignored).
 pub fn diff(keys: &Keys, old: &RawStore, new: &RawStore) -> Vec<WriteOp> {
     let mut ops = Vec::new();
-    diff_hash(keys.transports(), &old.transports, &new.transports, &mut ops);
+    diff_hash(
+        keys.transports(),
+        &old.transports,
+        &new.transports,
+        &mut ops,
+    );
     diff_hash(keys.accounts(), &old.accounts, &new.accounts, &mut ops);
     if old.global != new.global {
         ops.push(WriteOp::SetList {
@@ -224,7 +237,12 @@ pub fn diff(keys: &Keys, old: &RawStore, new: &RawStore) -> Vec<WriteOp> {
             items: new.global.clone(),
         });
     }
-    diff_lists(|d| keys.domain_routes(d), &old.domains, &new.domains, &mut ops);
+    diff_lists(
+        |d| keys.domain_routes(d),
+        &old.domains,
+        &new.domains,
+        &mut ops,
+    );
     diff_lists(
         |a| keys.account_routes(a),
         &old.account_routes,
@@ -279,10 +297,8 @@ mod tests {
             transport: "A".into(),
             ..Default::default()
         });
-        data.domains.insert(
-            "x.org".into(),
-            vec![RouteSpec::default()],
-        );
+        data.domains
+            .insert("x.org".into(), vec![RouteSpec::default()]);
         let old = RawStore::encode(&data);
         assert!(diff(&keys, &old, &old).is_empty());
         let decoded = old.decode().unwrap();
@@ -290,10 +306,9 @@ mod tests {
 
         let mut changed = data.clone();
         changed.domains.clear();
-        changed.accounts_routes.insert(
-            "app".into(),
-            vec![RouteSpec::default()],
-        );
+        changed
+            .accounts_routes
+            .insert("app".into(), vec![RouteSpec::default()]);
         let ops = diff(&keys, &old, &RawStore::encode(&changed));
         assert_eq!(
             ops,

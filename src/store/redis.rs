@@ -129,11 +129,7 @@ pub fn redact(url: &str) -> String {
     match rest[..authority_end].rfind('@') {
         Some(at) => {
             let user = rest[..at].split(':').next().unwrap_or("");
-            format!(
-                "{}{user}:***{}",
-                &url[..scheme_end],
-                &rest[at..]
-            )
+            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
         }
         None => url.to_string(),
     }
@@ -153,7 +149,10 @@ pub fn parse_endpoint(url: &str, cluster: bool) -> Result<Endpoint, StoreError> 
         message: message.to_string(),
     };
     let url = url.trim();
-    for (scheme, plain) in [("redis-cluster://", "redis://"), ("rediss-cluster://", "rediss://")] {
+    for (scheme, plain) in [
+        ("redis-cluster://", "redis://"),
+        ("rediss-cluster://", "rediss://"),
+    ] {
         if let Some(rest) = url.strip_prefix(scheme) {
             let (auth, rest) = match rest.rfind('@') {
                 Some(at) => (&rest[..=at], &rest[at + 1..]),
@@ -580,7 +579,10 @@ impl RedisStore {
         let Value::Array(parts) = &v else {
             return Err(shape());
         };
-        match (parts.first().and_then(as_u64), parts.get(1).and_then(as_u64)) {
+        match (
+            parts.first().and_then(as_u64),
+            parts.get(1).and_then(as_u64),
+        ) {
             (Some(1), Some(version)) => Ok(Ok(version)),
             (Some(0), Some(current)) => Ok(Err(current)),
             _ => Err(shape()),

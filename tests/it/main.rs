@@ -15,5 +15,6 @@ mod direct;
 mod durability;
 mod harness;
 mod operations;
+mod sendmail;
 mod submission;
 mod tls;

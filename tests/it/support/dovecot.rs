@@ -63,9 +63,9 @@ impl Dovecot {
         let dir = super::temp_dir("relaygate-dovecot-")?;
         // The login and auth processes run as dovenull/dovecot and must reach base_dir.
         set_mode(dir.path(), 0o755)?;
-        for sub in ["run", "state", "home"] {
+        for (sub, mode) in [("run", 0o755), ("state", 0o755), ("home", 0o1777)] {
             std::fs::create_dir(dir.path().join(sub))?;
-            set_mode(&dir.path().join(sub), 0o755)?;
+            set_mode(&dir.path().join(sub), mode)?;
         }
         std::fs::write(
             dir.path().join("passwd"),
@@ -186,7 +186,9 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/passwd
 }}
-# The static userdb below maps every user to the system user "dovecot".
+# The static userdb below maps every user to the system user "dovecot", whose home
+# (created on demand under a world-writable dir) holds a never-used Maildir.
+mail_location = maildir:~/Maildir
 first_valid_uid = 1
 first_valid_gid = 1
 userdb {{
