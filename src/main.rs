@@ -39,6 +39,11 @@ enum Command {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Account helpers: `account hash` prints the verifiers for a password.
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
     /// Queue administration through the running gateway's admin API.
     Queue {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
@@ -77,6 +82,16 @@ enum Command {
         transport: String,
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountAction {
+    /// Read a password (standard input, or --password-file) and print the verifiers to
+    /// put in `[accounts.NAME]` instead of the password.
+    Hash {
+        #[arg(long)]
+        password_file: Option<String>,
     },
 }
 
@@ -169,6 +184,9 @@ fn main() -> ExitCode {
         Command::Accounts { config, action } => {
             exit_code(relaygate::cli::accounts::run(&config, action))
         }
+        Command::Account {
+            action: AccountAction::Hash { password_file },
+        } => exit_code(relaygate::cli::account_hash::run(password_file.as_deref())),
         Command::AuthTest { transport, config } => {
             relaygate::cli::auth_test::run(&config, &transport)
         }

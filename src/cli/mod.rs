@@ -1,6 +1,7 @@
 //! Command-line front ends. Each subcommand family lives in its own module with its clap
 //! definitions and a `run` function; `main.rs` only dispatches.
 
+pub mod account_hash;
 pub mod accounts;
 pub mod admin_client;
 pub mod auth_test;

@@ -171,3 +171,40 @@ async fn plain_is_refused_without_tls_off_loopback_rules() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn verifiers_from_account_hash_authenticate() -> Result<()> {
+    let dir = crate::support::temp_dir("relaygate-hash-")?;
+    let pwfile = dir.path().join("pw");
+    std::fs::write(&pwfile, "hashed pw\n")?;
+    let out = crate::support::gateway::run_relaygate(
+        &[
+            "account",
+            "hash",
+            "--password-file",
+            &pwfile.to_string_lossy(),
+        ],
+        dir.path(),
+    )
+    .await?;
+    ensure!(out.code == Some(0), "account hash failed: {out}");
+    ensure!(!out.stdout.contains("hashed pw"), "password printed");
+    ensure!(
+        out.stdout.contains("scram_sha256 = \"SCRAM-SHA-256$"),
+        "{out}"
+    );
+    let sink = Sink::start().await?;
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.extra_toml
+        .push_str(&format!("\n[accounts.hashed]\n{}", out.stdout));
+    let gw = Gateway::start(opts).await?;
+    let mut c = SmtpClient::connect(gw.submission_addr()).await?;
+    c.ehlo("app.test").await?;
+    use base64::Engine;
+    let good = base64::engine::general_purpose::STANDARD.encode("\0hashed\0hashed pw");
+    let bad = base64::engine::general_purpose::STANDARD.encode("\0hashed\0other");
+    let r = c.cmd(&format!("AUTH PLAIN {bad}")).await?;
+    ensure!(r.code == 535, "wrong password: {r:?}");
+    c.expect(&format!("AUTH PLAIN {good}"), 235).await?;
+    Ok(())
+}
