@@ -148,7 +148,17 @@ fn main() -> ExitCode {
                     routes,
                     c.store.kind
                 );
-                ExitCode::SUCCESS
+                match relaygate::cli::routes::check_store(&config, &c) {
+                    Ok(Some(line)) => {
+                        println!("{line}");
+                        ExitCode::SUCCESS
+                    }
+                    Ok(None) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("{e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(errors) => {
                 eprintln!("{errors}");

@@ -192,6 +192,32 @@ fn transport_line(data: &StoreData, name: &str) -> String {
     }
 }
 
+/// For `check-config`: with the Redis store, reads and validates it as a gateway would
+/// (`None` with the file store, which the config check already covers).
+pub fn check_store(config_path: &Path, config: &Config) -> anyhow::Result<Option<String>> {
+    if config.store.kind == crate::config::StoreKind::File {
+        return Ok(None);
+    }
+    let store = StoreClient::open(config_path, config).map_err(|e| anyhow!("{e}"))?;
+    block_on(async {
+        let loaded = load(&store).await?;
+        if !loaded.problems.is_empty() {
+            bail!(
+                "{}: gateways would refuse this store content:\n{}",
+                header(&store, &loaded),
+                format_problems(&loaded.problems)
+            );
+        }
+        Ok(Some(format!(
+            "{}: OK ({} transports, {} routes, {} accounts)",
+            header(&store, &loaded),
+            loaded.data.transports.len(),
+            loaded.data.route_count(),
+            loaded.data.accounts.len()
+        )))
+    })
+}
+
 pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
     let (_config, store) = open(config_path)?;
     block_on(async move {

@@ -15,6 +15,7 @@ mod direct;
 mod durability;
 mod harness;
 mod operations;
+mod redis;
 mod sendmail;
 mod submission;
 mod tls;

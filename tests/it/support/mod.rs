@@ -3,6 +3,8 @@
 //! - [`sink`]: a scriptable in-process SMTP sink (the gateway's outbound peer).
 //! - [`gateway`]: runs the real `relaygate` binary as a child process.
 //! - [`smtp_client`]: a raw SMTP client for exact-byte submission tests.
+//! - [`redis`]: real `redis-server` processes (one server or a 3-node cluster) and
+//!   the store CLI.
 //! - [`pki`]: a throw-away CA and a server certificate for `localhost`/127.0.0.1.
 //! - [`dovecot`]: a private Dovecot submission server, the real SASL peer outside the
 //!   project.
@@ -15,6 +17,7 @@
 pub mod dovecot;
 pub mod gateway;
 pub mod pki;
+pub mod redis;
 pub mod sink;
 pub mod smtp_client;
 
