@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v msmtp >/dev/null 2>&1 || need+=(msmtp)            # real SASL client (GNU SASL)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test peers: ${need[*]}"
   sudo_cmd=""
@@ -15,5 +16,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -q -- -D warnings
-cargo test -q --workspace
+cargo clippy --workspace --all-targets --all-features -q -- -D warnings
+cargo test -q --workspace --all-features
