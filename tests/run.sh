@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v msmtp >/dev/null 2>&1 || need+=(msmtp)            # real SASL client (GNU SASL)
+command -v microsocks >/dev/null 2>&1 || need+=(microsocks)  # real SOCKS5 server
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test peers: ${need[*]}"
   sudo_cmd=""

@@ -409,9 +409,15 @@ impl Runner {
         };
         let next = Applied::new(raw.version, data);
         if next.fingerprint == self.applied.fingerprint {
-            self.applied.version = next.version;
+            // Same content (a no-op write, or back to what is in force after a refused
+            // version): nothing to rebuild, but the version in force moves on.
             self.status.set_rejected(None);
             count("unchanged");
+            if next.version != self.applied.version {
+                self.status.loaded(next.version, false);
+                save(&self.data_dir, &self.source, &next).await;
+                self.applied = next;
+            }
             return;
         }
         let snap = match build(&next.data, &self.config, &self.tls) {

@@ -60,6 +60,7 @@ pub mod reply;
 pub mod sasl;
 pub mod session;
 pub mod smarthost;
+pub mod socks;
 pub mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;

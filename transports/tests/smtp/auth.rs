@@ -460,9 +460,11 @@ fn config_debug_redacts_the_password() {
     assert!(text.contains("redacted"), "{text}");
 }
 
-/// Every tracing event, with all its fields, as text.
+/// Every tracing event of this test binary, with all its fields, as text: a global
+/// subscriber (a thread-scoped one misses events whose callsite interest another test
+/// thread cached first).
 mod capture {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, OnceLock};
 
     use tracing::{
         field::{Field, Visit},
@@ -471,6 +473,19 @@ mod capture {
 
     #[derive(Clone, Default)]
     pub struct Capture(pub Arc<Mutex<String>>);
+
+    /// The process-wide capture, installed on first use.
+    pub fn global() -> Capture {
+        static GLOBAL: OnceLock<Capture> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let capture = Capture::default();
+                tracing::subscriber::set_global_default(capture.clone())
+                    .expect("no other global subscriber in this test binary");
+                capture
+            })
+            .clone()
+    }
 
     struct Fields<'a>(&'a mut String);
 
@@ -503,13 +518,12 @@ mod capture {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn debug_logs_never_show_the_password() {
     use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 
     let password = "pa55-in-the-clear";
-    let capture = capture::Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    let capture = capture::global();
     // PLAIN in clear (no_starttls): the response on the wire carries the password
     // itself; then a wrong password, so the failure paths log too.
     let mut ok = vec![greeting()];
