@@ -83,6 +83,12 @@ enum Command {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Check a sender domain's DNS against the egress IPs: SPF (MAIL FROM and HELO),
+    /// reverse DNS vs the EHLO name, MX, MTA-STS and TLSA; exit 1 when a check fails.
+    Dnscheck(relaygate::cli::dnscheck::DnscheckArgs),
+    /// Check that every proxy of a socks transport accepts our credentials and a
+    /// CONNECT; exit 0 only when all of them work.
+    SocksTest(relaygate::cli::socks_test::SocksTestArgs),
 }
 
 #[derive(Subcommand)]
@@ -200,6 +206,8 @@ fn main() -> ExitCode {
         Command::AuthTest { transport, config } => {
             relaygate::cli::auth_test::run(&config, &transport)
         }
+        Command::Dnscheck(args) => relaygate::cli::dnscheck::run(args),
+        Command::SocksTest(args) => relaygate::cli::socks_test::run(args),
         Command::Queue {
             config,
             admin,

@@ -8,6 +8,8 @@ need=()
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v msmtp >/dev/null 2>&1 || need+=(msmtp)            # real SASL client (GNU SASL)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)  # real SOCKS5 server
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-core dovecot-submissiond)  # real SASL server
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # store tests (Redis 7)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test peers: ${need[*]}"
   sudo_cmd=""

@@ -27,6 +27,9 @@ fn route(to: &[String], min: u32, transport: &str) -> RouteSpec {
 /// 1,000 routes: 300 account, 400 sender-domain, 300 global.
 fn data(global: usize) -> StoreData {
     let mut d = StoreData::default();
+    let t = serde_json::from_str(r#"{"kind":"smtp","host":"smarthost.example"}"#)
+        .expect("a transport");
+    d.transports.insert("t".to_string(), t);
     let to = |i: usize| vec![format!("dest{i}.example"), format!(".sub{i}.example")];
     for a in 0..100 {
         let routes = (0..3).map(|i| route(&to(a * 3 + i), i as u32, "t")).collect();

@@ -17,7 +17,7 @@ use crate::support::gateway::{toml_str, Gateway, GatewayOptions};
 use crate::support::pki::Pki;
 use crate::support::sink::{Mode, Received, Sink};
 use crate::support::smtp_client::{simple_message, submit, SmtpClient};
-use crate::support::{deadline, wait_until};
+use crate::support::{deadline, temp_dir, wait_until};
 
 const SENDER: &str = "sender@src.test";
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -44,6 +44,10 @@ impl Lab {
         let dns = TestDns::start()
             .await
             .context("starting the test DNS server")?;
+        Lab::with_dns(dns).await
+    }
+
+    async fn with_dns(dns: TestDns) -> Result<Lab> {
         let dsn = Sink::start().await?;
         dns.add_mx("src.test", 10, "mx.src.test");
         dns.add_a("mx.src.test", LOCALHOST);
@@ -685,6 +689,51 @@ async fn requiretls_without_dane_or_mtasts_fails_without_dialing() -> Result<()>
             "relaygate_queue_requiretls_unsupported_total{reason=\"nopolicy\"}"
         ) >= 1.0,
         "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn validate_mode_authentic_and_bogus() -> Result<()> {
+    let dns = TestDns::signed().await?;
+    let anchor_dir = temp_dir("relaygate-anchor-")?;
+    let anchor = anchor_dir.path().join("root.key");
+    std::fs::write(&anchor, dns.trust_anchor().context("a signed server")?)?;
+    let mut lab = Lab::with_dns(dns).await?;
+    lab.dns_toml = format!(
+        "validate = true\ntrust_anchor_file = {}\n",
+        toml_str(&anchor.to_string_lossy())
+    );
+    let sink = Sink::start().await?;
+    lab.domain_at("signed.test", &sink);
+    lab.domain_at("broken.test", &sink);
+    lab.dns.set_bogus("broken.test", true);
+    let gw = lab.gateway().await?;
+
+    // Validated in process from the trust anchor: authentic.
+    send(&gw, "rcpt@signed.test", "val-1").await?;
+    sink.wait_for(deadline(SECS), |m| {
+        m.iter().any(|x| x.has_rcpt("rcpt@signed.test"))
+    })
+    .await?;
+    gw.wait_queue_empty(deadline(SECS)).await?;
+    let metrics = gw.metrics_text().await?;
+    ensure!(
+        counter(&metrics, "relaygate_queue_destinations_authentic_total") == 1.0,
+        "a validated zone is authentic:\n{metrics}"
+    );
+
+    // A broken signature is bogus: no delivery, retried later.
+    send(&gw, "rcpt@broken.test", "val-2").await?;
+    let rcpt = queued_rcpt_after(&gw, 2).await?;
+    let reply = rcpt["last_reply"].as_str().unwrap_or_default();
+    ensure!(
+        reply.starts_with("451 4.4.3") && reply.contains("bogus"),
+        "last reply {reply:?}"
+    );
+    ensure!(
+        sink.rcpt_attempts("rcpt@broken.test") == 0,
+        "delivered on bogus DNS data"
     );
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::support::gateway::{toml_str, Gateway, GatewayOptions};
 use crate::support::redis::{sink_transport, store_toml, RedisCluster, RedisServer, StoreCli};
 use crate::support::sink::{Mode, Sink};
 use crate::support::smtp_client::{simple_message, submit, SmtpClient};
-use crate::support::{deadline, wait_until_async};
+use crate::support::{deadline, wait_until, wait_until_async};
 
 /// Generous: retries are 200 ms apart, so each scenario takes seconds.
 const DELIVERY_SECS: u64 = 60;
@@ -95,12 +95,17 @@ fn attempts(gw: &Gateway, rcpt: &str) -> Vec<(u32, String, String)> {
 }
 
 /// Attempts 1–3 through `first` (route `first_route`), attempt 4 through `then`.
-fn assert_failover(
+async fn assert_failover(
     gw: &Gateway,
     rcpt: &str,
     (first, first_route): (&str, &str),
     (then, then_route): (&str, &str),
 ) -> Result<()> {
+    // The sink records a message before the gateway logs the attempt: wait for the log.
+    let _ = wait_until(deadline(10), "the fourth attempt in the log", || {
+        attempts(gw, rcpt).len() >= 4
+    })
+    .await;
     let seen = attempts(gw, rcpt);
     let want: Vec<(u32, String, String)> = (1..=4)
         .map(|n| {
@@ -182,9 +187,9 @@ async fn failover_after_three_attempts_through_each_level() -> Result<()> {
     })
     .await
     .with_context(|| gw.log_tails())?;
-    assert_failover(&gw, "g@dest.test", ("A", "global[1]"), ("B", "global[0]"))?;
-    assert_failover(&gw, "d@dest.test", ("dA", "domain[1]"), ("dB", "domain[0]"))?;
-    assert_failover(&gw, "acct@dest.test", ("aA", "account[1]"), ("aB", "account[0]"))?;
+    assert_failover(&gw, "g@dest.test", ("A", "global[1]"), ("B", "global[0]")).await?;
+    assert_failover(&gw, "d@dest.test", ("dA", "domain[1]"), ("dB", "domain[0]")).await?;
+    assert_failover(&gw, "acct@dest.test", ("aA", "account[1]"), ("aB", "account[0]")).await?;
     ensure!(a.messages().is_empty(), "A accepted something: {}", a.summary());
     Ok(())
 }

@@ -47,14 +47,18 @@
 //! - [`session`] — the SMTP client session and its timeouts.
 //! - [`smarthost`] — smarthost delivery with a connection pool.
 //! - [`dns`] — the DNSSEC-aware resolver and MX destinations.
+//! - [`dane`] — DANE (RFC 7672): TLSA policy per MX host and the rustls verifier.
+//! - [`mtasts`] — MTA-STS (RFC 8461): TXT record, policy parser, HTTPS fetch, cache.
 //! - [`direct`] — direct MX delivery: hosts in order, address-family alternation,
 //!   opportunistic STARTTLS with plaintext fallback, per-domain TLS status records.
 
 pub mod command;
+pub mod dane;
 pub mod direct;
 pub mod dns;
 pub mod ehlo;
 pub mod message;
+pub mod mtasts;
 pub mod outcome;
 pub mod reply;
 pub mod sasl;

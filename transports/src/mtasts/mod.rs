@@ -1,0 +1,1 @@
+//! MTA-STS (placeholder)
