@@ -290,7 +290,10 @@ mod tests {
     #[test]
     fn domains() {
         assert_eq!(ascii_domain("Example.ORG.").unwrap(), "example.org");
-        assert_eq!(ascii_domain("bücher.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            ascii_domain("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert!(ascii_domain("user@example.org").is_err());
         assert!(ascii_domain("").is_err());
     }
@@ -315,7 +318,11 @@ address = "127.0.0.1:1081"
         assert_eq!(e.ips[0].sources, ["transport proxy", "--ip"]);
         assert_eq!(e.uses[0].1.as_deref(), Some("out.example.org"));
         assert_eq!(e.uses[3].1.as_deref(), Some("relay.example.org"));
-        assert_eq!(e.notes.len(), 1, "the transport without remote_ips is noted");
+        assert_eq!(
+            e.notes.len(),
+            1,
+            "the transport without remote_ips is noted"
+        );
         assert_eq!(e.notes[0].subject, "transport bare");
 
         let e = gather_egress(None, &args(&["198.51.100.7"], None)).unwrap();

@@ -372,11 +372,7 @@ mod tests {
         ];
         for (text, want) in table {
             let got = split_host_port(text).ok();
-            assert_eq!(
-                got.as_ref().map(|(h, p)| (h.as_str(), *p)),
-                want,
-                "{text}"
-            );
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{text}");
         }
     }
 }

@@ -27,19 +27,23 @@ fn route(to: &[String], min: u32, transport: &str) -> RouteSpec {
 /// 1,000 routes: 300 account, 400 sender-domain, 300 global.
 fn data(global: usize) -> StoreData {
     let mut d = StoreData::default();
-    let t = serde_json::from_str(r#"{"kind":"smtp","host":"smarthost.example"}"#)
-        .expect("a transport");
+    let t =
+        serde_json::from_str(r#"{"kind":"smtp","host":"smarthost.example"}"#).expect("a transport");
     d.transports.insert("t".to_string(), t);
     let to = |i: usize| vec![format!("dest{i}.example"), format!(".sub{i}.example")];
     for a in 0..100 {
-        let routes = (0..3).map(|i| route(&to(a * 3 + i), i as u32, "t")).collect();
+        let routes = (0..3)
+            .map(|i| route(&to(a * 3 + i), i as u32, "t"))
+            .collect();
         d.accounts_routes.insert(format!("app{a}"), routes);
     }
     for s in 0..100 {
         let routes = (0..4).map(|i| route(&to(s * 4 + i), 0, "t")).collect();
         d.domains.insert(format!("sender{s}.example"), routes);
     }
-    d.global = (0..global).map(|i| route(&to(10_000 + i), 0, "t")).collect();
+    d.global = (0..global)
+        .map(|i| route(&to(10_000 + i), 0, "t"))
+        .collect();
     d
 }
 
@@ -113,10 +117,17 @@ fn main() {
         ("first account route matches", "1", &early[..]),
         ("last global route matches", "307", &late[..]),
         ("no route matches (direct)", "307", &none[..]),
-        ("no account/domain list, last global matches", "300", &global_only[..]),
+        (
+            "no account/domain list, last global matches",
+            "300",
+            &global_only[..],
+        ),
     ] {
         let (ns, matched) = time(&table, queries, N);
-        assert!(matched > 0 || name.starts_with("no route"), "{name}: nothing matched");
+        assert!(
+            matched > 0 || name.starts_with("no route"),
+            "{name}: nothing matched"
+        );
         println!("| {name} | {looked} | {ns:.0} |");
     }
 

@@ -12,6 +12,7 @@ mod auth_server;
 mod config_check;
 mod delivery;
 mod direct;
+mod dnscheck;
 mod durability;
 mod harness;
 mod operations;

@@ -26,7 +26,11 @@ pub async fn check(resolver: &dyn Resolver, domain: &str, dnssec_known: bool) ->
 }
 
 /// The MX check, the hosts to look for TLSA at, and whether the MX answer was authentic.
-async fn mx(resolver: &dyn Resolver, domain: &str, dnssec_known: bool) -> (Check, Vec<String>, bool) {
+async fn mx(
+    resolver: &dyn Resolver,
+    domain: &str,
+    dnssec_known: bool,
+) -> (Check, Vec<String>, bool) {
     let check = |verdict, detail: String| Check::new(ids::MX, domain, verdict, detail);
     let answer = match resolver.lookup_mx(domain).await {
         Ok(answer) => answer,
@@ -47,7 +51,8 @@ async fn mx(resolver: &dyn Resolver, domain: &str, dnssec_known: bool) -> (Check
         let detail = if records.len() == 1 {
             "null MX (RFC 7505): the domain accepts no mail, so bounces and replies to its senders are lost".to_string()
         } else {
-            "a null MX mixed with other MX records (RFC 7505 §3 requires it to be alone)".to_string()
+            "a null MX mixed with other MX records (RFC 7505 §3 requires it to be alone)"
+                .to_string()
         };
         return (check(Verdict::Fail, detail), Vec::new(), answer.authentic);
     }
@@ -119,7 +124,11 @@ async fn mta_sts(resolver: &dyn Resolver, domain: &str) -> Check {
     let name = format!("_mta-sts.{}", normalize_name(domain));
     let check = |verdict, detail: String| Check::new(ids::MTA_STS, name.clone(), verdict, detail);
     let records: Vec<String> = match resolver.lookup_txt(&name).await {
-        Ok(answer) => answer.records.into_iter().filter(|t| is_sts_record(t)).collect(),
+        Ok(answer) => answer
+            .records
+            .into_iter()
+            .filter(|t| is_sts_record(t))
+            .collect(),
         Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return check(Verdict::Warn, format!("lookup failed: {e}")),
     };
@@ -148,7 +157,12 @@ async fn mta_sts(resolver: &dyn Resolver, domain: &str) -> Check {
     }
 }
 
-async fn tlsa(resolver: &dyn Resolver, host: &str, dnssec_known: bool, mx_authentic: bool) -> Check {
+async fn tlsa(
+    resolver: &dyn Resolver,
+    host: &str,
+    dnssec_known: bool,
+    mx_authentic: bool,
+) -> Check {
     let name = format!("_25._tcp.{host}");
     let check = |verdict, detail: String| Check::new(ids::TLSA, name.clone(), verdict, detail);
     let answer = match resolver.lookup_tlsa(&name).await {
@@ -166,7 +180,11 @@ async fn tlsa(resolver: &dyn Resolver, host: &str, dnssec_known: bool, mx_authen
     };
     let n = answer.records.len();
     // RFC 7672 §3.1.3: only DANE-TA(2) and DANE-EE(3) are usable for SMTP.
-    let usable = answer.records.iter().filter(|t| matches!(t.usage, 2 | 3)).count();
+    let usable = answer
+        .records
+        .iter()
+        .filter(|t| matches!(t.usage, 2 | 3))
+        .count();
     if usable == 0 {
         return check(
             Verdict::Warn,

@@ -50,17 +50,17 @@ async fn check_one(resolver: &dyn Resolver, t: &PtrTarget) -> (Verdict, String) 
     if !names.iter().any(|n| normalize_name(n) == expected) {
         return (
             Verdict::Fail,
-            format!(
-                "PTR is {}, not the EHLO name {expected}",
-                names.join(", ")
-            ),
+            format!("PTR is {}, not the EHLO name {expected}", names.join(", ")),
         );
     }
     let host = Host::Name(expected.clone());
     match resolve_host(resolver, &host, AddressFamilies::BOTH).await {
         Ok(addrs) if addrs.ips.contains(&t.ip) => (
             Verdict::Ok,
-            format!("PTR {expected}, forward-confirmed (its addresses include {})", t.ip),
+            format!(
+                "PTR {expected}, forward-confirmed (its addresses include {})",
+                t.ip
+            ),
         ),
         Ok(addrs) => {
             let list: Vec<String> = addrs.ips.iter().map(IpAddr::to_string).collect();

@@ -184,12 +184,7 @@ impl Report {
                 ips.join(", ")
             }
         );
-        let width = self
-            .checks
-            .iter()
-            .map(|c| c.check.len())
-            .max()
-            .unwrap_or(0);
+        let width = self.checks.iter().map(|c| c.check.len()).max().unwrap_or(0);
         for c in &self.checks {
             let _ = writeln!(
                 out,
@@ -282,7 +277,10 @@ mod tests {
         assert_eq!(v["suggested_records"][0]["type"], "TXT");
         let text = r.human();
         assert!(text.contains("FAIL  mx  example.org: x"), "{text}");
-        assert!(text.contains("example.org. IN TXT \"v=spf1 -all\""), "{text}");
+        assert!(
+            text.contains("example.org. IN TXT \"v=spf1 -all\""),
+            "{text}"
+        );
         assert!(text.contains("result: FAIL"), "{text}");
     }
 }

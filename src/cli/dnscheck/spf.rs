@@ -227,7 +227,9 @@ pub async fn check(
                 ids::SPF_RECORD,
                 domain,
                 Verdict::Fail,
-                format!("{n} SPF records: receivers get permerror (RFC 7208 §4.5); merge them into one"),
+                format!(
+                    "{n} SPF records: receivers get permerror (RFC 7208 §4.5); merge them into one"
+                ),
             ));
             return (checks, suggestions);
         }
@@ -301,7 +303,9 @@ async fn helo_checks(
                 ids::SPF_HELO,
                 name,
                 Verdict::Fail,
-                format!("{n} SPF records: receivers get permerror (RFC 7208 §4.5); merge them into one"),
+                format!(
+                    "{n} SPF records: receivers get permerror (RFC 7208 §4.5); merge them into one"
+                ),
             ));
             return;
         }

@@ -46,6 +46,8 @@ pub struct GatewayOptions {
     pub max_message_size: Option<String>,
     /// Extra lines inside `[submission]` (e.g. `tls_cert = ...`).
     pub submission_toml: String,
+    /// `RUST_LOG` for the gateway process (default: its own default, info).
+    pub log_filter: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -57,6 +59,7 @@ impl Default for GatewayOptions {
             trusted_networks: None,
             max_message_size: None,
             submission_toml: String::new(),
+            log_filter: None,
         }
     }
 }
@@ -301,6 +304,7 @@ pub struct Gateway {
     child: Option<Child>,
     ready: Ready,
     starts: u32,
+    log_filter: Option<String>,
 }
 
 impl Gateway {
@@ -324,6 +328,7 @@ impl Gateway {
                 admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             },
             starts: 0,
+            log_filter: opts.log_filter.clone(),
         };
         gw.spawn().await?;
         Ok(gw)
@@ -339,7 +344,11 @@ impl Gateway {
         self.starts += 1;
         let stdout = self.log_file("stdout.log")?;
         let stderr = self.log_file("stderr.log")?;
-        let child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        if let Some(filter) = &self.log_filter {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd
             .arg("serve")
             .arg("-c")
             .arg(&self.config_path)

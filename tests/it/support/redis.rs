@@ -148,7 +148,11 @@ impl RedisServer {
         self.child = Some(child);
         let limit = deadline(15);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 bail!("redis-server exited with {status}:\n{}", self.log_tail());
             }
@@ -157,7 +161,11 @@ impl RedisServer {
             }
             if Instant::now() >= limit {
                 self.kill9();
-                bail!("redis-server not answering on port {}:\n{}", self.port, self.log_tail());
+                bail!(
+                    "redis-server not answering on port {}:\n{}",
+                    self.port,
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -368,7 +376,8 @@ impl StoreCli {
     pub async fn import(&self, toml: &str) -> Result<String> {
         let file = self.dir.path().join("import.toml");
         std::fs::write(&file, toml)?;
-        self.ok(&["routes", "import", &file.to_string_lossy()]).await
+        self.ok(&["routes", "import", &file.to_string_lossy()])
+            .await
     }
 }
 
