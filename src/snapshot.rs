@@ -9,11 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use relaygate_transports::direct::{DirectConfig, DirectTransport, TcpDialer, TlsStatusStore};
+use relaygate_transports::direct::{
+    Dialer, DirectConfig, DirectTransport, TcpDialer, TlsStatusStore,
+};
+use relaygate_transports::dns::Resolver;
 use relaygate_transports::dns::{AddressFamilies, DnssecMode, HickoryConfig, HickoryResolver};
 use relaygate_transports::smarthost::{
     SmarthostAuth, SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs,
 };
+use relaygate_transports::socks::{SocksConfig, SocksConnector, SocksDialer};
+use relaygate_transports::Connector;
 use relaygate_transports::{TcpConnector, Timeouts};
 
 use crate::config::{Config, RouteConfig, TransportConfig, TransportKind};
@@ -29,8 +34,6 @@ pub enum TransportEntry {
     Smarthost(Arc<SmarthostTransport>),
     /// Direct MX delivery (one transport shared by `direct` and every `kind = "direct"`).
     Direct(Arc<DirectTransport>),
-    /// Configured, but this build cannot use it yet.
-    Unsupported(TransportKind),
 }
 
 pub struct Snapshot {
@@ -106,17 +109,38 @@ pub fn route_table(config: &Config) -> Result<RouteTable, String> {
 /// Builds a snapshot: route table plus live transport objects.
 pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String> {
     let routes = route_table(config)?;
-    let direct = direct_transport(config)?;
+    let resolver = resolver(config)?;
+    let direct = direct_transport(config, &resolver, &config.hostname, Arc::new(TcpDialer))?;
     let mut transports = HashMap::new();
     for (name, t) in &config.transports {
         let entry = match t.kind {
             TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
                 let sh = smarthost_config(config, name, t)?;
-                let connector = Arc::new(TcpConnector::new(Duration::from_secs(30)));
+                let connector: Arc<dyn Connector> = if t.socks_proxy.is_empty() {
+                    Arc::new(TcpConnector::new(Duration::from_secs(30)))
+                } else {
+                    let proxy = config.transports.get(&t.socks_proxy).ok_or_else(|| {
+                        format!(
+                            "transport {name:?}: socks_proxy {:?} is not defined",
+                            t.socks_proxy
+                        )
+                    })?;
+                    Arc::new(SocksConnector::new(socks_config(&t.socks_proxy, proxy)?))
+                };
                 TransportEntry::Smarthost(Arc::new(SmarthostTransport::new(sh, tls, connector)))
             }
             TransportKind::Direct => TransportEntry::Direct(Arc::clone(&direct)),
-            TransportKind::Socks => TransportEntry::Unsupported(TransportKind::Socks),
+            TransportKind::Socks => {
+                // The whole direct algorithm, every connection through the proxy, with
+                // the EHLO name that matches the proxy's egress IP.
+                let ehlo = if t.remote_hostname.is_empty() {
+                    &config.hostname
+                } else {
+                    &t.remote_hostname
+                };
+                let dialer = Arc::new(SocksDialer::new(socks_config(name, t)?));
+                TransportEntry::Direct(direct_transport(config, &resolver, ehlo, dialer)?)
+            }
         };
         transports.insert(name.clone(), entry);
     }
@@ -130,6 +154,26 @@ pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String
         transports,
         configs: config.transports.clone().into_iter().collect(),
         accounts: Arc::new(crate::accounts::Accounts::from_config(config)?),
+    })
+}
+
+/// The proxies and credentials of socks transport `name`.
+pub fn socks_config(name: &str, t: &TransportConfig) -> Result<SocksConfig, String> {
+    let proxies = t
+        .address
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| format!("transport {name:?}: address {a:?} is not an IP:PORT address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let credentials = secrets::transport_password(name, t)
+        .map_err(|e| e.to_string())?
+        .map(|p| (t.username.clone(), p));
+    Ok(SocksConfig {
+        proxies,
+        credentials,
+        timeout: Duration::from_secs(30),
     })
 }
 
@@ -157,9 +201,8 @@ pub fn build_from(
     Ok(snapshot)
 }
 
-/// The direct transport from `[dns]`, `[direct]` and `hostname`; TLS status records go
-/// to `data_dir/tls-status/`.
-pub fn direct_transport(config: &Config) -> Result<Arc<DirectTransport>, String> {
+/// The resolver of `[dns]`, shared by every direct and socks transport of a snapshot.
+pub fn resolver(config: &Config) -> Result<Arc<dyn Resolver>, String> {
     let nameservers = config
         .dns
         .nameservers
@@ -188,11 +231,23 @@ pub fn direct_transport(config: &Config) -> Result<Arc<DirectTransport>, String>
         ..HickoryConfig::default()
     })
     .map_err(|e| format!("dns: {e} (set dns.nameservers to choose resolvers)"))?;
+    Ok(Arc::new(resolver))
+}
+
+/// A direct transport from `[direct]`, saying EHLO `ehlo_name` and connecting through
+/// `dialer` (plain TCP, or a SOCKS5 proxy); TLS status records go to
+/// `data_dir/tls-status/`.
+pub fn direct_transport(
+    config: &Config,
+    resolver: &Arc<dyn Resolver>,
+    ehlo_name: &str,
+    dialer: Arc<dyn Dialer>,
+) -> Result<Arc<DirectTransport>, String> {
     let d = &config.direct;
     if d.disable_ipv4 && d.disable_ipv6 {
         return Err("direct: disable_ipv4 and disable_ipv6 leave no address family".into());
     }
-    let mut direct = DirectConfig::new(config.hostname.clone());
+    let mut direct = DirectConfig::new(ehlo_name.to_string());
     direct.port = d.port;
     direct.port_overrides = d
         .port_overrides
@@ -205,8 +260,7 @@ pub fn direct_transport(config: &Config) -> Result<Arc<DirectTransport>, String>
     };
     let store = TlsStatusStore::new(config.data_dir.join("tls-status"));
     Ok(Arc::new(
-        DirectTransport::new(direct, Arc::new(resolver), Arc::new(TcpDialer))
-            .with_tls_status(store),
+        DirectTransport::new(direct, Arc::clone(resolver), dialer).with_tls_status(store),
     ))
 }
 

@@ -847,6 +847,16 @@ pub fn transport_problems(
             if t.address.is_empty() {
                 out.push(format!("socks transport {name:?} needs `address`"));
             }
+            for a in &t.address {
+                if a.parse::<std::net::SocketAddr>().is_err() {
+                    out.push(format!("socks address {a:?} is not an IP:PORT address"));
+                }
+            }
+            for ip in &t.remote_ips {
+                if ip.parse::<std::net::IpAddr>().is_err() {
+                    out.push(format!("remote_ips: {ip:?} is not an IP address"));
+                }
+            }
             if !t.host.is_empty() {
                 out.push("`host` does not apply to socks transports (use `address`)".into());
             }

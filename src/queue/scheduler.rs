@@ -239,16 +239,6 @@ impl Scheduler {
         let transport = match snap.transports.get(&job.transport) {
             Some(TransportEntry::Smarthost(t)) => Chosen::Smarthost(Arc::clone(t)),
             Some(TransportEntry::Direct(d)) => Chosen::Direct(Arc::clone(d)),
-            Some(TransportEntry::Unsupported(kind)) => {
-                return all(
-                    Verdict::Temporary,
-                    format!(
-                        "transport {:?} of kind {kind:?} is not available in this build",
-                        job.transport
-                    ),
-                    None,
-                )
-            }
             None => {
                 return all(
                     Verdict::Temporary,

@@ -480,6 +480,11 @@ async fn subscriber(
                     message: "the subscription connection closed".into(),
                 });
                 status.set_subscription(false, Some(&error));
+                // Same server: the data connection is probably gone too. It is marked
+                // down until a load succeeds again, so that the gateway reports one
+                // outage and one recovery, not a flap when the subscription returns
+                // before the data connection has noticed.
+                status.set_data(false, None);
             }
             Err(e) => status.set_subscription(false, Some(&e)),
         }

@@ -36,6 +36,11 @@ impl Lab {
     /// Everything in order: SPF of the domain and of both EHLO names covers the IPs, PTRs
     /// forward-confirm, MX, MTA-STS and TLSA published.
     async fn good() -> Result<Lab> {
+        Lab::with_dns_toml("").await
+    }
+
+    /// [`Lab::good`] with extra lines in `[dns]`.
+    async fn with_dns_toml(dns_toml: &str) -> Result<Lab> {
         let dns = TestDns::start()
             .await
             .context("starting the test DNS server")?;
@@ -63,6 +68,7 @@ data_dir = "data"
 
 [dns]
 nameservers = [{ns}]
+{dns_toml}
 
 [transports.proxy]
 kind = "socks"
@@ -270,6 +276,30 @@ async fn dnscheck_all_good_exits_zero_with_a_verdict_per_check() -> Result<()> {
 }
 
 #[tokio::test]
+async fn dnscheck_tlsa_says_whether_it_is_dnssec_authentic() -> Result<()> {
+    let lab = Lab::with_dns_toml("trust_ad = true").await?;
+    lab.dns.set_authentic(DOMAIN, true);
+    lab.dns.set_authentic("_25._tcp.mx.example.org", true);
+    let (code, doc) = lab.json(&[]).await?;
+    ensure!(code == Some(0), "{doc:#}");
+    assert_eq!(doc["dnssec"], "trust_ad");
+    let (verdict, detail) = check_of(&doc, "tlsa", "_25._tcp.mx.example.org")?;
+    assert_eq!(verdict, "ok");
+    assert!(detail.ends_with("DNSSEC-authentic"), "{detail}");
+    let (_, detail) = check_of(&doc, "mx", DOMAIN)?;
+    assert!(detail.ends_with("(DNSSEC-authentic)"), "{detail}");
+
+    // TLSA without the AD bit: DANE senders ignore it.
+    lab.dns.set_authentic("_25._tcp.mx.example.org", false);
+    let (code, doc) = lab.json(&[]).await?;
+    ensure!(code == Some(0), "a warning only: {doc:#}");
+    let (verdict, detail) = check_of(&doc, "tlsa", "_25._tcp.mx.example.org")?;
+    assert_eq!(verdict, "warn");
+    assert!(detail.contains("not DNSSEC-authentic"), "{detail}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn dnscheck_null_mx_fails() -> Result<()> {
     let lab = Lab::good().await?;
     lab.dns.remove(DOMAIN);
@@ -355,7 +385,7 @@ async fn socks_test(config: &Path, dir: &Path) -> Result<CliOutput> {
     run_relaygate(&["socks-test", "proxy", "-c", &config], dir).await
 }
 
-fn line_of<'a>(out: &'a CliOutput, proxy: SocketAddr) -> &'a str {
+fn line_of(out: &CliOutput, proxy: SocketAddr) -> &str {
     let needle = format!("  {proxy}  ");
     out.stdout
         .lines()

@@ -18,5 +18,6 @@ mod harness;
 mod operations;
 mod redis;
 mod sendmail;
+mod socks;
 mod submission;
 mod tls;

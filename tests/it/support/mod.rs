@@ -16,6 +16,7 @@
 
 pub mod dovecot;
 pub mod gateway;
+pub mod microsocks;
 pub mod pki;
 pub mod redis;
 pub mod sink;
