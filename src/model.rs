@@ -39,6 +39,10 @@ pub struct MailParams {
     /// ENVID, xtext-decoded (RFC 3461).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// The message carries `TLS-Required: No` and did not ask REQUIRETLS (RFC 8689 §5):
+    /// the sender prefers delivery over TLS policy failures.
+    #[serde(default)]
+    pub tls_required_no: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,8 @@ use crate::config::TransportConfig;
 use crate::store::mutate::Mutation;
 use crate::store::raw::transport_json;
 
+// Parsed once per run: the size of `Set` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum TransportsAction {
     /// Every transport, with the routes that use it.

@@ -25,7 +25,7 @@ pub enum StoreClient {
         path: PathBuf,
         data: Box<StoreData>,
     },
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 /// The current content of a store.
@@ -54,10 +54,10 @@ impl StoreClient {
                 path: config_path.to_path_buf(),
                 data: Box::new(StoreData::from_config(config, false).map_err(StoreError::Invalid)?),
             }),
-            StoreKind::Redis => Ok(StoreClient::Redis(RedisStore::open(
+            StoreKind::Redis => Ok(StoreClient::Redis(Box::new(RedisStore::open(
                 &config.store,
                 &config.tls,
-            )?)),
+            )?))),
         }
     }
 

@@ -205,10 +205,13 @@ async fn save(data_dir: &std::path::Path, source: &str, applied: &Applied) {
     }
 }
 
+/// A config re-read on SIGHUP, with its TLS client configs.
+type ConfigUpdate = Option<(Arc<Config>, TlsClientConfigs)>;
+
 /// Asks a running store task to rebuild with a new config (SIGHUP).
 #[derive(Clone)]
 pub struct StoreHandle {
-    config_tx: Arc<watch::Sender<Option<(Arc<Config>, TlsClientConfigs)>>>,
+    config_tx: Arc<watch::Sender<ConfigUpdate>>,
 }
 
 impl StoreHandle {
@@ -267,7 +270,7 @@ impl Runner {
         mut self,
         notify: Arc<Notify>,
         mut shutdown: watch::Receiver<bool>,
-        mut config_rx: watch::Receiver<Option<(Arc<Config>, TlsClientConfigs)>>,
+        mut config_rx: watch::Receiver<ConfigUpdate>,
     ) {
         let mut tick = tokio::time::interval(self.check_interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -320,7 +323,7 @@ impl Runner {
                 }
                 Wake::Tick => {
                     checks += 1;
-                    if checks % FULL_RELOAD_EVERY == 0 {
+                    if checks.is_multiple_of(FULL_RELOAD_EVERY) {
                         self.reload().await;
                     } else {
                         self.check_version().await;
@@ -333,7 +336,7 @@ impl Runner {
     /// Takes a new config and rebuilds the snapshot in force with it.
     fn take_config(
         &mut self,
-        config_rx: &mut watch::Receiver<Option<(Arc<Config>, TlsClientConfigs)>>,
+        config_rx: &mut watch::Receiver<ConfigUpdate>,
     ) {
         let Some((config, tls)) = config_rx.borrow_and_update().clone() else {
             return;

@@ -197,7 +197,7 @@ pub fn parse_endpoint(url: &str, cluster: bool) -> Result<Endpoint, StoreError> 
 enum Target {
     Single(Client),
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         /// One client per seed, for the subscription connection.
         seeds: Vec<Client>,
     },
@@ -362,7 +362,13 @@ impl RedisStore {
                     "cluster {}",
                     urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",")
                 );
-                (Target::Cluster { client, seeds }, display)
+                (
+                    Target::Cluster {
+                        client: Box::new(client),
+                        seeds,
+                    },
+                    display,
+                )
             }
         };
         Ok(RedisStore {

@@ -21,7 +21,7 @@ use super::auth;
 use super::data::{DataReceiver, Feed};
 use super::proto::{self, Body, Command, MailParams, RcptParams, Reply};
 use super::server::SubmissionSettings;
-use crate::message::{prepare, TraceInfo};
+use crate::message::{field_value, header_section, prepare, TraceInfo};
 use crate::model::{format_id, now_ms};
 use crate::queue::{NewMessage, Queue};
 
@@ -715,6 +715,8 @@ impl Session {
                 now_ms: now,
             },
         );
+        let tls_required_header = field_value(header_section(&body), "TLS-Required")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"));
         let new = NewMessage {
             mail_from: tx.from,
             params: crate::model::MailParams {
@@ -723,6 +725,8 @@ impl Session {
                 requiretls: tx.params.requiretls,
                 ret: tx.params.ret,
                 envid: tx.params.envid,
+                // RFC 8689 §5: with REQUIRETLS on MAIL FROM the header field MUST be ignored.
+                tls_required_no: tls_required_header && !tx.params.requiretls,
             },
             account: self.account.clone(),
             client: Some(format!("{} [{}]", helo.name, self.peer.ip())),

@@ -300,6 +300,22 @@ async fn dnscheck_tlsa_says_whether_it_is_dnssec_authentic() -> Result<()> {
 }
 
 #[tokio::test]
+async fn dnscheck_two_spf_records_are_a_permerror() -> Result<()> {
+    let lab = Lab::good().await?;
+    lab.dns
+        .add_txt(DOMAIN, &format!("v=spf1 ip4:{SOCKS_IP} ~all"));
+    let (code, doc) = lab.json(&[]).await?;
+    ensure!(code == Some(1), "{doc:#}");
+    let (verdict, detail) = check_of(&doc, "spf.record", DOMAIN)?;
+    assert_eq!(verdict, "fail");
+    assert!(
+        detail.contains("2 SPF records") && detail.contains("permerror"),
+        "{detail}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn dnscheck_null_mx_fails() -> Result<()> {
     let lab = Lab::good().await?;
     lab.dns.remove(DOMAIN);
@@ -381,8 +397,14 @@ fn socks_config(
 }
 
 async fn socks_test(config: &Path, dir: &Path) -> Result<CliOutput> {
+    socks_test_with(config, dir, &[]).await
+}
+
+async fn socks_test_with(config: &Path, dir: &Path, extra: &[&str]) -> Result<CliOutput> {
     let config = config.to_string_lossy().to_string();
-    run_relaygate(&["socks-test", "proxy", "-c", &config], dir).await
+    let mut args = vec!["socks-test", "proxy", "-c", config.as_str()];
+    args.extend_from_slice(extra);
+    run_relaygate(&args, dir).await
 }
 
 fn line_of(out: &CliOutput, proxy: SocketAddr) -> &str {
@@ -473,6 +495,55 @@ async fn socks_test_names_the_proxy_that_failed() -> Result<()> {
         out.stdout
             .contains(&format!("1 of 2 proxies failed: {dead}")),
         "{out}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn socks_test_connects_to_the_first_mx_or_a_named_target() -> Result<()> {
+    let proxy = microsocks(None).await?;
+    let dns = TestDns::start().await?;
+    dns.add_mx(DOMAIN, 20, "backup.example.org");
+    dns.add_mx(DOMAIN, 10, "mx.example.org");
+    dns.add_a("mx.example.org", "127.0.0.1".parse()?);
+    dns.add_a("backup.example.org", "127.0.0.1".parse()?);
+    // The "MX": a listener whose accepted connections prove the CONNECT reached it.
+    let mx = std::net::TcpListener::bind("127.0.0.1:0")?;
+    mx.set_nonblocking(true)?;
+    let port = mx.local_addr()?.port();
+
+    let dir = temp_dir("relaygate-socks-test")?;
+    let config = socks_config(dir.path(), &[proxy.addr], None)?;
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&format!(
+        "\n[dns]\nnameservers = [{}]\n\n[direct]\nport = {port}\n",
+        toml_str(&dns.addr().to_string())
+    ));
+    std::fs::write(&config, text)?;
+
+    let out = socks_test_with(&config, dir.path(), &["--domain", DOMAIN]).await?;
+    ensure!(out.code == Some(0), "{out}");
+    ensure!(
+        out.stdout.contains(&format!(
+            "CONNECT to 127.0.0.1:{port} (first MX host mx.example.org of {DOMAIN})"
+        )),
+        "{out}"
+    );
+    ensure!(mx.accept().is_ok(), "the MX saw no connection:\n{out}");
+
+    let target = format!("mx.example.org:{port}");
+    let out = socks_test_with(&config, dir.path(), &["--target", &target]).await?;
+    ensure!(out.code == Some(0), "{out}");
+    ensure!(line_of(&out, proxy.addr).starts_with("OK"), "{out}");
+    ensure!(mx.accept().is_ok(), "the target saw no connection:\n{out}");
+
+    // Nothing listens there: the proxy's CONNECT reply code is reported.
+    drop(mx);
+    let out = socks_test_with(&config, dir.path(), &["--target", &target]).await?;
+    ensure!(out.code == Some(1), "{out}");
+    ensure!(
+        line_of(&out, proxy.addr).contains("proxy reply"),
+        "the RFC 1928 reply is reported:\n{out}"
     );
     Ok(())
 }
