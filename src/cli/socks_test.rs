@@ -1,8 +1,9 @@
 //! `relaygate socks-test NAME [-c FILE] [--target HOST:PORT | --domain DOMAIN]`: do the
 //! proxies of socks transport NAME accept our credentials and a CONNECT?
 //!
-//! Every configured proxy address is tried on its own (delivery tries them in order and
-//! would hide a dead one behind a live one): the SOCKS5 greeting, RFC 1929
+//! The proxies and credentials are those delivery builds (`snapshot::socks_config`).
+//! Every proxy address is tried on its own (delivery tries them in order and would hide
+//! a dead one behind a live one): the SOCKS5 greeting, RFC 1929
 //! username/password when the transport has a `username`, then CONNECT to the target.
 //! The target is `--target` (its host resolved here, as delivery resolves locally and
 //! hands the proxy an IP), else the first MX host of `--domain` on `direct.port`, else a
@@ -33,6 +34,7 @@ use crate::config::{Config, TransportConfig, TransportKind, DEFAULT_CONFIG_PATH}
 pub struct SocksTestArgs {
     /// The socks transport's name in the config.
     pub name: String,
+    /// Config file: the transport, `[dns]` and `[direct]` (for --target and --domain).
     #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
     /// CONNECT to HOST:PORT (HOST is resolved here, with `[dns]`).
@@ -95,30 +97,20 @@ pub fn run(args: SocksTestArgs) -> ExitCode {
 pub async fn test(args: &SocksTestArgs) -> anyhow::Result<(String, bool)> {
     let config = Config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
     let t = socks_transport(&config, &args.config, &args.name)?;
-    let credentials = crate::secrets::transport_password(&args.name, t)
-        .map_err(|e| anyhow!("{e}"))?
-        .map(|secret| (t.username.clone(), secret));
+    // The same proxies and credentials delivery builds (IP:PORT addresses only).
+    let delivery = crate::snapshot::socks_config(&args.name, t).map_err(|e| anyhow!(e))?;
+    let credentials = delivery.credentials.clone();
     let timeout = Duration::from_secs(args.timeout.max(1));
     let target = target(&config, args).await?;
 
     let mut results = Vec::new();
-    for address in &t.address {
-        let result = match proxy_addr(address).await {
-            Ok(proxy) => {
-                let socks = SocksConfig {
-                    proxies: vec![proxy],
-                    credentials: credentials.clone(),
-                    timeout,
-                };
-                try_proxy(&SocksDialer::new(socks), proxy, &target, timeout).await
-            }
-            Err(detail) => ProxyResult {
-                proxy: address.clone(),
-                ok: false,
-                detail,
-            },
+    for &proxy in &delivery.proxies {
+        let socks = SocksConfig {
+            proxies: vec![proxy],
+            credentials: credentials.clone(),
+            timeout,
         };
-        results.push(result);
+        results.push(try_proxy(&SocksDialer::new(socks), proxy, &target, timeout).await);
     }
 
     let mut out = String::new();
@@ -189,19 +181,6 @@ fn socks_transport<'a>(
         bail!("transport {name:?} has no proxy address");
     }
     Ok(t)
-}
-
-/// A proxy address: `IP:PORT`, or `HOST:PORT` resolved by the system.
-async fn proxy_addr(address: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = address.parse() {
-        return Ok(addr);
-    }
-    match tokio::net::lookup_host(address).await {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("proxy address {address:?} has no addresses")),
-        Err(e) => Err(format!("proxy address {address:?}: {e}")),
-    }
 }
 
 /// Splits `HOST:PORT` (`[v6]:PORT` too).

@@ -334,10 +334,7 @@ impl Runner {
     }
 
     /// Takes a new config and rebuilds the snapshot in force with it.
-    fn take_config(
-        &mut self,
-        config_rx: &mut watch::Receiver<ConfigUpdate>,
-    ) {
+    fn take_config(&mut self, config_rx: &mut watch::Receiver<ConfigUpdate>) {
         let Some((config, tls)) = config_rx.borrow_and_update().clone() else {
             return;
         };

@@ -195,7 +195,7 @@ pub fn parse_endpoint(url: &str, cluster: bool) -> Result<Endpoint, StoreError> 
 }
 
 enum Target {
-    Single(Client),
+    Single(Box<Client>),
     Cluster {
         client: Box<ClusterClient>,
         /// One client per seed, for the subscription connection.
@@ -330,7 +330,10 @@ impl RedisStore {
         let endpoint = parse_endpoint(&store.redis_url, store.cluster)?;
         let keys = Keys::new(&store.key_prefix);
         let (target, display) = match endpoint {
-            Endpoint::Single(url) => (Target::Single(open_client(&url, tls)?), redact(&url)),
+            Endpoint::Single(url) => (
+                Target::Single(Box::new(open_client(&url, tls)?)),
+                redact(&url),
+            ),
             Endpoint::Cluster(urls) => {
                 let seeds = urls
                     .iter()
@@ -431,7 +434,7 @@ impl RedisStore {
     /// first seed node that answers).
     pub async fn subscribe(&self) -> Result<Subscription, StoreError> {
         let clients: Vec<&Client> = match &self.target {
-            Target::Single(c) => vec![c],
+            Target::Single(c) => vec![&**c],
             Target::Cluster { seeds, .. } => seeds.iter().collect(),
         };
         let mut last = None;

@@ -303,7 +303,8 @@ mod tests {
     #[test]
     fn dane_policy_from_answers() {
         let base = "MX.Example.org.";
-        let verify = policy_from_answer(base, answer(true, vec![rec(3, 1, 1, 32), rec(0, 0, 1, 32)]));
+        let verify =
+            policy_from_answer(base, answer(true, vec![rec(3, 1, 1, 32), rec(0, 0, 1, 32)]));
         assert_eq!(
             verify,
             DanePolicy::Verify {
@@ -315,7 +316,15 @@ mod tests {
 
         let unusable = policy_from_answer(
             base,
-            answer(true, vec![rec(0, 1, 1, 32), rec(1, 0, 1, 32), rec(3, 7, 1, 32), rec(3, 1, 9, 32)]),
+            answer(
+                true,
+                vec![
+                    rec(0, 1, 1, 32),
+                    rec(1, 0, 1, 32),
+                    rec(3, 7, 1, 32),
+                    rec(3, 1, 9, 32),
+                ],
+            ),
         );
         assert_eq!(
             unusable,

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PublicKeyData,
-};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PublicKeyData};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -142,7 +140,13 @@ fn dane_ee_ignores_names_and_expiry() {
     let (cert, key) = self_signed(&["unrelated.example"], true);
     let record = tlsa(3, 1, 1, sha256(&key.subject_public_key_info()));
     assert_eq!(
-        verify(std::slice::from_ref(&record), &["mx.example.org"], &cert, &[]).unwrap(),
+        verify(
+            std::slice::from_ref(&record),
+            &["mx.example.org"],
+            &cert,
+            &[]
+        )
+        .unwrap(),
         record
     );
 }
@@ -569,15 +573,17 @@ mod lookups {
         let owner = "_25._tcp.mx.secure";
         dns.add_tlsa(owner, 3, 1, 1, &[0x33; 32]);
         let policy = lookup_tlsa_policy(&r, "mx.secure", None, 25).await;
-        assert!(
-            matches!(policy, DanePolicy::Verify { .. }),
-            "{policy:?}"
-        );
+        assert!(matches!(policy, DanePolicy::Verify { .. }), "{policy:?}");
 
         dns.set_bogus(owner, true);
         let policy = lookup_tlsa_policy(&r, "mx.secure", None, 25).await;
         assert!(
-            matches!(&policy, DanePolicy::TemporaryFailure { error: crate::dns::DnsError::Bogus { .. } }),
+            matches!(
+                &policy,
+                DanePolicy::TemporaryFailure {
+                    error: crate::dns::DnsError::Bogus { .. }
+                }
+            ),
             "{policy:?}"
         );
 

@@ -20,9 +20,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, Der, ServerName, TrustAnchor, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 use sha2::{Digest, Sha256, Sha512};
 use webpki::EndEntityCert;
 
@@ -37,7 +35,9 @@ use crate::tls::{provider, TlsRoots};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DaneError {
     /// No record matched the end-entity certificate or a certificate of the chain.
-    #[error("DANE: no TLSA record matches the server certificate chain ({records} usable record(s))")]
+    #[error(
+        "DANE: no TLSA record matches the server certificate chain ({records} usable record(s))"
+    )]
     NoMatch {
         /// How many usable records were tried.
         records: usize,
@@ -51,7 +51,9 @@ pub enum DaneError {
         reason: String,
     },
     /// The chain verifies to a DANE-TA anchor, but the certificate has none of the names.
-    #[error("DANE: certificate verified by TLSA record {record} is not valid for any of {names:?}")]
+    #[error(
+        "DANE: certificate verified by TLSA record {record} is not valid for any of {names:?}"
+    )]
     NameMismatch {
         /// The record, as "usage selector matching data-prefix".
         record: String,
@@ -403,7 +405,9 @@ fn der_sequence_contents(der: &[u8]) -> Option<&[u8]> {
             return None;
         }
         let (bytes, rest) = rest.split_at(count);
-        let len = bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, rest)
     };
     (rest.len() == len).then_some(rest)

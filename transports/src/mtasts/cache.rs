@@ -218,7 +218,8 @@ impl PolicyCache {
                             record_id: record.id.clone(),
                             fresh: true,
                         };
-                        self.save(fresh_entry(&entry.domain, record.id, new, now)).await;
+                        self.save(fresh_entry(&entry.domain, record.id, new, now))
+                            .await;
                         Some(active)
                     }
                     Err(e) => {
@@ -382,7 +383,10 @@ impl PolicyCache {
         let mut removed = 0;
         for entry in entries {
             let unused = now.saturating_sub(entry.last_use) > self.settings.forget_after.as_secs();
-            let stale = now > entry.expires.saturating_add(self.settings.backoff_max.as_secs());
+            let stale = now
+                > entry
+                    .expires
+                    .saturating_add(self.settings.backoff_max.as_secs());
             if unused || stale {
                 self.delete(&entry.domain).await;
                 removed += 1;

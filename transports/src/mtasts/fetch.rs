@@ -374,7 +374,9 @@ impl HttpsFetcher {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     FetchError::TooLarge {
                         url: url.clone(),
                         limit: self.max_body,
@@ -426,7 +428,11 @@ mod tests {
             policy_url("example.com", 8443),
             "https://mta-sts.example.com:8443/.well-known/mta-sts.txt"
         );
-        for ok in ["text/plain", "Text/Plain; charset=utf-8", " text/plain ;charset=us-ascii"] {
+        for ok in [
+            "text/plain",
+            "Text/Plain; charset=utf-8",
+            " text/plain ;charset=us-ascii",
+        ] {
             assert!(is_text_plain(ok), "{ok}");
         }
         for bad in ["", "text/html", "text/plainx", "application/octet-stream"] {

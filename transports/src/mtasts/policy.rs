@@ -279,7 +279,9 @@ fn validate_domain(domain: &str) -> Result<(), String> {
         if label.is_empty() || label.len() > 63 {
             return Err(format!("invalid label {label:?}"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             || label.starts_with('-')
             || label.ends_with('-')
         {
@@ -294,7 +296,8 @@ fn validate_domain(domain: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmax_age: 604800\n";
+    const GOOD: &str =
+        "version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmax_age: 604800\n";
 
     #[test]
     fn mtasts_policy_parses() {
@@ -321,29 +324,80 @@ mod tests {
         assert_eq!((none.mode, none.mx.len()), (Mode::None, 0));
         // Repeated fields: the first wins (mx accumulates).
         let dup = parse_policy("version: STSv1\nmode: testing\nmode: enforce\nmx: a.example\nmax_age: 100\nmax_age: 200\nmx: b.example\n").unwrap();
-        assert_eq!((dup.mode, dup.max_age, dup.mx.len()), (Mode::Testing, 100, 2));
+        assert_eq!(
+            (dup.mode, dup.max_age, dup.mx.len()),
+            (Mode::Testing, 100, 2)
+        );
     }
 
     #[test]
     fn mtasts_policy_rejects() {
         let table: &[(&str, &str)] = &[
-            ("missing version", "mode: enforce\nmx: a.example\nmax_age: 1\n"),
-            ("bad version", "version: STSv2\nmode: enforce\nmx: a.example\nmax_age: 1\n"),
-            ("missing mode", "version: STSv1\nmx: a.example\nmax_age: 1\n"),
-            ("bad mode", "version: STSv1\nmode: Enforce\nmx: a.example\nmax_age: 1\n"),
-            ("bad mode 2", "version: STSv1\nmode: strict\nmx: a.example\nmax_age: 1\n"),
-            ("missing max_age", "version: STSv1\nmode: enforce\nmx: a.example\n"),
-            ("bad max_age", "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: -1\n"),
-            ("long max_age", "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 12345678901\n"),
+            (
+                "missing version",
+                "mode: enforce\nmx: a.example\nmax_age: 1\n",
+            ),
+            (
+                "bad version",
+                "version: STSv2\nmode: enforce\nmx: a.example\nmax_age: 1\n",
+            ),
+            (
+                "missing mode",
+                "version: STSv1\nmx: a.example\nmax_age: 1\n",
+            ),
+            (
+                "bad mode",
+                "version: STSv1\nmode: Enforce\nmx: a.example\nmax_age: 1\n",
+            ),
+            (
+                "bad mode 2",
+                "version: STSv1\nmode: strict\nmx: a.example\nmax_age: 1\n",
+            ),
+            (
+                "missing max_age",
+                "version: STSv1\nmode: enforce\nmx: a.example\n",
+            ),
+            (
+                "bad max_age",
+                "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: -1\n",
+            ),
+            (
+                "long max_age",
+                "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 12345678901\n",
+            ),
             ("missing mx", "version: STSv1\nmode: enforce\nmax_age: 1\n"),
-            ("missing mx testing", "version: STSv1\nmode: testing\nmax_age: 1\n"),
-            ("bad mx", "version: STSv1\nmode: enforce\nmx: a..example\nmax_age: 1\n"),
-            ("inner wildcard", "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 1\n"),
-            ("bare wildcard", "version: STSv1\nmode: enforce\nmx: *\nmax_age: 1\n"),
-            ("u-label", "version: STSv1\nmode: enforce\nmx: mäil.example\nmax_age: 1\n"),
-            ("no colon", "version: STSv1\nmode enforce\nmx: a.example\nmax_age: 1\n"),
-            ("bad key", "version: STSv1\n-mode: enforce\nmx: a.example\nmax_age: 1\n"),
-            ("key case", "Version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 1\n"),
+            (
+                "missing mx testing",
+                "version: STSv1\nmode: testing\nmax_age: 1\n",
+            ),
+            (
+                "bad mx",
+                "version: STSv1\nmode: enforce\nmx: a..example\nmax_age: 1\n",
+            ),
+            (
+                "inner wildcard",
+                "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 1\n",
+            ),
+            (
+                "bare wildcard",
+                "version: STSv1\nmode: enforce\nmx: *\nmax_age: 1\n",
+            ),
+            (
+                "u-label",
+                "version: STSv1\nmode: enforce\nmx: mäil.example\nmax_age: 1\n",
+            ),
+            (
+                "no colon",
+                "version: STSv1\nmode enforce\nmx: a.example\nmax_age: 1\n",
+            ),
+            (
+                "bad key",
+                "version: STSv1\n-mode: enforce\nmx: a.example\nmax_age: 1\n",
+            ),
+            (
+                "key case",
+                "Version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 1\n",
+            ),
             ("empty", ""),
         ];
         for (what, text) in table {
@@ -405,6 +459,9 @@ mod tests {
             r#"{"mode":"enforce","mx":["mail.example.com","*.example.net"],"max_age":604800}"#
         );
         assert_eq!(serde_json::from_str::<Policy>(&json).unwrap(), policy);
-        assert!(serde_json::from_str::<Policy>(r#"{"mode":"enforce","mx":["a..b"],"max_age":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Policy>(r#"{"mode":"enforce","mx":["a..b"],"max_age":1}"#)
+                .is_err()
+        );
     }
 }

@@ -155,7 +155,10 @@ pub fn select_record(name: &str, txts: &[String]) -> Result<StsRecord, RecordErr
 }
 
 /// Looks up `_mta-sts.<domain>` and picks its MTA-STS record.
-pub async fn lookup_record(resolver: &dyn Resolver, domain: &str) -> Result<StsRecord, RecordError> {
+pub async fn lookup_record(
+    resolver: &dyn Resolver,
+    domain: &str,
+) -> Result<StsRecord, RecordError> {
     let name = record_name(domain);
     match resolver.lookup_txt(&name).await {
         Ok(answer) => select_record(&name, &answer.records),
@@ -179,7 +182,10 @@ mod tests {
             ("v=STSv1; id=abc; ext=value", Some("abc")),
             ("v=STSv1; ext=value; id=abc", Some("abc")),
             ("v=STSv1; id=first; id=second", Some("first")),
-            ("v=STSv1; id=12345678901234567890123456789012", Some("12345678901234567890123456789012")),
+            (
+                "v=STSv1; id=12345678901234567890123456789012",
+                Some("12345678901234567890123456789012"),
+            ),
             ("v=STSv1", None),
             ("v=STSv1;", None),
             ("v=STSv1; id=", None),
@@ -198,7 +204,12 @@ mod tests {
                 "{txt}"
             );
         }
-        for other in ["v=spf1 -all", "v=STSv10; id=1", "V=STSv1; id=1", " v=STSv1; id=1"] {
+        for other in [
+            "v=spf1 -all",
+            "v=STSv10; id=1",
+            "V=STSv1; id=1",
+            " v=STSv1; id=1",
+        ] {
             assert!(!is_sts_record(other), "{other}");
         }
     }
