@@ -85,6 +85,20 @@ pub fn build(
     snapshot::build_from(data, config, tls).map_err(|e| vec![Problem::new("snapshot", e)])
 }
 
+/// A store whose version counter vanished was reset (flushed, or restarted without
+/// persistence): taking its (likely empty) content would reroute the whole fleet, so it
+/// is refused like invalid data. Any write through the CLI sets the counter again.
+fn reset_problem(store: &RedisStore, known: u64) -> Problem {
+    Problem::new(
+        store.keys().version(),
+        format!(
+            "missing while version {known} was loaded before: the store looks reset \
+             (flushed, or Redis restarted without persistence); write it again \
+             (e.g. `relaygate routes import`) to have it taken"
+        ),
+    )
+}
+
 /// What the gateway runs on, and how it got it.
 struct Applied {
     version: u64,
@@ -124,6 +138,13 @@ pub async fn start(config: &Config, tls: &TlsClientConfigs) -> Result<Started, S
         let raw = store.load(&mut c).await;
         conn = Some(c);
         let raw = raw?;
+        if raw.version == 0 {
+            if let Ok(Some(p)) = persist::load(&data_dir) {
+                if p.version > 0 {
+                    return Err(StoreError::Invalid(vec![reset_problem(&store, p.version)]));
+                }
+            }
+        }
         let data = raw.decode().map_err(StoreError::Invalid)?;
         let snap = build(&data, config, tls).map_err(StoreError::Invalid)?;
         Ok((raw.version, data, snap))
@@ -403,6 +424,10 @@ impl Runner {
         self.status.set_data(true, None);
         self.backoff.reset();
         self.seen_version = raw.version;
+        if raw.version == 0 && self.applied.version > 0 {
+            let problem = reset_problem(&self.store, self.applied.version);
+            return self.reject(0, problem.to_string());
+        }
         let data = match raw.decode() {
             Ok(d) => d,
             Err(problems) => return self.reject(raw.version, format_problems(&problems)),
