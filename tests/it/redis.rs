@@ -762,3 +762,51 @@ async fn store_cli_explain_accounts_transports_and_the_file_store() -> Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reset_store_is_refused_and_the_snapshot_stays() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let sink = Sink::start().await?;
+    let cli = StoreCli::new(&store_toml(&redis.url()))?;
+    let toml = format!(
+        "{}[[routes]]\ntransport = \"s\"\n",
+        sink_transport("s", sink.port())
+    );
+    cli.import(&toml).await?;
+    let gw = gateway(&redis.url(), "").await?;
+    let h = wait_health(&gw, 10, "store ok", |h| h["store"] == "ok").await?;
+    let good = store_version(&h);
+
+    // Flushed (or restarted without persistence): taking the empty store would send
+    // everything direct; it is refused instead.
+    redis.cmd(&["FLUSHALL"]).await?;
+    redis
+        .cmd(&["PUBLISH", &format!("{PREFIX}changed"), "x"])
+        .await?;
+    let h = wait_health(&gw, 10, "refusal of the reset store", |h| {
+        h["store_detail"]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("looks reset"))
+    })
+    .await?;
+    ensure!(store_version(&h) == good, "{h}");
+    submit(
+        gw.submission_addr(),
+        "s@src.test",
+        &["kept@dest.test"],
+        &simple_message("s@src.test", "kept@dest.test", "kept", "kept-1"),
+    )
+    .await?;
+    sink.wait_for(deadline(DELIVERY_SECS), |m| {
+        m.iter().any(|x| x.has_rcpt("kept@dest.test"))
+    })
+    .await?;
+
+    // Written again, it is taken.
+    cli.import(&toml).await?;
+    wait_health(&gw, 10, "taken again", |h| {
+        h["store_detail"]["rejected"].is_null()
+    })
+    .await?;
+    Ok(())
+}
