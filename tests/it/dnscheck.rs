@@ -9,14 +9,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use anyhow::{ensure, Context, Result};
 use relaygate_transports::testkit::TestDns;
 use serde_json::Value;
 
 use crate::support::gateway::{run_relaygate, toml_str, CliOutput};
-use crate::support::{deadline, temp_dir, wait_until};
+use crate::support::microsocks::{free_port, Microsocks};
+use crate::support::temp_dir;
 
 const DOMAIN: &str = "example.org";
 const SOCKS_IP: &str = "192.0.2.10";
@@ -332,43 +332,8 @@ async fn dnscheck_null_mx_fails() -> Result<()> {
 
 // ---- socks-test against a real microsocks ----
 
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn microsocks(auth: Option<(&str, &str)>) -> Result<Proxy> {
-    let port = free_port()?;
-    let mut cmd = Command::new("microsocks");
-    cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-    if let Some((u, p)) = auth {
-        cmd.args(["-u", u, "-P", p]);
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("microsocks must be installed (Debian package microsocks)")?;
-    let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
-    let proxy = Proxy { child, addr };
-    wait_until(deadline(10), "microsocks listening", || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
-    .await?;
-    Ok(proxy)
+async fn microsocks(auth: Option<(&str, &str)>) -> Result<Microsocks> {
+    Ok(Microsocks::start(auth)?)
 }
 
 /// A config with socks transport "proxy" at `addresses`, with credentials if given.

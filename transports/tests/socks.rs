@@ -1,62 +1,23 @@
+#![cfg(feature = "testkit")]
 //! The SOCKS5 dialer against a real SOCKS5 server: Debian's `microsocks`, started per
 //! test on its own port, with and without RFC 1929 authentication. Outgoing connections
 //! of the proxy are bound to 127.0.0.2, so the target can tell they came through it.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use relaygate_transports::direct::Dialer;
 use relaygate_transports::socks::{SocksConfig, SocksDialer};
+use relaygate_transports::testkit::microsocks::{self, Microsocks};
 use relaygate_transports::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    microsocks::free_port().unwrap()
 }
 
-fn microsocks(auth: Option<(&str, &str)>) -> Proxy {
-    let port = free_port();
-    let mut cmd = Command::new("microsocks");
-    cmd.args([
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-b",
-        "127.0.0.2",
-    ]);
-    if let Some((u, p)) = auth {
-        cmd.args(["-u", u, "-P", p]);
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("microsocks must be installed (Debian package microsocks)");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "microsocks did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proxy { child, addr }
+fn microsocks(auth: Option<(&str, &str)>) -> Microsocks {
+    Microsocks::start(auth).unwrap()
 }
 
 fn config(proxies: Vec<SocketAddr>, creds: Option<(&str, &str)>) -> SocksConfig {
