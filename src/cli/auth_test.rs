@@ -23,30 +23,7 @@ use crate::config::Config;
 
 /// Runs the command and prints its report; the exit code says whether AUTH succeeded.
 pub fn run(config_path: &Path, transport: &str) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("relaygate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(test(config_path, transport)) {
-        Ok((report, true)) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Ok((report, false)) => {
-            print!("{report}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("relaygate: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::run_report("auth-test", test(config_path, transport))
 }
 
 /// Builds the transport from the config, probes it, and returns the report and

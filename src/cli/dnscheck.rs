@@ -75,17 +75,7 @@ pub struct DnscheckArgs {
 
 /// Runs the command: prints the report, exit status 1 when a check failed.
 pub fn run(args: DnscheckArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("relaygate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let report = match runtime.block_on(check(&args)) {
+    let report = match super::block_on(check(&args)) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("relaygate: dnscheck: {e:#}");

@@ -66,30 +66,7 @@ struct ProxyResult {
 
 /// Runs the command: prints a line per proxy; exit 0 only when all work.
 pub fn run(args: SocksTestArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("relaygate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(test(&args)) {
-        Ok((report, true)) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Ok((report, false)) => {
-            print!("{report}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("relaygate: socks-test: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::run_report("socks-test", test(&args))
 }
 
 /// Tests every proxy of the transport; returns the report and whether all worked.
