@@ -274,6 +274,33 @@ async fn tempfail_forever_gives_delayed_then_failed_dsn() -> Result<()> {
         dsns[1].text()
     );
     assert!(msgs.iter().all(|m| !m.has_rcpt(rcpt)));
+
+    // Will-Retry-Until is accurate: the last attempt (the 6th) comes ~4.8 s (±10%) after
+    // the 5th, and it really happened by then (dates have whole seconds).
+    let date = |m: &Received, field: &str| -> Result<std::time::SystemTime> {
+        let v = field_values(m, field)
+            .into_iter()
+            .next()
+            .with_context(|| format!("no {field} in\n{}", m.text()))?;
+        Ok(httpdate::parse_http_date(&v.replace(" +0000", " GMT"))?)
+    };
+    let until = date(dsns[0], "Will-Retry-Until")?;
+    let fifth = date(dsns[0], "Last-Attempt-Date")?;
+    let sixth = date(dsns[1], "Last-Attempt-Date")?;
+    let ahead = until.duration_since(fifth).unwrap_or_default().as_secs();
+    ensure!(
+        (3..=7).contains(&ahead),
+        "Will-Retry-Until is {ahead}s after the 5th attempt"
+    );
+    let diff = until
+        .duration_since(sixth)
+        .or_else(|_| sixth.duration_since(until))
+        .unwrap_or_default()
+        .as_secs();
+    ensure!(
+        diff <= 2,
+        "the 6th attempt came {diff}s away from Will-Retry-Until"
+    );
     Ok(())
 }
 

@@ -1,15 +1,20 @@
-//! The decisions of direct delivery as pure functions: which TLS policy a host gets,
-//! the order in which its addresses are dialed, how each remote reply or error reads for
-//! one recipient at one host, and how the results of several hosts add up. No I/O here;
-//! `host.rs` and `mod.rs` do the talking and call these.
+//! The decisions of direct delivery as pure functions: which TLS policy a host gets
+//! ([`tls`]), the order in which its addresses are dialed, how each remote reply or error
+//! reads for one recipient at one host, and how the results of several hosts add up. No
+//! I/O here; `host.rs` and `mod.rs` do the talking and call these.
+
+mod tls;
+
+pub use tls::{
+    mtasts_step, mtasts_unavailable, tls_policy, DaneHost, HostTls, Ignored, MtaStsHost,
+    PolicyDecision, PolicyInputs, SkipReason, TlsPolicy, TlsRequirement, TlsSources,
+    Verification,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
-
-use rustls::ClientConfig;
 
 use crate::dns::{DestinationError, Host};
 use crate::outcome::{RcptOutcome, Severity, TransportError};
@@ -22,98 +27,6 @@ pub type DialedIps = BTreeMap<String, Vec<IpAddr>>;
 /// The least time one address gets when the host's dial budget is shared out, unless
 /// less than this is left of the budget.
 pub const MIN_DIAL_SHARE: Duration = Duration::from_secs(1);
-
-/// How TLS is used with one MX host.
-///
-/// Today every host gets [`TlsPolicy::Opportunistic`] (and [`TlsPolicy::Plaintext`] for
-/// the reconnect after a failed handshake). The required variants are the hook for DANE
-/// (RFC 7672), MTA-STS `enforce` (RFC 8461) and REQUIRETLS (RFC 8689): [`tls_policy`]
-/// will choose them once those policies are looked up, and the session code already
-/// honours them (STARTTLS must be offered and must succeed; no plaintext fallback).
-#[derive(Clone)]
-pub enum TlsPolicy {
-    /// STARTTLS when offered, certificate not verified (RFC 7435 opportunistic
-    /// security); after a TLS failure, one new plaintext connection to the same host.
-    Opportunistic,
-    /// Never STARTTLS: the reconnect after an opportunistic TLS failure.
-    Plaintext,
-    /// STARTTLS must be offered and succeed; the certificate is not verified (DANE with
-    /// only unusable TLSA records, RFC 7672 §2.2). No plaintext fallback.
-    RequiredUnverified,
-    /// STARTTLS must be offered and succeed with a certificate this config verifies
-    /// (PKIX for MTA-STS `enforce`, the TLSA records for DANE). No plaintext fallback.
-    RequiredVerified(Arc<ClientConfig>),
-}
-
-impl fmt::Debug for TlsPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-impl TlsPolicy {
-    /// Short name for logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            TlsPolicy::Opportunistic => "opportunistic",
-            TlsPolicy::Plaintext => "plaintext",
-            TlsPolicy::RequiredUnverified => "required-unverified",
-            TlsPolicy::RequiredVerified(_) => "required-verified",
-        }
-    }
-
-    /// After a failed TLS handshake, may the host be tried again without TLS?
-    /// RFC 7435 §3: opportunistic security falls back to cleartext; the required
-    /// policies exist precisely to forbid that.
-    pub fn allows_plaintext_fallback(&self) -> bool {
-        match self {
-            TlsPolicy::Opportunistic => true,
-            TlsPolicy::Plaintext
-            | TlsPolicy::RequiredUnverified
-            | TlsPolicy::RequiredVerified(_) => false,
-        }
-    }
-
-    /// STARTTLS must be offered and must succeed.
-    pub fn requires_tls(&self) -> bool {
-        match self {
-            TlsPolicy::Opportunistic | TlsPolicy::Plaintext => false,
-            TlsPolicy::RequiredUnverified | TlsPolicy::RequiredVerified(_) => true,
-        }
-    }
-}
-
-/// What the TLS policy decision looks at. The DANE/MTA-STS work adds the TLSA lookup
-/// result for the host and the recipient domain's MTA-STS policy here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyInputs {
-    /// The message asks for REQUIRETLS (RFC 8689).
-    pub requiretls: bool,
-}
-
-/// The policy for one host, or why the host must not be used for this message.
-#[derive(Debug, Clone)]
-pub enum PolicyDecision {
-    /// Deliver under this policy.
-    Deliver(TlsPolicy),
-    /// Do not connect; this reply is permanent for this host.
-    Refuse(Reply),
-}
-
-/// Chooses the TLS policy for one host.
-pub fn tls_policy(inputs: &PolicyInputs) -> PolicyDecision {
-    if inputs.requiretls {
-        // RFC 8689 §4.2.1: a REQUIRETLS message MUST only go to a host whose TLS
-        // certificate is verified through DANE or MTA-STS. Neither is available yet, so
-        // no host qualifies; §5 gives the status code.
-        return PolicyDecision::Refuse(Reply::new(
-            554,
-            Some(EnhancedCode::new(5, 7, 30)),
-            "REQUIRETLS: no DANE or MTA-STS policy to verify this host",
-        ));
-    }
-    PolicyDecision::Deliver(TlsPolicy::Opportunistic)
-}
 
 /// The port for a host: `direct.port_overrides[host]` or `direct.port`.
 pub fn port_for(host: &Host, port: u16, overrides: &BTreeMap<String, u16>) -> u16 {
@@ -266,6 +179,16 @@ pub struct RemoteMta {
     pub ip: Option<IpAddr>,
     /// TLS of that session.
     pub tls: TlsInfo,
+    /// The policies that asked for TLS at this host.
+    pub sources: TlsSources,
+}
+
+impl RemoteMta {
+    /// The TLS mode with the policies behind it, e.g. "verified+dane" (the `tlsmode`
+    /// metric label and the attempt's `tls`).
+    pub fn tls_mode(&self) -> String {
+        self.sources.label(self.tls.mode())
+    }
 }
 
 impl fmt::Display for RemoteMta {
@@ -413,32 +336,6 @@ mod tests {
     }
 
     #[test]
-    fn direct_policy_table() {
-        let opportunistic = tls_policy(&PolicyInputs { requiretls: false });
-        assert!(matches!(
-            opportunistic,
-            PolicyDecision::Deliver(TlsPolicy::Opportunistic)
-        ));
-        match tls_policy(&PolicyInputs { requiretls: true }) {
-            PolicyDecision::Refuse(r) => {
-                assert_eq!(r.code, 554);
-                assert_eq!(r.enhanced, Some(EnhancedCode::new(5, 7, 30)));
-            }
-            other => panic!("REQUIRETLS without DANE/MTA-STS must be refused: {other:?}"),
-        }
-        let verified = TlsPolicy::RequiredVerified(crate::tls::danger::insecure_client_config());
-        for (policy, fallback, required) in [
-            (TlsPolicy::Opportunistic, true, false),
-            (TlsPolicy::Plaintext, false, false),
-            (TlsPolicy::RequiredUnverified, false, true),
-            (verified, false, true),
-        ] {
-            assert_eq!(policy.allows_plaintext_fallback(), fallback, "{policy:?}");
-            assert_eq!(policy.requires_tls(), required, "{policy:?}");
-        }
-    }
-
-    #[test]
     fn direct_verdicts_of_replies() {
         let policy = reply(550, Some((5, 7, 1)));
         let unknown = reply(550, Some((5, 1, 1)));
@@ -561,6 +458,7 @@ mod tests {
                 host: h.into(),
                 ip: Some(ip("192.0.2.1")),
                 tls: TlsInfo::None,
+                sources: TlsSources::default(),
             })
         };
         let mut t = Tally::new(4);
