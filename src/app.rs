@@ -221,6 +221,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         )
     };
 
+    spawn_mtasts_refresh(snap.clone(), shutdown_rx.clone());
+
     // Housekeeping: spool segments, metric upkeep.
     {
         let queue = Arc::clone(&queue);
@@ -274,6 +276,38 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often cached MTA-STS policies are checked for a refresh.
+const MTASTS_REFRESH_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// Keeps the MTA-STS policies in use fresh (RFC 8461 §5.1: senders SHOULD refresh a
+/// cached policy before it expires) and forgets domains no longer delivered to. Uses the
+/// cache of the current snapshot's direct transport, so a reload's settings apply.
+fn spawn_mtasts_refresh(snap: SnapshotCell, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MTASTS_REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let cache = match snap.get().transports.get(crate::queue::scheduler::DIRECT) {
+                Some(snapshot::TransportEntry::Direct(direct)) => direct.mtasts_cache().cloned(),
+                Some(snapshot::TransportEntry::Smarthost(_)) | None => None,
+            };
+            let Some(cache) = cache else { continue };
+            let now = std::time::SystemTime::now();
+            for (domain, outcome) in cache.refresh_all_due(now).await {
+                tracing::info!(%domain, ?outcome, "MTA-STS policy refreshed");
+            }
+            let pruned = cache.prune(now).await;
+            if pruned > 0 {
+                tracing::info!(pruned, "MTA-STS cache: unused domains forgotten");
+            }
+        }
+    });
 }
 
 /// Reloads routes and transports; listeners, data_dir and the like need a restart.

@@ -185,17 +185,24 @@ pub struct Selection<'a> {
 }
 
 impl RouteTable {
-    /// The lists consulted for a query, in evaluation order.
-    pub fn lists<'a>(&'a self, q: &RouteQuery<'_>) -> Vec<(RouteLevel, &'a [Route])> {
-        let mut out = Vec::with_capacity(3);
-        if let Some(routes) = q.account.and_then(|a| self.accounts.get(a)) {
-            out.push((RouteLevel::Account, routes.as_slice()));
-        }
-        if let Some(routes) = self.domains.get(q.from_domain) {
-            out.push((RouteLevel::Domain, routes.as_slice()));
-        }
-        out.push((RouteLevel::Global, self.global.as_slice()));
-        out
+    /// The lists consulted for a query, in evaluation order (no allocation: this runs
+    /// for every recipient of every attempt).
+    pub fn lists<'a>(
+        &'a self,
+        q: &RouteQuery<'_>,
+    ) -> impl Iterator<Item = (RouteLevel, &'a [Route])> {
+        let account = q
+            .account
+            .and_then(|a| self.accounts.get(a))
+            .map(|r| (RouteLevel::Account, r.as_slice()));
+        let domain = self
+            .domains
+            .get(q.from_domain)
+            .map(|r| (RouteLevel::Domain, r.as_slice()));
+        account.into_iter().chain(domain).chain(std::iter::once((
+            RouteLevel::Global,
+            self.global.as_slice(),
+        )))
     }
 }
 

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use relaygate_transports::direct::{
@@ -14,12 +14,13 @@ use relaygate_transports::direct::{
 };
 use relaygate_transports::dns::Resolver;
 use relaygate_transports::dns::{AddressFamilies, DnssecMode, HickoryConfig, HickoryResolver};
+use relaygate_transports::mtasts::{HttpsFetcher, JsonFileStore, PolicyCache, StoreError};
 use relaygate_transports::smarthost::{
     SmarthostAuth, SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs,
 };
 use relaygate_transports::socks::{SocksConfig, SocksConnector, SocksDialer};
 use relaygate_transports::Connector;
-use relaygate_transports::{TcpConnector, Timeouts};
+use relaygate_transports::{TcpConnector, Timeouts, TlsRoots};
 
 use crate::config::{Config, RouteConfig, TransportConfig, TransportKind};
 use crate::routes::{normalize_domain, Route, RouteTable};
@@ -109,8 +110,8 @@ pub fn route_table(config: &Config) -> Result<RouteTable, String> {
 /// Builds a snapshot: route table plus live transport objects.
 pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String> {
     let routes = route_table(config)?;
-    let resolver = resolver(config)?;
-    let direct = direct_transport(config, &resolver, &config.hostname, Arc::new(TcpDialer))?;
+    let shared = direct_shared(config)?;
+    let direct = direct_transport(config, &shared, &config.hostname, Arc::new(TcpDialer))?;
     let mut transports = HashMap::new();
     for (name, t) in &config.transports {
         let entry = match t.kind {
@@ -139,7 +140,7 @@ pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String
                     &t.remote_hostname
                 };
                 let dialer = Arc::new(SocksDialer::new(socks_config(name, t)?));
-                TransportEntry::Direct(direct_transport(config, &resolver, ehlo, dialer)?)
+                TransportEntry::Direct(direct_transport(config, &shared, ehlo, dialer)?)
             }
         };
         transports.insert(name.clone(), entry);
@@ -234,19 +235,100 @@ pub fn resolver(config: &Config) -> Result<Arc<dyn Resolver>, String> {
     Ok(Arc::new(resolver))
 }
 
-/// A direct transport from `[direct]`, saying EHLO `ehlo_name` and connecting through
-/// `dialer` (plain TCP, or a SOCKS5 proxy); TLS status records go to
-/// `data_dir/tls-status/`.
-pub fn direct_transport(
-    config: &Config,
-    resolver: &Arc<dyn Resolver>,
-    ehlo_name: &str,
-    dialer: Arc<dyn Dialer>,
-) -> Result<Arc<DirectTransport>, String> {
+/// What every direct (and socks) transport of a snapshot shares: the resolver, the
+/// trusted roots for PKIX checks, and the MTA-STS policy cache.
+pub struct DirectShared {
+    pub resolver: Arc<dyn Resolver>,
+    pub roots: TlsRoots,
+    pub mtasts: Arc<PolicyCache>,
+}
+
+/// The MTA-STS cache file under `data_dir`.
+pub fn mtasts_cache_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("mtasts.json")
+}
+
+/// The MTA-STS cache store of a file, one per file for the whole process: snapshots are
+/// rebuilt on every reload, while the cache (and its single writer) must outlive them.
+/// A cache file that cannot be parsed is set aside (`mtasts.json.corrupt`) and the cache
+/// starts empty: policies are fetched again, nothing is lost but time.
+fn mtasts_store(path: &Path) -> Result<Arc<JsonFileStore>, String> {
+    static STORES: OnceLock<Mutex<HashMap<PathBuf, Arc<JsonFileStore>>>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(store) = stores.get(path) {
+        return Ok(Arc::clone(store));
+    }
+    let store = match JsonFileStore::open(path) {
+        Ok(store) => store,
+        Err(StoreError::Corrupt { reason, .. }) => {
+            let aside = path.with_extension("json.corrupt");
+            tracing::warn!(path = %path.display(), %reason, aside = %aside.display(),
+                "MTA-STS cache unreadable; set aside, starting empty");
+            std::fs::rename(path, &aside)
+                .map_err(|e| format!("setting aside {}: {e}", path.display()))?;
+            JsonFileStore::open(path).map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let store = Arc::new(store);
+    stores.insert(path.to_path_buf(), Arc::clone(&store));
+    Ok(store)
+}
+
+/// The trusted roots of `[tls] extra_ca_file` (plus webpki's).
+pub fn tls_roots(config: &Config) -> Result<TlsRoots, String> {
+    let extra =
+        (!config.tls.extra_ca_file.is_empty()).then(|| Path::new(&config.tls.extra_ca_file));
+    TlsRoots::load(extra).map_err(|e| format!("tls.extra_ca_file: {e}"))
+}
+
+/// The pieces every direct transport of a snapshot shares (see [`DirectShared`]):
+/// MTA-STS policies are fetched over HTTPS on `mtasts.https_port`, PKIX-verified
+/// against the same roots as the MX certificates, and cached in `data_dir/mtasts.json`.
+pub fn direct_shared(config: &Config) -> Result<DirectShared, String> {
+    let resolver = resolver(config)?;
+    let roots = tls_roots(config)?;
+    let families = address_families(config)?;
+    let fetcher = HttpsFetcher::new(Arc::clone(&resolver), &roots)
+        .with_port(config.mtasts.https_port)
+        .with_families(families);
+    let store = mtasts_store(&mtasts_cache_path(&config.data_dir))?;
+    let mtasts = Arc::new(PolicyCache::new(
+        Arc::clone(&resolver),
+        Arc::new(fetcher),
+        store,
+    ));
+    Ok(DirectShared {
+        resolver,
+        roots,
+        mtasts,
+    })
+}
+
+fn address_families(config: &Config) -> Result<AddressFamilies, String> {
     let d = &config.direct;
     if d.disable_ipv4 && d.disable_ipv6 {
         return Err("direct: disable_ipv4 and disable_ipv6 leave no address family".into());
     }
+    Ok(AddressFamilies {
+        v4: !d.disable_ipv4,
+        v6: !d.disable_ipv6,
+    })
+}
+
+/// A direct transport from `[direct]`, saying EHLO `ehlo_name` and connecting through
+/// `dialer` (plain TCP, or a SOCKS5 proxy), with DANE and MTA-STS from `shared`; TLS
+/// status records go to `data_dir/tls-status/`.
+pub fn direct_transport(
+    config: &Config,
+    shared: &DirectShared,
+    ehlo_name: &str,
+    dialer: Arc<dyn Dialer>,
+) -> Result<Arc<DirectTransport>, String> {
+    let d = &config.direct;
     let mut direct = DirectConfig::new(ehlo_name.to_string());
     direct.port = d.port;
     direct.port_overrides = d
@@ -254,13 +336,12 @@ pub fn direct_transport(
         .iter()
         .map(|(host, port)| (host.trim_end_matches('.').to_ascii_lowercase(), *port))
         .collect();
-    direct.families = AddressFamilies {
-        v4: !d.disable_ipv4,
-        v6: !d.disable_ipv6,
-    };
+    direct.families = address_families(config)?;
     let store = TlsStatusStore::new(config.data_dir.join("tls-status"));
     Ok(Arc::new(
-        DirectTransport::new(direct, Arc::clone(resolver), dialer).with_tls_status(store),
+        DirectTransport::new(direct, Arc::clone(&shared.resolver), dialer)
+            .with_tls_status(store)
+            .with_mtasts(Arc::clone(&shared.mtasts), shared.roots.clone()),
     ))
 }
 

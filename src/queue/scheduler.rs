@@ -6,14 +6,18 @@
 //! Grouping: recipients of one message that resolve to the same smarthost share one
 //! transaction; for direct delivery they are grouped by recipient domain and handed to
 //! the direct transport (`relaygate_transports::direct`), which tries the domain's MX
-//! hosts; its per-host facts become the `queue_destinations*`, `queue_connection_total`
-//! and `queue_plaintext_fallback_total` metrics.
+//! hosts under DANE, MTA-STS and REQUIRETLS; its per-host facts become the
+//! `queue_destination*`, `queue_tlsrequiredno_ignored_total`,
+//! `queue_requiretls_unsupported_total`, `queue_mtasts_mx_mismatch_total`,
+//! `queue_connection_total` and `queue_plaintext_fallback_total` metrics.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relaygate_transports::direct::{DialedIps, DirectRequest, DirectTransport};
+use relaygate_transports::direct::{
+    DaneHost, DialedIps, DirectRequest, DirectResult, DirectTransport, SkipReason,
+};
 use relaygate_transports::smarthost::SmarthostTransport;
 use relaygate_transports::{OutboundMessage, OutboundRcpt, RcptOutcome, Severity};
 use tokio::sync::{watch, Semaphore};
@@ -369,31 +373,15 @@ impl Scheduler {
             domain: first
                 .map(|r| address_domain(&r.address))
                 .unwrap_or_default(),
+            // RFC 8689 §5: the header counts only without REQUIRETLS (the transport
+            // checks that too, against the effective REQUIRETLS after overrides).
+            tls_required_no: msg.params.tls_required_no && !message.requiretls,
             message,
             attempt,
             dialed,
         };
         let result = transport.deliver(&request).await;
-        for host in &result.hosts {
-            metrics::counter!("relaygate_queue_destinations_total").increment(1);
-            if host.authentic {
-                metrics::counter!("relaygate_queue_destinations_authentic_total").increment(1);
-            }
-            if host.refused_by_policy && request.message.requiretls {
-                metrics::counter!("relaygate_queue_requiretls_unsupported_total",
-                    "reason" => "nopolicy")
-                .increment(1);
-            }
-        }
-        for connect in result.connections() {
-            metrics::counter!("relaygate_queue_connection_total", "result" => connect.label())
-                .increment(1);
-        }
-        let fallbacks = result.plaintext_fallbacks();
-        if fallbacks > 0 {
-            metrics::counter!("relaygate_queue_plaintext_fallback_total")
-                .increment(fallbacks as u64);
-        }
+        direct_metrics(&result);
         job.rcpts
             .iter()
             .zip(result.rcpts)
@@ -409,11 +397,70 @@ impl Scheduler {
                     transport: job.transport.clone(),
                     remote: r.remote.as_ref().map(ToString::to_string),
                     reply: r.outcome.reply().to_string(),
-                    tls: r.remote.as_ref().map(|m| m.tls.mode().to_string()),
+                    // "verified+dane" and the like: the TLS used and the policies behind it.
+                    tls: r.remote.as_ref().map(|m| m.tls_mode()),
                     dialed: result.dialed.clone(),
                 },
             })
             .collect()
+    }
+}
+
+/// The SPEC §3 counters of one direct attempt, from the transport's per-host facts.
+fn direct_metrics(result: &DirectResult) {
+    for host in &result.hosts {
+        if host.looked_up {
+            metrics::counter!("relaygate_queue_destinations_total").increment(1);
+        }
+        if host.authentic {
+            metrics::counter!("relaygate_queue_destinations_authentic_total").increment(1);
+        }
+        match host.dane {
+            Some(DaneHost::Verify) => {
+                metrics::counter!("relaygate_queue_destination_dane_required_total").increment(1);
+            }
+            Some(DaneHost::Unverified) => {
+                metrics::counter!("relaygate_queue_destination_dane_required_total").increment(1);
+                metrics::counter!("relaygate_queue_destination_dane_starttlsunverified_total")
+                    .increment(1);
+            }
+            Some(DaneHost::LookupFailed) => {
+                metrics::counter!("relaygate_queue_destination_dane_gathertlsa_errors_total")
+                    .increment(1);
+            }
+            Some(DaneHost::NotApplicable) | None => {}
+        }
+        match host.skip_reason {
+            Some(SkipReason::RequireTlsNoPolicy) => {
+                metrics::counter!("relaygate_queue_requiretls_unsupported_total",
+                    "reason" => "nopolicy")
+                .increment(1);
+            }
+            Some(SkipReason::MtaStsMx | SkipReason::TlsaLookup) | None => {}
+        }
+        if host.requiretls_refused {
+            metrics::counter!("relaygate_queue_requiretls_unsupported_total",
+                "reason" => "norequiretls")
+            .increment(1);
+        }
+        if host.mtasts_mismatch {
+            let mode = result.mtasts.map_or("none", |m| m.as_str());
+            metrics::counter!("relaygate_queue_mtasts_mx_mismatch_total", "mode" => mode)
+                .increment(1);
+        }
+    }
+    for ignored in result.ignored() {
+        metrics::counter!("relaygate_queue_tlsrequiredno_ignored_total",
+            "ignored" => ignored.label())
+        .increment(1);
+    }
+    for connect in result.connections() {
+        metrics::counter!("relaygate_queue_connection_total", "result" => connect.label())
+            .increment(1);
+    }
+    let fallbacks = result.plaintext_fallbacks();
+    if fallbacks > 0 {
+        metrics::counter!("relaygate_queue_plaintext_fallback_total").increment(fallbacks as u64);
     }
 }
 

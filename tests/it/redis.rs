@@ -59,6 +59,23 @@ async fn wait_health(
     Ok(last)
 }
 
+/// Submits one message to `rcpt` through `gw` and waits until `sink` has it.
+async fn deliver_one(gw: &Gateway, sink: &Sink, rcpt: &str) -> Result<()> {
+    submit(
+        gw.submission_addr(),
+        "s@src.test",
+        &[rcpt],
+        &simple_message("s@src.test", rcpt, "one", &rcpt.replace('@', ".")),
+    )
+    .await?;
+    sink.wait_for(deadline(DELIVERY_SECS), |m| {
+        m.iter().any(|x| x.has_rcpt(rcpt))
+    })
+    .await
+    .with_context(|| gw.log_tails())?;
+    Ok(())
+}
+
 /// "version N published" in a CLI report → N.
 fn published_version(stdout: &str) -> Result<u64> {
     stdout
@@ -351,17 +368,7 @@ async fn redis_killed_under_load_then_back_with_a_change() -> Result<()> {
         h["store"] == "ok" && store_version(h) >= version
     })
     .await?;
-    submit(
-        gw.submission_addr(),
-        "s@src.test",
-        &["after@dest.test"],
-        &simple_message("s@src.test", "after@dest.test", "after", "after-1"),
-    )
-    .await?;
-    s2.wait_for(deadline(DELIVERY_SECS), |m| {
-        m.iter().any(|x| x.has_rcpt("after@dest.test"))
-    })
-    .await?;
+    deliver_one(&gw, &s2, "after@dest.test").await?;
     let log = std::fs::read_to_string(gw.dir().join("stderr.log"))?;
     let outage_lines = log.matches("store: Redis unreachable").count();
     ensure!(
@@ -396,17 +403,7 @@ async fn gateway_starts_on_the_persisted_snapshot_while_redis_is_down() -> Resul
     ensure!(h["store"] == "degraded", "{h}");
     ensure!(h["store_detail"]["from_persisted_snapshot"] == true, "{h}");
     ensure!(store_version(&h) == version, "{h}");
-    submit(
-        gw.submission_addr(),
-        "s@src.test",
-        &["p@dest.test"],
-        &simple_message("s@src.test", "p@dest.test", "persisted", "p-1"),
-    )
-    .await?;
-    sink.wait_for(deadline(DELIVERY_SECS), |m| {
-        m.iter().any(|x| x.has_rcpt("p@dest.test"))
-    })
-    .await?;
+    deliver_one(&gw, &sink, "p@dest.test").await?;
 
     // Without a persisted snapshot, it refuses to start and says why.
     let err = match gateway(&redis.url(), "").await {
@@ -472,17 +469,7 @@ async fn snapshot_naming_a_missing_transport_is_refused() -> Result<()> {
     );
 
     // The previous snapshot keeps working.
-    submit(
-        gw.submission_addr(),
-        "s@src.test",
-        &["ok@dest.test"],
-        &simple_message("s@src.test", "ok@dest.test", "old", "old-1"),
-    )
-    .await?;
-    sink.wait_for(deadline(DELIVERY_SECS), |m| {
-        m.iter().any(|x| x.has_rcpt("ok@dest.test"))
-    })
-    .await?;
+    deliver_one(&gw, &sink, "ok@dest.test").await?;
 
     // The operator sees it too, and can fix it.
     let out = cli.run(&["check-config"]).await?;
@@ -498,6 +485,21 @@ async fn snapshot_naming_a_missing_transport_is_refused() -> Result<()> {
         store_version(h) == fixed && h["store_detail"]["rejected"].is_null()
     })
     .await?;
+
+    // SIGHUP with the Redis store: the snapshot is rebuilt with the re-read config file,
+    // and the routes still come from Redis.
+    let generation = |h: &Value| h["config_generation"].as_u64().unwrap_or(0);
+    let before = generation(&healthz(&gw).await?);
+    let pid = gw.pid().context("the gateway is not running")?;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?;
+    ensure!(status.success(), "kill -HUP: {status}");
+    wait_health(&gw, 10, "rebuilt after SIGHUP", |h| {
+        generation(h) > before && h["store"] == "ok"
+    })
+    .await?;
+    deliver_one(&gw, &sink, "hup@dest.test").await?;
     Ok(())
 }
 
@@ -516,17 +518,7 @@ async fn redis_cluster_load_and_reload() -> Result<()> {
     .await?;
     let gw = gateway(&url, "").await?;
     wait_health(&gw, 15, "store ok", |h| h["store"] == "ok").await?;
-    submit(
-        gw.submission_addr(),
-        "s@src.test",
-        &["c1@dest.test"],
-        &simple_message("s@src.test", "c1@dest.test", "c", "c-1"),
-    )
-    .await?;
-    s1.wait_for(deadline(DELIVERY_SECS), |m| {
-        m.iter().any(|x| x.has_rcpt("c1@dest.test"))
-    })
-    .await?;
+    deliver_one(&gw, &s1, "c1@dest.test").await?;
 
     let out = cli
         .ok(&["routes", "add", "--transport", "s2", "--index", "0"])
@@ -536,17 +528,7 @@ async fn redis_cluster_load_and_reload() -> Result<()> {
         store_version(h) >= version
     })
     .await?;
-    submit(
-        gw.submission_addr(),
-        "s@src.test",
-        &["c2@dest.test"],
-        &simple_message("s@src.test", "c2@dest.test", "c", "c-2"),
-    )
-    .await?;
-    s2.wait_for(deadline(DELIVERY_SECS), |m| {
-        m.iter().any(|x| x.has_rcpt("c2@dest.test"))
-    })
-    .await?;
+    deliver_one(&gw, &s2, "c2@dest.test").await?;
     Ok(())
 }
 
@@ -568,17 +550,7 @@ async fn store_over_tls() -> Result<()> {
     .await?;
     let gw = gateway(&url, &tls).await?;
     wait_health(&gw, 10, "store ok over TLS", |h| h["store"] == "ok").await?;
-    submit(
-        gw.submission_addr(),
-        "s@src.test",
-        &["t@dest.test"],
-        &simple_message("s@src.test", "t@dest.test", "t", "t-1"),
-    )
-    .await?;
-    sink.wait_for(deadline(DELIVERY_SECS), |m| {
-        m.iter().any(|x| x.has_rcpt("t@dest.test"))
-    })
-    .await?;
+    deliver_one(&gw, &sink, "t@dest.test").await?;
     Ok(())
 }
 
@@ -790,17 +762,7 @@ async fn a_reset_store_is_refused_and_the_snapshot_stays() -> Result<()> {
     })
     .await?;
     ensure!(store_version(&h) == good, "{h}");
-    submit(
-        gw.submission_addr(),
-        "s@src.test",
-        &["kept@dest.test"],
-        &simple_message("s@src.test", "kept@dest.test", "kept", "kept-1"),
-    )
-    .await?;
-    sink.wait_for(deadline(DELIVERY_SECS), |m| {
-        m.iter().any(|x| x.has_rcpt("kept@dest.test"))
-    })
-    .await?;
+    deliver_one(&gw, &sink, "kept@dest.test").await?;
 
     // Written again, it is taken.
     cli.import(&toml).await?;

@@ -5,7 +5,12 @@
 //! - [`smtp_client`]: a raw SMTP client for exact-byte submission tests.
 //! - [`redis`]: real `redis-server` processes (one server or a 3-node cluster) and
 //!   the store CLI.
-//! - [`pki`]: a throw-away CA and a server certificate for `localhost`/127.0.0.1.
+//! - [`pki`]: a throw-away CA and a server certificate for `localhost`/127.0.0.1 (and
+//!   other names, e.g. `mx.dst.test`).
+//! - [`https`]: an HTTPS server for MTA-STS policies.
+//! - [`metrics`]: reading samples from the gateway's Prometheus text.
+//! - [`tls_lab`]: DNS with AD bits, a test CA, a policy server and a DSN sink for the
+//!   DANE / MTA-STS / REQUIRETLS scenarios.
 //! - [`dovecot`]: a private Dovecot submission server, the real SASL peer outside the
 //!   project.
 //!
@@ -16,11 +21,14 @@
 
 pub mod dovecot;
 pub mod gateway;
+pub mod https;
+pub mod metrics;
 pub mod microsocks;
 pub mod pki;
 pub mod redis;
 pub mod sink;
 pub mod smtp_client;
+pub mod tls_lab;
 
 use std::future::Future;
 use std::path::Path;

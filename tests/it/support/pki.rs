@@ -1,6 +1,7 @@
 //! A throw-away test PKI: one CA and one server certificate for `localhost` and
-//! 127.0.0.1 signed by it, as PEM files (for the gateway's `tls.extra_ca_file`,
-//! `submission.tls_cert`/`tls_key`) and as rustls configs (for sinks and clients).
+//! 127.0.0.1 (and any other names asked for, e.g. `mx.dst.test`) signed by it, as PEM
+//! files (for the gateway's `tls.extra_ca_file`, `submission.tls_cert`/`tls_key`), as
+//! rustls configs (for sinks and clients), and as DER (for TLSA records).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl Pki {
     /// A new CA and a server certificate for `localhost` and `127.0.0.1`.
     pub fn new() -> Result<Self> {
+        Self::for_names(&[])
+    }
+
+    /// A new CA and a server certificate for `localhost`, `127.0.0.1` and `names`.
+    pub fn for_names(names: &[&str]) -> Result<Self> {
         let ca_key = KeyPair::generate().context("CA key")?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -44,8 +50,9 @@ impl Pki {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let key = KeyPair::generate().context("server key")?;
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        sans.extend(names.iter().map(|n| n.to_string()));
+        let mut params = CertificateParams::new(sans)?;
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
@@ -91,6 +98,16 @@ impl Pki {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Arc::new(config))
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    /// The server certificate (DER).
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
     }
 
     /// The name the server certificate is valid for.

@@ -106,6 +106,8 @@ struct State {
     rcpt_attempts: HashMap<String, u64>,
     data_attempts: HashMap<String, u64>,
     mode: Mode,
+    /// Announce REQUIRETLS (RFC 8689) in the EHLO reply inside TLS.
+    requiretls: bool,
 }
 
 struct Shared {
@@ -178,6 +180,11 @@ impl Sink {
     /// Changes the global behaviour; applies to every command from now on.
     pub fn set_mode(&self, mode: Mode) {
         self.shared.lock().mode = mode;
+    }
+
+    /// Announce REQUIRETLS in the EHLO reply of TLS sessions (or stop announcing it).
+    pub fn set_requiretls(&self, on: bool) {
+        self.shared.lock().requiretls = on;
     }
 
     /// Every accepted transaction so far, in acceptance order.
@@ -414,6 +421,9 @@ async fn run_session(
                 ];
                 if (shared.tls.is_some() && !tls) || matches!(mode, Mode::BrokenTls) {
                     caps.push("STARTTLS".into());
+                }
+                if tls && shared.lock().requiretls {
+                    caps.push("REQUIRETLS".into());
                 }
                 let last = caps.len() - 1;
                 for (i, cap) in caps.iter().enumerate() {

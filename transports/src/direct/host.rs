@@ -40,6 +40,9 @@ pub(super) struct HostPlan<'a> {
     pub dial_budget: Duration,
     /// The accept-any-certificate config for opportunistic and unverified TLS.
     pub unverified_tls: &'a Arc<ClientConfig>,
+    /// The TLS server name (SNI) when it is not the host name: the TLSA base domain
+    /// under DANE (RFC 7672 §8.1).
+    pub sni: Option<&'a str>,
 }
 
 /// How dialing went, for the `queue_connection_total{result}` metric.
@@ -81,6 +84,10 @@ pub struct SessionReport {
     pub starttls: bool,
     /// REQUIRETLS was announced in the last EHLO reply.
     pub requiretls: bool,
+    /// The message asked REQUIRETLS and the server did not announce it after TLS.
+    pub requiretls_refused: bool,
+    /// Under `TLS-Required: No`: why the certificate did not verify (TLS went on).
+    pub verify_error: Option<String>,
     /// The error that ended the session early, if any.
     pub error: Option<String>,
 }
@@ -94,13 +101,17 @@ pub(super) enum SessionEnd {
 }
 
 /// The session's TLS failed in a way that a plaintext retry may get around: the
-/// handshake failed or timed out, or the server broke the protocol around STARTTLS (an
-/// odd reply, or bytes ahead of the handshake). Falling back costs no security that
-/// opportunistic TLS had: an attacker able to do this could also strip STARTTLS.
+/// handshake failed or timed out, the server broke the protocol around STARTTLS (an
+/// odd reply, or bytes ahead of the handshake), or (under a policy that requires TLS
+/// on this connection) STARTTLS was not offered or was refused. Falling back costs no
+/// security that opportunistic TLS had: an attacker able to do this could also strip
+/// STARTTLS. Whether a fallback is allowed is the policy's call.
 fn is_tls_failure(e: &TransportError) -> bool {
     matches!(
         e,
         TransportError::Tls { .. }
+            | TransportError::StartTlsUnavailable { .. }
+            | TransportError::StartTlsRejected { .. }
             | TransportError::Timeout {
                 stage: Stage::TlsHandshake,
                 ..
@@ -189,6 +200,8 @@ pub(super) async fn run(
         ehlo_done: false,
         starttls: false,
         requiretls: false,
+        requiretls_refused: false,
+        verify_error: None,
         error: None,
     };
     let all =
@@ -253,26 +266,41 @@ async fn prepare(
             return Ok(());
         }
         TlsPolicy::Opportunistic | TlsPolicy::RequiredUnverified => plan.unverified_tls,
-        TlsPolicy::RequiredVerified(config) => config,
+        TlsPolicy::RequiredVerified(config) | TlsPolicy::Relaxed { config, .. } => config,
     };
     if !caps.starttls {
         return Err(TransportError::StartTlsUnavailable {
             host: session.host().to_string(),
         });
     }
-    match session
-        .starttls(tls_name(plan.host)?, Arc::clone(config))
-        .await
-    {
+    let name = match plan.sni {
+        Some(sni) => server_name(sni)?,
+        None => tls_name(plan.host)?,
+    };
+    match session.starttls(name, Arc::clone(config)).await {
         Ok(caps) => {
             // RFC 3207 §4.2: only the post-TLS EHLO counts from here on.
             report.requiretls = caps.requiretls;
             let version = session.tls_version().unwrap_or_default();
-            report.tls = match plan.policy {
+            report.tls = match &plan.policy {
                 TlsPolicy::RequiredVerified(_) => TlsInfo::Verified { version },
-                TlsPolicy::Opportunistic | TlsPolicy::Plaintext | TlsPolicy::RequiredUnverified => {
-                    TlsInfo::Unverified { version }
-                }
+                TlsPolicy::Relaxed {
+                    verifier: Some(verifier),
+                    ..
+                } => match verifier.failure() {
+                    None => TlsInfo::Verified { version },
+                    Some(failure) => {
+                        // RFC 8689 §5: TLS-Required: No, so the failure is only noted.
+                        tracing::info!(host = %session.host(), error = %failure,
+                            "certificate not verified; going on (TLS-Required: No)");
+                        report.verify_error = Some(failure);
+                        TlsInfo::Unverified { version }
+                    }
+                },
+                TlsPolicy::Opportunistic
+                | TlsPolicy::Plaintext
+                | TlsPolicy::RequiredUnverified
+                | TlsPolicy::Relaxed { verifier: None, .. } => TlsInfo::Unverified { version },
             };
             Ok(())
         }
@@ -313,6 +341,10 @@ async fn transactions(
         let outcomes = match session.send_message(&batch).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
+                if matches!(e, TransportError::RequireTlsUnsupported { .. }) {
+                    // RFC 8689 §4.2.1: the server did not announce REQUIRETLS.
+                    report.requiretls_refused = true;
+                }
                 report.error = Some(e.to_string());
                 for &i in &todo {
                     verdicts[i] = Some(verdict_of_error(&e));

@@ -7,35 +7,55 @@
 //!    loop-safe) and returns its MX hosts in preference order, random within a preference;
 //!    no MX means the domain itself (RFC 5321 §5.1). A null MX or NXDOMAIN fails every
 //!    recipient permanently at once; a SERVFAIL, timeout or CNAME loop temporarily.
-//! 2. **Per host**, in order, for the recipients that no host has answered for good:
+//! 2. **MTA-STS** (RFC 8461), at the original recipient domain, through the
+//!    [`PolicyCache`]: `enforce`, `testing` or nothing. When the policy cannot be
+//!    determined (DNS failure, nothing cached) the attempt waits, unless the message says
+//!    `TLS-Required: No`.
+//! 3. **Per host**, in order, for the recipients that no host has answered for good:
+//!    - MTA-STS first ([`plan::mtasts_step`]): a host that an `enforce` policy does not
+//!      list is skipped without a lookup (temporary); a `testing` mismatch is logged;
 //!    - its addresses ([`resolve_host`], without the families `disable_ipv4/6` rule out),
 //!      ordered so that this attempt starts with the family the last attempt did not use
 //!      ([`plan::order_ips`]); the addresses dialed are reported back for the queue to keep;
-//!    - the TLS policy ([`plan::tls_policy`]): opportunistic today; a REQUIRETLS message
-//!      cannot be delivered until DANE/MTA-STS exist, so the host is refused without dialing;
+//!    - DANE (RFC 7672) when the whole chain to those addresses was DNSSEC-authentic:
+//!      TLSA records at `_<direct.port>._tcp.<host>` ([`lookup_tlsa_policy`]);
+//!    - the TLS policy ([`plan::tls_policy`], a pure table): verified against the TLSA
+//!      records and/or PKIX, required unverified, or opportunistic; or the host is
+//!      skipped (TLSA lookup failed: temporary; REQUIRETLS without usable DANE or MTA-STS
+//!      `enforce`: permanent 5.7.30). `TLS-Required: No` (RFC 8689 §5) turns the
+//!      failures into counted findings ([`plan::Ignored`]);
+//!    - the verifiers ([`verify`]): [`DaneVerifier`](crate::dane::DaneVerifier), PKIX, or
+//!      both, or a [`RelaxedVerifier`] that only notes a failure under `TLS-Required: No`;
 //!    - a session ([`host`]): each address dialed with a share of the time budget through
-//!      the [`Dialer`], EHLO with our host name, STARTTLS without certificate checks when
-//!      offered, then transactions (LIMITS RCPTMAX honoured, 452s retried in a new
-//!      transaction on the same connection);
-//!    - after a failed TLS handshake: a new connection to the same host without TLS
-//!      (RFC 7435), reported so the gateway counts `queue_plaintext_fallback_total`.
-//! 3. **Verdicts** ([`plan::HostVerdict`]): a delivery or a 5xx for the transaction is
-//!    final; a temporary failure (connection, 4xx, TLS) moves on to the next host; a host
-//!    that can never take the message (its SIZE, missing 8BITMIME/SMTPUTF8, a 5xx
+//!      the [`Dialer`], EHLO with our host name, STARTTLS as the policy says, then
+//!      transactions (LIMITS RCPTMAX honoured, 452s retried in a new transaction on the
+//!      same connection; REQUIRETLS passed on MAIL FROM, and refused by the session when
+//!      the server does not announce it after TLS);
+//!    - after a failed TLS session, when the policy allows it (opportunistic, or relaxed
+//!      by `TLS-Required: No`): a new connection to the same host without TLS (RFC 7435),
+//!      reported so the gateway counts `queue_plaintext_fallback_total`. Never under DANE,
+//!      MTA-STS `enforce` or REQUIRETLS.
+//! 4. **Verdicts** ([`plan::HostVerdict`]): a delivery or a 5xx for the transaction is
+//!    final; a temporary failure (connection, 4xx, TLS, a skipped host) moves on to the
+//!    next host; a host that can never take the message (its SIZE, missing
+//!    8BITMIME/SMTPUTF8/REQUIRETLS, no DANE/MTA-STS for a REQUIRETLS message, a 5xx
 //!    greeting) also moves on, and the message fails only when every host said so. On the
 //!    first attempt at a dual-stack host a 5xx with enhanced code 5.7.x is temporary, so
 //!    the other family gets its chance next time.
-//! 4. **Record.** What the last session offered (STARTTLS, REQUIRETLS) is written per
+//! 5. **Record.** What the last session offered (STARTTLS, REQUIRETLS) is written per
 //!    recipient domain by a [`TlsStatusStore`], in the background; a failed write never
 //!    touches the delivery.
 //!
 //! Every synthesized reply names the remote host and address, and every recipient's
-//! result says which remote MTA gave it ([`RemoteMta`]), for DSNs.
+//! result says which remote MTA gave it ([`RemoteMta`]), for DSNs. Each [`HostReport`]
+//! carries what the gateway turns into metrics (DANE outcome, MTA-STS mismatch, ignored
+//! findings, REQUIRETLS refusals, plaintext fallbacks).
 
 mod dial;
 mod host;
 pub mod plan;
 pub mod tls_record;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -46,16 +66,24 @@ use rustls::ClientConfig;
 
 pub use dial::{DialFuture, Dialer, TcpDialer};
 pub use host::{ConnectResult, SessionReport};
-pub use plan::{DialedIps, HostVerdict, RemoteMta, TlsPolicy};
+pub use plan::{DaneHost, DialedIps, HostVerdict, Ignored, RemoteMta, SkipReason, TlsPolicy};
 pub use tls_record::{TlsStatus, TlsStatusStore};
+pub use verify::RelaxedVerifier;
 
-use crate::dns::{gather_destinations, resolve_host, AddressFamilies, Host, Resolver};
+use crate::dane::{lookup_tlsa_policy, reference_names, DanePolicy};
+use crate::dns::destinations::parse_address_literal;
+use crate::dns::{
+    gather_destinations, resolve_host, AddressFamilies, Destinations, Host, MxHost, Resolver,
+};
 use crate::message::OutboundMessage;
+use crate::mtasts::{Mode, Policy, PolicyCache, PolicyLookupError};
 use crate::outcome::RcptOutcome;
+use crate::reply::{EnhancedCode, Reply};
 use crate::session::Timeouts;
-use crate::tls::danger;
+use crate::tls::{danger, TlsRoots};
 use host::{HostPlan, SessionEnd};
-use plan::{PolicyDecision, PolicyInputs, Tally};
+use plan::{MtaStsHost, PolicyDecision, PolicyInputs, Tally, TlsSources};
+use verify::VerifyInputs;
 
 /// Settings of direct delivery.
 #[derive(Debug, Clone)]
@@ -99,6 +127,9 @@ pub struct DirectRequest {
     pub attempt: u32,
     /// Addresses dialed per host on earlier attempts, oldest first.
     pub dialed: DialedIps,
+    /// The message carries `TLS-Required: No` (RFC 8689 §5): TLS policy failures are
+    /// ignored (and counted). Has no effect on a REQUIRETLS message.
+    pub tls_required_no: bool,
 }
 
 /// The result for one recipient.
@@ -115,19 +146,50 @@ pub struct DirectRcpt {
 pub struct HostReport {
     /// The host as displayed.
     pub host: String,
+    /// Its addresses were looked up (it counts as a destination); false when MTA-STS
+    /// ruled it out first.
+    pub looked_up: bool,
     /// The whole chain to this host's addresses was DNSSEC-authentic (recipient domain,
     /// its MX records unless implicit, the host's address records): DANE may apply.
     pub authentic: bool,
+    /// What the TLSA lookup gave, when there was one (authentic hosts only).
+    pub dane: Option<DaneHost>,
+    /// The recipient domain has an MTA-STS policy (`enforce` or `testing`) that does not
+    /// list this host.
+    pub mtasts_mismatch: bool,
     /// The TLS policy chosen, or `None` when the host was not dialed.
     pub policy: Option<&'static str>,
     /// Why the host was not dialed (no address, DNS failure, policy refusal).
     pub skipped: Option<String>,
-    /// The TLS policy ruled the host out (a REQUIRETLS message without DANE/MTA-STS).
-    pub refused_by_policy: bool,
+    /// The TLS policy ruled the host out.
+    pub skip_reason: Option<SkipReason>,
+    /// Findings ignored because the message says `TLS-Required: No`.
+    pub ignored: Vec<Ignored>,
     /// Its sessions: one, or two after a plaintext fallback.
     pub sessions: Vec<SessionReport>,
-    /// The second session is the plaintext retry after a failed TLS handshake.
+    /// The second session is the plaintext retry after a failed TLS session.
     pub plaintext_fallback: bool,
+    /// The message asked REQUIRETLS and the host did not announce it.
+    pub requiretls_refused: bool,
+}
+
+impl HostReport {
+    fn new(host: &str) -> Self {
+        HostReport {
+            host: host.to_string(),
+            looked_up: false,
+            authentic: false,
+            dane: None,
+            mtasts_mismatch: false,
+            policy: None,
+            skipped: None,
+            skip_reason: None,
+            ignored: Vec::new(),
+            sessions: Vec::new(),
+            plaintext_fallback: false,
+            requiretls_refused: false,
+        }
+    }
 }
 
 /// The result of one attempt.
@@ -139,12 +201,24 @@ pub struct DirectResult {
     pub dialed: DialedIps,
     /// The hosts tried, in order (empty when the destinations could not be found).
     pub hosts: Vec<HostReport>,
+    /// The recipient domain's MTA-STS policy mode, when it has a policy.
+    pub mtasts: Option<Mode>,
+    /// Findings about the whole domain ignored because of `TLS-Required: No`.
+    pub ignored: Vec<Ignored>,
 }
 
 impl DirectResult {
     /// Plaintext retries after failed TLS handshakes.
     pub fn plaintext_fallbacks(&self) -> usize {
         self.hosts.iter().filter(|h| h.plaintext_fallback).count()
+    }
+
+    /// Every finding ignored because of `TLS-Required: No`, for the domain and each host.
+    pub fn ignored(&self) -> impl Iterator<Item = Ignored> + '_ {
+        self.ignored
+            .iter()
+            .chain(self.hosts.iter().flat_map(|h| h.ignored.iter()))
+            .copied()
     }
 
     /// Every dial's result, for `queue_connection_total{result}`.
@@ -155,6 +229,13 @@ impl DirectResult {
     }
 }
 
+/// MTA-STS as direct delivery uses it: the policy cache and the roots that verify MX
+/// certificates under `enforce`.
+struct MtaSts {
+    cache: Arc<PolicyCache>,
+    roots: TlsRoots,
+}
+
 /// Direct MX delivery. Share it behind an `Arc`; `deliver` may run concurrently.
 pub struct DirectTransport {
     config: DirectConfig,
@@ -162,6 +243,7 @@ pub struct DirectTransport {
     dialer: Arc<dyn Dialer>,
     unverified_tls: Arc<ClientConfig>,
     tls_status: Option<TlsStatusStore>,
+    mtasts: Option<MtaSts>,
 }
 
 impl std::fmt::Debug for DirectTransport {
@@ -169,8 +251,19 @@ impl std::fmt::Debug for DirectTransport {
         f.debug_struct("DirectTransport")
             .field("config", &self.config)
             .field("tls_status", &self.tls_status)
+            .field("mtasts", &self.mtasts.is_some())
             .finish()
     }
+}
+
+/// What every host of one attempt shares.
+struct Attempt<'a> {
+    req: &'a DirectRequest,
+    destinations: &'a Destinations,
+    /// The recipient domain's MTA-STS policy, if any.
+    policy: Option<&'a Policy>,
+    /// The message's side of the policy inputs.
+    base: PolicyInputs,
 }
 
 impl DirectTransport {
@@ -182,6 +275,7 @@ impl DirectTransport {
             dialer,
             unverified_tls: danger::insecure_client_config(),
             tls_status: None,
+            mtasts: None,
         }
     }
 
@@ -189,6 +283,18 @@ impl DirectTransport {
     pub fn with_tls_status(mut self, store: TlsStatusStore) -> Self {
         self.tls_status = Some(store);
         self
+    }
+
+    /// Applies MTA-STS policies from `cache`, verifying MX certificates under `enforce`
+    /// against `roots` (webpki roots plus `tls.extra_ca_file`).
+    pub fn with_mtasts(mut self, cache: Arc<PolicyCache>, roots: TlsRoots) -> Self {
+        self.mtasts = Some(MtaSts { cache, roots });
+        self
+    }
+
+    /// The MTA-STS policy cache, for the background refresh.
+    pub fn mtasts_cache(&self) -> Option<&Arc<PolicyCache>> {
+        self.mtasts.as_ref().map(|m| &m.cache)
     }
 
     /// The configuration.
@@ -204,12 +310,14 @@ impl DirectTransport {
             rcpts: Vec::with_capacity(n),
             dialed: DialedIps::new(),
             hosts: Vec::new(),
+            mtasts: None,
+            ignored: Vec::new(),
         };
+        let mut tally = Tally::new(n);
         let destinations = match gather_destinations(self.resolver.as_ref(), &req.domain).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::info!(domain = %req.domain, error = %e, "direct: no destinations");
-                let mut tally = Tally::new(n);
                 for i in 0..n {
                     tally.record(i, plan::destination_verdict(&e), None);
                 }
@@ -220,124 +328,286 @@ impl DirectTransport {
         tracing::debug!(domain = %req.domain, expanded = %destinations.expanded_domain,
             hosts = destinations.hosts.len(), authentic = destinations.authentic_original,
             "direct: destinations");
-        let mut tally = Tally::new(n);
+        let base = PolicyInputs {
+            requiretls: req.message.requiretls,
+            tls_required_no: req.tls_required_no,
+            mtasts: MtaStsHost::NoPolicy,
+            dane: DaneHost::NotApplicable,
+        };
+        let policy = match self.mtasts_policy(&req.domain).await {
+            Ok(policy) => policy,
+            Err(e) => match plan::mtasts_unavailable(&base, &e.to_string()) {
+                Ok(ignored) => {
+                    tracing::info!(domain = %req.domain, error = %e,
+                        "direct: MTA-STS policy unknown; going on (TLS-Required: No)");
+                    result.ignored.push(ignored);
+                    None
+                }
+                Err(reply) => {
+                    tracing::info!(domain = %req.domain, error = %e,
+                        "direct: MTA-STS policy unknown; trying later");
+                    for i in 0..n {
+                        tally.record(i, HostVerdict::Deferred(reply.clone()), None);
+                    }
+                    result.rcpts = finish(tally);
+                    return result;
+                }
+            },
+        };
+        result.mtasts = policy.as_ref().map(|p| p.mode);
+        let attempt = Attempt {
+            req,
+            destinations: &destinations,
+            policy: policy.as_ref(),
+            base,
+        };
         for mx in &destinations.hosts {
             let pending = tally.pending();
             if pending.is_empty() {
                 break;
             }
-            let host_name = mx.host.to_string();
-            let mut report = HostReport {
-                host: host_name.clone(),
-                authentic: false,
-                policy: None,
-                skipped: None,
-                refused_by_policy: false,
-                sessions: Vec::new(),
-                plaintext_fallback: false,
-            };
-            let skipped_remote = Some(RemoteMta {
-                host: host_name.clone(),
-                ip: None,
-                tls: crate::tls::TlsInfo::None,
-            });
-            let addrs =
-                match resolve_host(self.resolver.as_ref(), &mx.host, self.config.families).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::info!(domain = %req.domain, host = %host_name, error = %e,
-                        "direct: host has no usable address");
-                        for &i in &pending {
-                            tally.record(i, plan::destination_verdict(&e), skipped_remote.clone());
-                        }
-                        report.skipped = Some(e.to_string());
-                        result.hosts.push(report);
-                        continue;
-                    }
-                };
-            // As the reference: DANE is possible only when every step to these
-            // addresses was DNSSEC-secure (RFC 7672 §2.2.1, §2.2.2).
-            report.authentic = addrs.authentic
-                && destinations.authentic_original
-                && (destinations.implicit || destinations.authentic_expanded)
-                && matches!(mx.host, Host::Name(_));
-            let policy = match plan::tls_policy(&PolicyInputs {
-                requiretls: req.message.requiretls,
-            }) {
-                PolicyDecision::Deliver(policy) => policy,
-                PolicyDecision::Refuse(reply) => {
-                    tracing::info!(domain = %req.domain, host = %host_name, reply = %reply,
-                        "direct: TLS policy refuses this host");
-                    let text = format!("{host_name}: {}", reply.text());
-                    let reply = crate::reply::Reply::new(reply.code, reply.enhanced, &text);
-                    for &i in &pending {
-                        tally.record(
-                            i,
-                            HostVerdict::HostRefused(reply.clone()),
-                            skipped_remote.clone(),
-                        );
-                    }
-                    report.skipped = Some(text);
-                    report.refused_by_policy = true;
-                    result.hosts.push(report);
-                    continue;
-                }
-            };
-            let previous = req.dialed.get(&host_name).map_or(&[][..], Vec::as_slice);
-            let ips = plan::order_ips(&addrs.ips, previous);
-            let batch = OutboundMessage {
-                rcpts: pending
-                    .iter()
-                    .map(|&i| req.message.rcpts[i].clone())
-                    .collect(),
-                ..req.message.clone()
-            };
-            let mut host_plan = HostPlan {
-                host: &mx.host,
-                ips: &ips,
-                port: plan::port_for(&mx.host, self.config.port, &self.config.port_overrides),
-                policy,
-                relax_policy: req.attempt <= 1 && plan::dual_stack(&ips),
-                ehlo_name: &self.config.ehlo_name,
-                timeouts: self.config.timeouts,
-                dial_budget: self.config.dial_budget,
-                unverified_tls: &self.unverified_tls,
-            };
-            report.policy = Some(host_plan.policy.label());
-            let (mut session, mut end) = host::run(self.dialer.as_ref(), &host_plan, &batch).await;
-            note_dialed(&mut result.dialed, &host_name, &session);
-            let mut tls_error = None;
-            if let SessionEnd::TlsFailed(e) = &end {
-                tracing::info!(domain = %req.domain, host = %host_name, ip = ?session.ip,
-                    error = %e, "direct: TLS failed, reconnecting without TLS");
-                tls_error = Some(e.to_string());
-                report.sessions.push(session);
-                report.plaintext_fallback = true;
-                host_plan.policy = TlsPolicy::Plaintext;
-                (session, end) = host::run(self.dialer.as_ref(), &host_plan, &batch).await;
-                note_dialed(&mut result.dialed, &host_name, &session);
-            }
-            let remote = Some(RemoteMta {
-                host: host_name.clone(),
-                ip: session.ip,
-                tls: session.tls.clone(),
-            });
-            let verdicts = match end {
-                SessionEnd::Verdicts(v) => v,
-                // Only policies that allow a fallback end this way, and the fallback
-                // runs in plaintext; should it happen anyway, the host failed.
-                SessionEnd::TlsFailed(e) => vec![plan::verdict_of_error(&e); pending.len()],
-            };
-            self.record_tls_status(&req.domain, &host_name, &session, tls_error);
-            log_session(&req.domain, &host_name, &report, &session);
-            for (&i, verdict) in pending.iter().zip(verdicts) {
-                tally.record(i, verdict, remote.clone());
-            }
-            report.sessions.push(session);
+            let report = self
+                .deliver_host(&attempt, mx, &pending, &mut tally, &mut result.dialed)
+                .await;
             result.hosts.push(report);
         }
         result.rcpts = finish(tally);
         result
+    }
+
+    /// The MTA-STS policy of the ORIGINAL recipient domain: RFC 8461 §4 has senders look
+    /// it up there, never at a CNAME target (one forged CNAME would swap the policy).
+    async fn mtasts_policy(&self, domain: &str) -> Result<Option<Policy>, PolicyLookupError> {
+        let Some(mtasts) = &self.mtasts else {
+            return Ok(None);
+        };
+        // Address literals have no domain to publish a policy.
+        if !matches!(parse_address_literal(domain), Ok(None)) {
+            return Ok(None);
+        }
+        Ok(mtasts.cache.get(domain).await?.map(|active| active.policy))
+    }
+
+    /// One MX host for the recipients still pending: MTA-STS, addresses, DANE, the TLS
+    /// policy, then the session (and a plaintext retry where the policy allows it).
+    async fn deliver_host(
+        &self,
+        at: &Attempt<'_>,
+        mx: &MxHost,
+        pending: &[usize],
+        tally: &mut Tally,
+        dialed: &mut DialedIps,
+    ) -> HostReport {
+        let req = at.req;
+        let host_name = mx.host.to_string();
+        let mut report = HostReport::new(&host_name);
+        let skipped_remote = Some(RemoteMta {
+            host: host_name.clone(),
+            ip: None,
+            tls: crate::tls::TlsInfo::None,
+            sources: TlsSources::default(),
+        });
+        let mut skip = |report: &mut HostReport, reason: SkipReason, detail: &str| {
+            let verdict = plan::skip_verdict(reason, &host_name, detail);
+            tracing::info!(domain = %req.domain, host = %host_name, ?reason, ?verdict,
+                "direct: host skipped by the TLS policy");
+            for &i in pending {
+                tally.record(i, verdict.clone(), skipped_remote.clone());
+            }
+            report.skipped = Some(detail.to_string());
+            report.skip_reason = Some(reason);
+        };
+        let inputs = PolicyInputs {
+            mtasts: MtaStsHost::of(at.policy, &mx.host),
+            ..at.base
+        };
+        let patterns = at.policy.map_or_else(String::new, |p| {
+            let mx: Vec<String> = p.mx.iter().map(ToString::to_string).collect();
+            format!("mode {}, mx {}", p.mode, mx.join(", "))
+        });
+        if inputs.mtasts.mismatch() {
+            tracing::warn!(domain = %req.domain, host = %host_name, policy = %patterns,
+                "direct: MX host not listed by the MTA-STS policy");
+            report.mtasts_mismatch = true;
+        }
+        if let Err(reason) = plan::mtasts_step(&inputs) {
+            skip(&mut report, reason, &patterns);
+            return report;
+        }
+        report.looked_up = true;
+        let addrs = match resolve_host(self.resolver.as_ref(), &mx.host, self.config.families).await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(domain = %req.domain, host = %host_name, error = %e,
+                    "direct: host has no usable address");
+                for &i in pending {
+                    tally.record(i, plan::destination_verdict(&e), skipped_remote.clone());
+                }
+                report.skipped = Some(e.to_string());
+                return report;
+            }
+        };
+        // As the reference: DANE is possible only when every step to these
+        // addresses was DNSSEC-secure (RFC 7672 §2.2.1, §2.2.2).
+        report.authentic = addrs.authentic
+            && at.destinations.authentic_original
+            && (at.destinations.implicit || at.destinations.authentic_expanded)
+            && matches!(mx.host, Host::Name(_));
+        // RFC 7672 §2.2: TLSA records are looked up only for secure hosts; the owner's
+        // port is the one the MX is reached on (`direct.port`).
+        let dane = match &mx.host {
+            Host::Name(name) if report.authentic => Some(
+                lookup_tlsa_policy(
+                    self.resolver.as_ref(),
+                    name,
+                    Some(&addrs.expanded_name),
+                    self.config.port,
+                )
+                .await,
+            ),
+            Host::Name(_) | Host::Ip(_) => None,
+        };
+        report.dane = dane.as_ref().map(DaneHost::of);
+        let inputs = PolicyInputs {
+            dane: report.dane.unwrap_or(DaneHost::NotApplicable),
+            ..inputs
+        };
+        let host_tls = match plan::tls_policy(&inputs) {
+            PolicyDecision::Deliver(t) => t,
+            PolicyDecision::Skip(reason) => {
+                let detail = match (&dane, reason) {
+                    (Some(DanePolicy::TemporaryFailure { error }), SkipReason::TlsaLookup) => {
+                        error.to_string()
+                    }
+                    _ => String::new(),
+                };
+                skip(&mut report, reason, &detail);
+                return report;
+            }
+        };
+        for ignored in &host_tls.ignored {
+            tracing::info!(domain = %req.domain, host = %host_name, ignored = ignored.label(),
+                "direct: policy finding ignored (TLS-Required: No)");
+        }
+        report.ignored.extend(host_tls.ignored.iter().copied());
+        let (records, base_domain) = match &dane {
+            Some(DanePolicy::Verify {
+                base_domain,
+                records,
+            }) => (records.as_slice(), Some(base_domain.as_str())),
+            Some(DanePolicy::RequireTlsUnverified { base_domain }) => {
+                (&[][..], Some(base_domain.as_str()))
+            }
+            Some(DanePolicy::NotApplicable { .. } | DanePolicy::TemporaryFailure { .. }) | None => {
+                (&[][..], None)
+            }
+        };
+        let expanded_domain = at
+            .destinations
+            .authentic_expanded
+            .then_some(at.destinations.expanded_domain.as_str());
+        let names = base_domain.map_or_else(Vec::new, |base| {
+            reference_names(
+                base,
+                &host_name,
+                &at.destinations.original_domain,
+                expanded_domain,
+            )
+        });
+        let policy = match verify::session_policy(
+            &host_tls,
+            &VerifyInputs {
+                records,
+                reference_names: &names,
+                mx_host: &host_name,
+                roots: self.mtasts.as_ref().map(|m| &m.roots),
+                unverified: &self.unverified_tls,
+            },
+        ) {
+            Ok(policy) => policy,
+            Err(e) => {
+                tracing::warn!(domain = %req.domain, host = %host_name, error = %e,
+                    "direct: cannot set up TLS verification");
+                // RFC 3463 §3.8: X.7.5 cryptographic failure (a local one; try later).
+                let text = format!("{host_name}: cannot set up TLS verification: {e}");
+                let reply = Reply::new(451, Some(EnhancedCode::new(4, 7, 5)), &text);
+                for &i in pending {
+                    tally.record(
+                        i,
+                        HostVerdict::Deferred(reply.clone()),
+                        skipped_remote.clone(),
+                    );
+                }
+                report.skipped = Some(text);
+                return report;
+            }
+        };
+        let previous = req.dialed.get(&host_name).map_or(&[][..], Vec::as_slice);
+        let ips = plan::order_ips(&addrs.ips, previous);
+        let batch = OutboundMessage {
+            rcpts: pending
+                .iter()
+                .map(|&i| req.message.rcpts[i].clone())
+                .collect(),
+            ..req.message.clone()
+        };
+        let mut host_plan = HostPlan {
+            host: &mx.host,
+            ips: &ips,
+            port: plan::port_for(&mx.host, self.config.port, &self.config.port_overrides),
+            policy,
+            relax_policy: req.attempt <= 1 && plan::dual_stack(&ips),
+            ehlo_name: &self.config.ehlo_name,
+            timeouts: self.config.timeouts,
+            dial_budget: self.config.dial_budget,
+            unverified_tls: &self.unverified_tls,
+            // RFC 7672 §8.1: under DANE the SNI is the TLSA base domain.
+            sni: base_domain,
+        };
+        report.policy = Some(host_plan.policy.label());
+        let (mut session, mut end) = host::run(self.dialer.as_ref(), &host_plan, &batch).await;
+        note_dialed(dialed, &host_name, &session);
+        let mut tls_error = None;
+        if let SessionEnd::TlsFailed(e) = &end {
+            if matches!(host_plan.policy, TlsPolicy::Relaxed { .. }) {
+                // RFC 8689 §5: TLS-Required: No allows the plaintext retry that the
+                // recipient's policy would forbid.
+                report.ignored.push(Ignored::BadTls);
+            }
+            tracing::info!(domain = %req.domain, host = %host_name, ip = ?session.ip,
+                error = %e, policy = host_plan.policy.label(),
+                "direct: TLS failed, reconnecting without TLS");
+            tls_error = Some(e.to_string());
+            report.sessions.push(session);
+            report.plaintext_fallback = true;
+            host_plan.policy = TlsPolicy::Plaintext;
+            (session, end) = host::run(self.dialer.as_ref(), &host_plan, &batch).await;
+            note_dialed(dialed, &host_name, &session);
+        }
+        if session.verify_error.is_some() {
+            report.ignored.push(Ignored::TlsVerify);
+        }
+        report.requiretls_refused = session.requiretls_refused;
+        let remote = Some(RemoteMta {
+            host: host_name.clone(),
+            ip: session.ip,
+            tls: session.tls.clone(),
+            sources: host_tls.sources,
+        });
+        let verdicts = match end {
+            SessionEnd::Verdicts(v) => v,
+            // Only policies that allow a fallback end this way, and the fallback
+            // runs in plaintext; should it happen anyway, the host failed.
+            SessionEnd::TlsFailed(e) => vec![plan::verdict_of_error(&e); pending.len()],
+        };
+        self.record_tls_status(&req.domain, &host_name, &session, tls_error);
+        log_session(&req.domain, &host_name, &report, &session, remote.as_ref());
+        for (&i, verdict) in pending.iter().zip(verdicts) {
+            tally.record(i, verdict, remote.clone());
+        }
+        report.sessions.push(session);
+        report
     }
 
     fn record_tls_status(
@@ -385,15 +655,23 @@ fn finish(tally: Tally) -> Vec<DirectRcpt> {
         .collect()
 }
 
-fn log_session(domain: &str, host: &str, report: &HostReport, session: &SessionReport) {
+fn log_session(
+    domain: &str,
+    host: &str,
+    report: &HostReport,
+    session: &SessionReport,
+    remote: Option<&RemoteMta>,
+) {
     tracing::info!(
         domain,
         host,
         ip = ?session.ip.map(|ip: IpAddr| ip.to_string()),
         authentic = report.authentic,
+        dane = ?report.dane,
+        mtasts_mismatch = report.mtasts_mismatch,
         policy = session.policy,
         connect = session.connect.label(),
-        tls = session.tls.mode(),
+        tls = %remote.map_or_else(|| session.tls.mode().to_string(), RemoteMta::tls_mode),
         starttls_offered = session.starttls,
         requiretls_offered = session.requiretls,
         plaintext_fallback = report.plaintext_fallback,

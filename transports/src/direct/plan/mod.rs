@@ -7,8 +7,7 @@ mod tls;
 
 pub use tls::{
     mtasts_step, mtasts_unavailable, tls_policy, DaneHost, HostTls, Ignored, MtaStsHost,
-    PolicyDecision, PolicyInputs, SkipReason, TlsPolicy, TlsRequirement, TlsSources,
-    Verification,
+    PolicyDecision, PolicyInputs, SkipReason, TlsPolicy, TlsRequirement, TlsSources, Verification,
 };
 
 use std::collections::BTreeMap;
@@ -159,6 +158,16 @@ pub fn destination_reply(err: &DestinationError) -> Reply {
         },
     };
     Reply::new(code, Some(enhanced), &text)
+}
+
+/// The verdict for a host that the TLS policy rules out (see [`SkipReason`]); `detail`
+/// goes into the reply after the reason.
+pub fn skip_verdict(reason: SkipReason, host: &str, detail: &str) -> HostVerdict {
+    let reply = reason.reply(host, detail);
+    match reason.severity() {
+        Severity::Temporary => HostVerdict::Deferred(reply),
+        Severity::Permanent => HostVerdict::HostRefused(reply),
+    }
 }
 
 /// The verdict for a recipient domain that DNS rules out, or for one host of it.

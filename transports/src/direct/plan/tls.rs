@@ -451,8 +451,14 @@ mod tests {
         use DaneHost::{LookupFailed as Fail, NotApplicable as NA, Unverified as Unv, Verify};
         let cases: &[(PolicyInputs, &str)] = &[
             // Nothing: opportunistic.
-            (inputs(NO, NA, false, false), "Opportunistic relaxed=false tls []"),
-            (inputs(TST_X, NA, false, false), "Opportunistic relaxed=false tls []"),
+            (
+                inputs(NO, NA, false, false),
+                "Opportunistic relaxed=false tls []",
+            ),
+            (
+                inputs(TST_X, NA, false, false),
+                "Opportunistic relaxed=false tls []",
+            ),
             // DANE.
             (
                 inputs(NO, Verify, false, false),
@@ -495,7 +501,10 @@ mod tests {
                 "Verified(Pkix) relaxed=false tls+mtasts []",
             ),
             // TLS-Required: No relaxes and counts.
-            (inputs(NO, NA, false, true), "Opportunistic relaxed=false tls []"),
+            (
+                inputs(NO, NA, false, true),
+                "Opportunistic relaxed=false tls []",
+            ),
             (
                 inputs(NO, Verify, false, true),
                 "Verified(Dane) relaxed=true tls+dane []",

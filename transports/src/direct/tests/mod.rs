@@ -1,7 +1,11 @@
 //! Direct delivery against the in-process DNS server and small scripted SMTP servers on
 //! 127.0.0.1. A mapping [`Dialer`] sends every address to a local server, so hosts can
 //! have any addresses (IPv4 and IPv6 documentation ranges) and the test sees which one
-//! was dialed.
+//! was dialed. The TLS policy paths that need no real TLS (skips, refusals, MTA-STS
+//! lookups) are in [`policy`]; the verified-TLS scenarios run in the gateway's
+//! integration tests (`tests/it/dane.rs`, `mtasts.rs`, `requiretls.rs`).
+
+mod policy;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -195,10 +199,15 @@ struct Lab {
 }
 
 async fn lab(configure: impl FnOnce(&mut DirectConfig)) -> Lab {
+    lab_in(DnssecMode::Plain, configure).await
+}
+
+/// A lab whose resolver runs in `mode` (`TrustAd` for the DANE tests).
+async fn lab_in(mode: DnssecMode, configure: impl FnOnce(&mut DirectConfig)) -> Lab {
     let dns = TestDns::start().await.unwrap();
     let resolver = HickoryResolver::new(HickoryConfig {
         nameservers: vec![dns.addr()],
-        mode: DnssecMode::Plain,
+        mode,
         timeout: Duration::from_secs(5),
         cache_size: 0,
     })
@@ -235,6 +244,7 @@ fn request(rcpts: &[&str], attempt: u32, dialed: DialedIps) -> DirectRequest {
         message: message(rcpts),
         attempt,
         dialed,
+        tls_required_no: false,
     }
 }
 
@@ -514,7 +524,7 @@ async fn direct_requiretls_fails_without_dialing() {
     assert!(result
         .hosts
         .iter()
-        .all(|h| h.sessions.is_empty() && h.refused_by_policy));
+        .all(|h| h.sessions.is_empty() && h.skip_reason == Some(SkipReason::RequireTlsNoPolicy)));
 }
 
 #[tokio::test]
