@@ -1,11 +1,12 @@
-//! Redis key names of one store (SPEC §1), all sharing one hash tag.
+//! Redis key names of one store (SPEC §1): `{prefix}transports`, `{prefix}routes:...`,
+//! with `key_prefix` used as written (`relaygate:transports` by default).
 //!
 //! Redis Cluster puts a key in the slot of the text between the first `{` and the next
 //! `}` when there is such a non-empty tag. The gateway loads and changes the whole store
-//! with one Lua script, which in a cluster must only touch keys of one slot, so every key
-//! of a prefix carries the same tag: a `key_prefix` without a tag is wrapped in braces
-//! (`relaygate:` → `{relaygate:}`), and a prefix that already has one is used as written
-//! (`app:{mail}:` stays as it is). `docs/redis.md` lists the resulting names.
+//! with one Lua script, which in a cluster must only touch keys of one slot, so in
+//! cluster mode every key of a prefix must carry the same tag: a `key_prefix` without a
+//! tag is then wrapped in braces (`relaygate:` → `{relaygate:}`), and a prefix that
+//! already has one is used as written (`app:{mail}:`). `docs/redis.md` lists the names.
 
 /// The key names for one `store.key_prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +36,10 @@ fn glob_escape(s: &str) -> String {
 }
 
 impl Keys {
-    /// The keys for `key_prefix` as configured (wrapped in a hash tag when it has none).
-    pub fn new(key_prefix: &str) -> Keys {
-        let prefix = if has_hash_tag(key_prefix) {
+    /// The keys for `key_prefix` as configured; in cluster mode a prefix without a hash
+    /// tag is wrapped in one, so that all keys share a slot.
+    pub fn new(key_prefix: &str, cluster: bool) -> Keys {
+        let prefix = if !cluster || has_hash_tag(key_prefix) {
             key_prefix.to_string()
         } else {
             format!("{{{key_prefix}}}")
@@ -122,9 +124,14 @@ mod tests {
             ("x{y", "{x{y}"),
         ];
         for (given, want) in table {
-            assert_eq!(Keys::new(given).prefix(), want, "{given}");
+            assert_eq!(Keys::new(given, true).prefix(), want, "{given}");
         }
-        let k = Keys::new("relaygate:");
+        // Standalone: the SPEC's names, prefix as written.
+        let plain = Keys::new("relaygate:", false);
+        assert_eq!(plain.transports(), "relaygate:transports");
+        assert_eq!(plain.global_routes(), "relaygate:routes:global");
+        assert_eq!(plain.channel(), "relaygate:changed");
+        let k = Keys::new("relaygate:", true);
         assert_eq!(k.transports(), "{relaygate:}transports");
         assert_eq!(k.global_routes(), "{relaygate:}routes:global");
         assert_eq!(
@@ -138,7 +145,7 @@ mod tests {
 
     #[test]
     fn patterns_escape_globs_and_round_trip() {
-        let k = Keys::new("a*[b]:");
+        let k = Keys::new("a*[b]:", true);
         assert_eq!(k.domain_pattern(), "{a\\*\\[b\\]:}routes:domain:*");
         let key = k.domain_routes("x.org");
         assert_eq!(k.domain_of(&key), Some("x.org"));

@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn diff_touches_only_what_changed() {
-        let keys = Keys::new("p:");
+        let keys = Keys::new("p:", false);
         let mut data = StoreData::default();
         data.transports.insert(
             "A".into(),
@@ -314,11 +314,11 @@ mod tests {
             ops,
             vec![
                 WriteOp::SetList {
-                    key: "{p:}routes:domain:x.org".into(),
+                    key: "p:routes:domain:x.org".into(),
                     items: vec![]
                 },
                 WriteOp::SetList {
-                    key: "{p:}routes:account:app".into(),
+                    key: "p:routes:account:app".into(),
                     items: vec!["{\"transport\":\"\"}".into()]
                 },
             ]

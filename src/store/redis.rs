@@ -328,7 +328,7 @@ impl RedisStore {
     /// Checks the address; does not connect.
     pub fn open(store: &StoreConfig, tls: &TlsConfig) -> Result<RedisStore, StoreError> {
         let endpoint = parse_endpoint(&store.redis_url, store.cluster)?;
-        let keys = Keys::new(&store.key_prefix);
+        let keys = Keys::new(&store.key_prefix, matches!(endpoint, Endpoint::Cluster(_)));
         let (target, display) = match endpoint {
             Endpoint::Single(url) => (
                 Target::Single(Box::new(open_client(&url, tls)?)),

@@ -7,12 +7,12 @@
 use anyhow::{ensure, Result};
 use relaygate_transports::testkit::Rcode;
 
-use crate::support::{deadline, wait_until};
 use crate::support::gateway::{toml_str, Gateway};
 use crate::support::metrics::sample;
 use crate::support::microsocks::{Microsocks, EGRESS_IP};
 use crate::support::sink::Sink;
 use crate::support::tls_lab::{queued_after, send, spki_sha256, wait_metric, TlsLab, SECS};
+use crate::support::{deadline, wait_until};
 
 const RCPT: &str = "rcpt@dst.test";
 const DURATION: &str = "relaygate_queue_delivery_duration_seconds_count";
@@ -62,18 +62,32 @@ async fn dane_ee_record_matching_the_key_verifies() -> Result<()> {
     send(&gw, RCPT, "dane-ee").await?;
     let metrics = delivered_over_tls(&gw, &sink).await?;
     let m = |name: &str| sample(&metrics, name, &[]);
-    ensure!(m("relaygate_queue_destinations_authentic_total") >= 1.0, "{metrics}");
-    ensure!(m("relaygate_queue_destination_dane_required_total") >= 1.0, "{metrics}");
     ensure!(
-        sample(&metrics, DURATION, &[("tlsmode", "verified+dane"), ("result", "delivered")])
-            == 1.0,
+        m("relaygate_queue_destinations_authentic_total") >= 1.0,
         "{metrics}"
     );
-    ensure!(m("relaygate_queue_plaintext_fallback_total") == 0.0, "{metrics}");
+    ensure!(
+        m("relaygate_queue_destination_dane_required_total") >= 1.0,
+        "{metrics}"
+    );
+    ensure!(
+        sample(
+            &metrics,
+            DURATION,
+            &[("tlsmode", "verified+dane"), ("result", "delivered")]
+        ) == 1.0,
+        "{metrics}"
+    );
+    ensure!(
+        m("relaygate_queue_plaintext_fallback_total") == 0.0,
+        "{metrics}"
+    );
     let record = gw.data_dir().join("tls-status/dst.test.json");
-    wait_until(deadline(SECS), "a TLS status record saying verified", || {
-        std::fs::read_to_string(&record).is_ok_and(|t| t.contains("\"tls\":\"verified\""))
-    })
+    wait_until(
+        deadline(SECS),
+        "a TLS status record saying verified",
+        || std::fs::read_to_string(&record).is_ok_and(|t| t.contains("\"tls\":\"verified\"")),
+    )
     .await?;
     Ok(())
 }
@@ -87,7 +101,10 @@ async fn dane_wrong_digest_fails_the_host_without_plaintext_retry() -> Result<()
     send(&gw, RCPT, "dane-bad").await?;
     let rcpt = one_failed_attempt(&gw, &sink).await?;
     let reply = rcpt["last_reply"].as_str().unwrap_or_default();
-    ensure!(reply.starts_with("451 4.7"), "temporary TLS failure: {reply:?}");
+    ensure!(
+        reply.starts_with("451 4.7"),
+        "temporary TLS failure: {reply:?}"
+    );
     ensure!(
         sink.connections() == 1,
         "one TLS session and no plaintext retry: {}",
@@ -95,12 +112,20 @@ async fn dane_wrong_digest_fails_the_host_without_plaintext_retry() -> Result<()
     );
     let metrics = gw.metrics_text().await?;
     ensure!(
-        sample(&metrics, "relaygate_queue_destination_dane_required_total", &[]) == 1.0
+        sample(
+            &metrics,
+            "relaygate_queue_destination_dane_required_total",
+            &[]
+        ) == 1.0
             && sample(&metrics, "relaygate_queue_plaintext_fallback_total", &[]) == 0.0,
         "{metrics}"
     );
     ensure!(
-        sample(&metrics, DURATION, &[("tlsmode", "none+dane"), ("result", "temporary")]) == 1.0,
+        sample(
+            &metrics,
+            DURATION,
+            &[("tlsmode", "none+dane"), ("result", "temporary")]
+        ) == 1.0,
         "{metrics}"
     );
     Ok(())
@@ -118,8 +143,11 @@ async fn dane_ta_record_on_the_issuing_ca_verifies() -> Result<()> {
     send(&gw, RCPT, "dane-ta").await?;
     let metrics = delivered_over_tls(&gw, &sink).await?;
     ensure!(
-        sample(&metrics, DURATION, &[("tlsmode", "verified+dane"), ("result", "delivered")])
-            == 1.0,
+        sample(
+            &metrics,
+            DURATION,
+            &[("tlsmode", "verified+dane"), ("result", "delivered")]
+        ) == 1.0,
         "{metrics}"
     );
     Ok(())
@@ -129,13 +157,20 @@ async fn dane_ta_record_on_the_issuing_ca_verifies() -> Result<()> {
 async fn dane_only_unusable_records_deliver_over_unverified_tls() -> Result<()> {
     let (lab, sink) = lab(false).await?;
     // PKIX-EE (1) is not for SMTP (RFC 7672 §3.1.3); 3 1 1 with a short digest is broken.
-    lab.tlsa("mx.dst.test", (1, 1, 1, spki_sha256(lab.pki.cert_der())?), true);
+    lab.tlsa(
+        "mx.dst.test",
+        (1, 1, 1, spki_sha256(lab.pki.cert_der())?),
+        true,
+    );
     lab.tlsa("mx.dst.test", (3, 1, 1, vec![1; 20]), true);
     let gw = lab.gateway().await?;
     send(&gw, RCPT, "dane-unusable").await?;
     let metrics = delivered_over_tls(&gw, &sink).await?;
     let m = |name: &str| sample(&metrics, name, &[]);
-    ensure!(m("relaygate_queue_destination_dane_required_total") == 1.0, "{metrics}");
+    ensure!(
+        m("relaygate_queue_destination_dane_required_total") == 1.0,
+        "{metrics}"
+    );
     ensure!(
         m("relaygate_queue_destination_dane_starttlsunverified_total") == 1.0,
         "{metrics}"
@@ -172,7 +207,10 @@ async fn dane_tlsa_servfail_is_temporary_and_never_a_downgrade() -> Result<()> {
     // The resolver recovers with a secure denial: no DANE, delivered.
     lab.dns.clear_fault(&owner);
     delivered_over_tls(&gw, &sink).await?;
-    ensure!(lab.dsn.messages().is_empty(), "no DSN for a temporary failure");
+    ensure!(
+        lab.dsn.messages().is_empty(),
+        "no DSN for a temporary failure"
+    );
     Ok(())
 }
 
@@ -185,11 +223,19 @@ async fn dane_inauthentic_tlsa_is_ignored() -> Result<()> {
     send(&gw, RCPT, "dane-insecure").await?;
     let metrics = delivered_over_tls(&gw, &sink).await?;
     ensure!(
-        sample(&metrics, "relaygate_queue_destination_dane_required_total", &[]) == 0.0,
+        sample(
+            &metrics,
+            "relaygate_queue_destination_dane_required_total",
+            &[]
+        ) == 0.0,
         "{metrics}"
     );
     ensure!(
-        sample(&metrics, DURATION, &[("tlsmode", "unverified"), ("result", "delivered")]) == 1.0,
+        sample(
+            &metrics,
+            DURATION,
+            &[("tlsmode", "unverified"), ("result", "delivered")]
+        ) == 1.0,
         "{metrics}"
     );
     Ok(())
@@ -212,7 +258,11 @@ async fn dane_required_but_no_starttls_is_not_delivered() -> Result<()> {
         reply.starts_with("451") && reply.contains("STARTTLS"),
         "last reply {reply:?}"
     );
-    ensure!(sink.connections() == 1, "no plaintext retry: {}", sink.summary());
+    ensure!(
+        sink.connections() == 1,
+        "no plaintext retry: {}",
+        sink.summary()
+    );
     let metrics = gw.metrics_text().await?;
     ensure!(
         sample(&metrics, "relaygate_queue_plaintext_fallback_total", &[]) == 0.0,
@@ -249,7 +299,11 @@ async fn dane_through_socks_mismatch_is_not_delivered() -> Result<()> {
     );
     let metrics = gw.metrics_text().await?;
     ensure!(
-        sample(&metrics, DURATION, &[("transport", "proxy"), ("tlsmode", "none+dane")]) == 1.0,
+        sample(
+            &metrics,
+            DURATION,
+            &[("transport", "proxy"), ("tlsmode", "none+dane")]
+        ) == 1.0,
         "{metrics}"
     );
     Ok(())

@@ -18,7 +18,7 @@ use crate::support::{deadline, wait_until, wait_until_async};
 
 /// Generous: retries are 200 ms apart, so each scenario takes seconds.
 const DELIVERY_SECS: u64 = 60;
-const PREFIX: &str = "{relaygate:}";
+const PREFIX: &str = "relaygate:";
 
 /// A gateway on the Redis store at `url` (plus `extra` TOML).
 async fn gateway(url: &str, extra: &str) -> Result<Gateway> {

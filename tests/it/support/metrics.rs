@@ -28,7 +28,8 @@ mod tests {
 
     #[test]
     fn samples_by_labels() {
-        let text = "# TYPE x counter\nx{a=\"1\",b=\"2\"} 3\nx{a=\"1\",b=\"3\"} 4\nx 1\nxy{a=\"1\"} 9\n";
+        let text =
+            "# TYPE x counter\nx{a=\"1\",b=\"2\"} 3\nx{a=\"1\",b=\"3\"} 4\nx 1\nxy{a=\"1\"} 9\n";
         assert_eq!(sample(text, "x", &[]), 8.0);
         assert_eq!(sample(text, "x", &[("a", "1")]), 7.0);
         assert_eq!(sample(text, "x", &[("b", "3")]), 4.0);
