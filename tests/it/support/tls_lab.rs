@@ -228,11 +228,15 @@ pub async fn queued_after(gw: &Gateway, attempts: u64) -> Result<Value> {
     let until = deadline(SECS);
     let mut last = Value::Null;
     loop {
-        if let Some(msg) = gw.queue_messages().await?.first().cloned() {
-            if msg["rcpts"][0]["attempts"].as_u64().unwrap_or(0) >= attempts {
-                return Ok(msg);
+        match gw.queue_messages().await?.first().cloned() {
+            Some(msg) if msg["rcpts"][0]["attempts"].as_u64().unwrap_or(0) >= attempts => {
+                return Ok(msg)
             }
-            last = msg;
+            Some(msg) => last = msg,
+            None if !last.is_null() => {
+                bail!("the message left the queue before {attempts} attempts; last seen: {last}")
+            }
+            None => {}
         }
         if Instant::now() >= until {
             bail!("no message with {attempts} attempts in time; last seen: {last}");

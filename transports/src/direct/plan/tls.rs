@@ -343,7 +343,7 @@ pub fn mtasts_step(inputs: &PolicyInputs) -> Result<(bool, Option<Ignored>), Ski
         }
         // RFC 8461 §5: in enforce mode, a sending MTA MUST NOT deliver to an MX host
         // that does not match the policy.
-        MtaStsHost::Enforce { listed: false } => Ok((false, None)),
+        MtaStsHost::Enforce { listed: false } => Err(SkipReason::MtaStsMx),
         // RFC 8461 §5: testing mode reports failures but delivers as without a policy.
         MtaStsHost::Testing { .. } | MtaStsHost::NoPolicy => Ok((false, None)),
     }
@@ -360,7 +360,7 @@ pub fn tls_policy(inputs: &PolicyInputs) -> PolicyDecision {
         DaneHost::LookupFailed if relax => ignored.push(Ignored::BadTlsa),
         // RFC 7672 §2.2: a failed TLSA lookup makes the host unusable; it MUST NOT be
         // taken as "no TLSA records", which would let an attacker downgrade to plaintext.
-        DaneHost::LookupFailed => {}
+        DaneHost::LookupFailed => return PolicyDecision::Skip(SkipReason::TlsaLookup),
         DaneHost::NotApplicable | DaneHost::Verify | DaneHost::Unverified => {}
     }
     // RFC 8689 §4.2.1: a REQUIRETLS message MUST only go to a host whose certificate is
