@@ -13,12 +13,30 @@ use relaygate_transports::sasl::{
 
 const ITERATIONS: u32 = 4096;
 
-fn login(store: &Arc<dyn CredentialStore>, settings: &Arc<ServerSettings>, cache: Option<Arc<SaltedCache>>) -> bool {
-    let channel = ServerChannel { tls_exporter: None, plus_advertised: false };
-    let Ok(mut client) = new_client(Mechanism::ScramSha256, "app", "password", ChannelBinding::None, cache) else {
+fn login(
+    store: &Arc<dyn CredentialStore>,
+    settings: &Arc<ServerSettings>,
+    cache: Option<Arc<SaltedCache>>,
+) -> bool {
+    let channel = ServerChannel {
+        tls_exporter: None,
+        plus_advertised: false,
+    };
+    let Ok(mut client) = new_client(
+        Mechanism::ScramSha256,
+        "app",
+        "password",
+        ChannelBinding::None,
+        cache,
+    ) else {
         return false;
     };
-    let mut server = new_server(Mechanism::ScramSha256, Arc::clone(store), Arc::clone(settings), &channel);
+    let mut server = new_server(
+        Mechanism::ScramSha256,
+        Arc::clone(store),
+        Arc::clone(settings),
+        &channel,
+    );
     let mut step = server.start(client.initial().as_deref());
     loop {
         match step {
@@ -48,13 +66,26 @@ fn main() {
     let uncached = t.elapsed();
     let cache = Arc::new(SaltedCache::new(64));
     let t = Instant::now();
-    let ok2 = (0..n).filter(|_| login(&store, &settings, Some(Arc::clone(&cache)))).count();
+    let ok2 = (0..n)
+        .filter(|_| login(&store, &settings, Some(Arc::clone(&cache))))
+        .count();
     let cached = t.elapsed();
     assert_eq!((ok, ok2), (n, n), "every login must succeed");
 
     let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!("SCRAM-SHA-256, {ITERATIONS} iterations, {n} logins each, one core");
-    println!("  client uncached + server: {:8.0} us/login  ({:6.0} logins/s)", per(uncached), n as f64 / uncached.as_secs_f64());
-    println!("  client cached   + server: {:8.0} us/login  ({:6.0} logins/s)", per(cached), n as f64 / cached.as_secs_f64());
-    println!("  client PBKDF2 saved by the cache: {:8.0} us/login", per(uncached) - per(cached));
+    println!(
+        "  client uncached + server: {:8.0} us/login  ({:6.0} logins/s)",
+        per(uncached),
+        n as f64 / uncached.as_secs_f64()
+    );
+    println!(
+        "  client cached   + server: {:8.0} us/login  ({:6.0} logins/s)",
+        per(cached),
+        n as f64 / cached.as_secs_f64()
+    );
+    println!(
+        "  client PBKDF2 saved by the cache: {:8.0} us/login",
+        per(uncached) - per(cached)
+    );
 }

@@ -2,10 +2,10 @@
 //! `testkit`): a scriptable DNS server with per-name DNSSEC behaviour.
 
 pub mod dns;
-pub mod microsocks;
 mod dnssec;
+pub mod microsocks;
 
 pub use dns::{Rcode, TestDns, ZoneTextError};
-pub use microsocks::Microsocks;
 /// The hickory types [`TestDns::insert`] takes.
 pub use hickory_proto as proto;
+pub use microsocks::Microsocks;
