@@ -82,6 +82,14 @@ async fn dane_ee_record_matching_the_key_verifies() -> Result<()> {
         m("relaygate_queue_plaintext_fallback_total") == 0.0,
         "{metrics}"
     );
+    ensure!(
+        sample(
+            &metrics,
+            "relaygate_queue_connection_total",
+            &[("result", "ok")]
+        ) >= 1.0,
+        "{metrics}"
+    );
     let record = gw.data_dir().join("tls-status/dst.test.json");
     wait_until(
         deadline(SECS),

@@ -273,3 +273,66 @@ async fn mtasts_cached_policy_survives_a_failed_refetch() -> Result<()> {
     );
     Ok(())
 }
+
+/// dst.test's chain is DNSSEC-authentic and mx.dst.test has a DANE-EE record for the
+/// key of `cert`'s certificate; the policy enforces mx.dst.test.
+fn dane_and_enforce(lab: &TlsLab, cert: &Pki) -> Result<()> {
+    lab.authentic(&["dst.test", "mx.dst.test"]);
+    lab.tlsa(
+        "mx.dst.test",
+        (
+            3,
+            1,
+            1,
+            crate::support::tls_lab::spki_sha256(cert.cert_der())?,
+        ),
+        true,
+    );
+    lab.mtasts("dst.test", "1", &policy("enforce", "mx.dst.test"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn mtasts_enforce_and_dane_are_both_verified() -> Result<()> {
+    let mut lab = TlsLab::new(NAMES).await?;
+    let sink = Sink::start_tls(&lab.pki).await?;
+    lab.mx("dst.test", 10, "mx.dst.test", &sink);
+    dane_and_enforce(&lab, &lab.pki)?;
+    let gw = lab.gateway().await?;
+    send(&gw, RCPT, "sts-dane").await?;
+    let metrics = delivered(&gw, &sink, true).await?;
+    ensure!(
+        sample(
+            &metrics,
+            DURATION,
+            &[("tlsmode", "verified+mtasts+dane"), ("result", "delivered")]
+        ) == 1.0,
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn mtasts_enforce_and_dane_need_pkix_even_when_tlsa_matches() -> Result<()> {
+    let mut lab = TlsLab::new(NAMES).await?;
+    lab.first_retry = "1h".into();
+    // The TLSA record matches the server's key, but its CA is not trusted: PKIX fails.
+    let (other, sink) = untrusted_sink().await?;
+    lab.mx("dst.test", 10, "mx.dst.test", &sink);
+    dane_and_enforce(&lab, &other)?;
+    let gw = lab.gateway().await?;
+    send(&gw, RCPT, "sts-dane-pkix").await?;
+    let msg = queued_after(&gw, 1).await?;
+    let reply = msg["rcpts"][0]["last_reply"].as_str().unwrap_or_default();
+    ensure!(
+        reply.starts_with("451 4.7"),
+        "temporary TLS failure: {reply:?}"
+    );
+    ensure!(sink.messages().is_empty(), "delivered: {}", sink.summary());
+    ensure!(
+        sink.connections() == 1,
+        "no plaintext retry: {}",
+        sink.summary()
+    );
+    Ok(())
+}

@@ -200,13 +200,19 @@ async fn tls_required_no_relaxes_mtasts_and_tlsa_lookup_failures() -> Result<()>
         "1",
         "version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n",
     );
+    // other.test's policy cannot be looked up at all.
+    lab.mx("other.test", 10, "mx.other.test", &sink);
+    lab.dns.set_rcode("_mta-sts.other.test", Rcode::ServFail);
     let gw = lab.gateway().await?;
     send_tls_required_no(&gw, RCPT, "trn-all").await?;
-    sink.wait_for(deadline(SECS), |m| m.iter().any(|x| x.has_rcpt(RCPT)))
-        .await?;
+    send_tls_required_no(&gw, "rcpt@other.test", "trn-policy").await?;
+    sink.wait_for(deadline(SECS), |m| {
+        m.iter().any(|x| x.has_rcpt(RCPT)) && m.iter().any(|x| x.has_rcpt("rcpt@other.test"))
+    })
+    .await?;
     gw.wait_queue_empty(deadline(SECS)).await?;
     let metrics = gw.metrics_text().await?;
-    for ignored in ["mtastsmx", "badtlsa"] {
+    for ignored in ["mtastsmx", "badtlsa", "mtastspolicy"] {
         ensure!(
             sample(&metrics, IGNORED, &[("ignored", ignored)]) == 1.0,
             "{ignored}:\n{metrics}"
@@ -217,6 +223,41 @@ async fn tls_required_no_relaxes_mtasts_and_tlsa_lookup_failures() -> Result<()>
             &metrics,
             "relaygate_queue_destination_dane_gathertlsa_errors_total",
             &[]
+        ) == 1.0,
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_required_no_allows_plaintext_where_dane_requires_starttls() -> Result<()> {
+    let mut lab = TlsLab::new(NAMES).await?;
+    let sink = Sink::start().await?;
+    lab.mx("dst.test", 10, "mx.dst.test", &sink);
+    dane(&lab, "mx.dst.test")?;
+    let gw = lab.gateway().await?;
+    send_tls_required_no(&gw, RCPT, "trn-plain").await?;
+    let msgs = sink
+        .wait_for(deadline(SECS), |m| m.iter().any(|x| x.has_rcpt(RCPT)))
+        .await?;
+    ensure!(!msgs[0].tls, "the server has no STARTTLS");
+    ensure!(
+        sink.connections() == 2,
+        "a refused TLS session, then the plaintext retry: {}",
+        sink.summary()
+    );
+    gw.wait_queue_empty(deadline(SECS)).await?;
+    let metrics = gw.metrics_text().await?;
+    ensure!(
+        sample(&metrics, IGNORED, &[("ignored", "badtls")]) == 1.0
+            && sample(&metrics, "relaygate_queue_plaintext_fallback_total", &[]) == 1.0,
+        "{metrics}"
+    );
+    ensure!(
+        sample(
+            &metrics,
+            DURATION,
+            &[("tlsmode", "none+dane"), ("result", "delivered")]
         ) == 1.0,
         "{metrics}"
     );

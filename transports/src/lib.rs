@@ -49,8 +49,9 @@
 //! - [`dns`] — the DNSSEC-aware resolver and MX destinations.
 //! - [`dane`] — DANE (RFC 7672): TLSA policy per MX host and the rustls verifier.
 //! - [`mtasts`] — MTA-STS (RFC 8461): TXT record, policy parser, HTTPS fetch, cache.
-//! - [`direct`] — direct MX delivery: hosts in order, address-family alternation,
-//!   opportunistic STARTTLS with plaintext fallback, per-domain TLS status records.
+//! - [`direct`] — direct MX delivery: hosts in order, address-family alternation, the
+//!   TLS policy per host (DANE, MTA-STS, REQUIRETLS, `TLS-Required: No`; otherwise
+//!   opportunistic STARTTLS with plaintext fallback), per-domain TLS status records.
 
 pub mod command;
 pub mod dane;

@@ -414,7 +414,7 @@ impl DirectTransport {
             for &i in pending {
                 tally.record(i, verdict.clone(), skipped_remote.clone());
             }
-            report.skipped = Some(detail.to_string());
+            report.skipped = Some(verdict.reply().text().to_string());
             report.skip_reason = Some(reason);
         };
         let inputs = PolicyInputs {

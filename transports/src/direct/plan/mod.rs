@@ -89,6 +89,18 @@ pub enum HostVerdict {
     HostRefused(Reply),
 }
 
+impl HostVerdict {
+    /// The reply behind the verdict.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            HostVerdict::Delivered(r)
+            | HostVerdict::Rejected(r)
+            | HostVerdict::Deferred(r)
+            | HostVerdict::HostRefused(r) => r,
+        }
+    }
+}
+
 /// Reads a transaction outcome. `relax_policy` is set on the first attempt to a
 /// dual-stack host: a 5xx with enhanced code 5.7.x (policy, often a block list entry
 /// for our address of that family) is then temporary, so that the next attempt tries
