@@ -246,6 +246,15 @@ impl SmarthostTransport {
     /// Delivers `msg` in one transaction: a pooled connection if one answers RSET, else a
     /// new one. `Err` is a failure for every recipient; see [`TransportError::severity`].
     pub async fn deliver(&self, msg: &OutboundMessage) -> Result<Delivery, TransportError> {
+        // RFC 8689 §4.2.1: a REQUIRETLS message needs a certificate verified for the
+        // server; a transport that skips verification can never carry one.
+        if msg.requiretls
+            && (!self.config.verify_certificates || self.config.tls == SmarthostTls::None)
+        {
+            return Err(TransportError::RequireTlsUnsupported {
+                host: self.config.host.clone(),
+            });
+        }
         if let Some(conn) = self.take_idle().await {
             match self.transact(conn, msg, true).await {
                 // The pooled connection died after answering the RSET probe. Nothing can

@@ -355,3 +355,32 @@ async fn concurrent_deliveries() {
     // Scripts end without QUIT; the client's QUIT (max_idle = 0) may or may not arrive.
     server.finish().await.unwrap();
 }
+
+#[tokio::test]
+async fn requiretls_needs_a_verified_smarthost() {
+    // No connection may be made: the fake server expects none.
+    let server = FakeServer::start(vec![]).await;
+    let mut msg = message(&["a@x.test"], "x");
+    msg.requiretls = true;
+    for (tls, verify) in [
+        (SmarthostTls::Implicit, false),
+        (SmarthostTls::StartTls { required: true }, false),
+        (SmarthostTls::None, true),
+    ] {
+        let mut cfg = config(tls);
+        cfg.verify_certificates = verify;
+        let (t, connector) = transport(&server, cfg, &no_roots());
+        let err = t.deliver(&msg).await.unwrap_err();
+        assert!(
+            matches!(err, TransportError::RequireTlsUnsupported { .. }),
+            "{err}"
+        );
+        assert_eq!(err.severity(), Severity::Permanent);
+        assert_eq!(err.status_code(), "5.7.30");
+        assert_eq!(
+            connector.connects.load(Ordering::SeqCst),
+            0,
+            "dialed anyway"
+        );
+    }
+}
