@@ -179,3 +179,41 @@ async fn authenticates_with_its_own_config() -> Result<()> {
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn dash_bs_speaks_smtp_on_stdin_and_stdout() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    let dir = temp_dir("relaygate-sendmail-")?;
+    let cfg = dir.path().join("sendmail.toml");
+    std::fs::write(&cfg, format!("port = {}\n", gw.submission_addr().port()))?;
+    let session = b"EHLO app.test\r\nMAIL FROM:<bs@src.test>\r\nRCPT TO:<bs@dst.test>\r\nDATA\r\nSubject: bs\r\n\r\nvia -bs\r\n.\r\nQUIT\r\n";
+    let mut child = tokio::process::Command::new(binary())
+        .args(["sendmail", "-bs"])
+        .env("HOME", dir.path())
+        .env("RELAYGATE_SENDMAIL_CONFIG", &cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(session).await?;
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "sendmail -bs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(stdout.starts_with("220 "), "no greeting: {stdout}");
+    ensure!(stdout.contains("250 2.0.0 OK queued as"), "{stdout}");
+    ensure!(stdout.contains("221 "), "{stdout}");
+    sink.wait_for(deadline(30), |m| {
+        m.iter().any(|x| x.has_rcpt("bs@dst.test"))
+    })
+    .await?;
+    Ok(())
+}
