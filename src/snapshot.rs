@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use relaygate_transports::direct::{
-    Dialer, DirectConfig, DirectTransport, TcpDialer, TlsStatusStore,
+    Dialer, DirectConfig, DirectTransport, TcpDialer, TlsStatusSink, TlsStatusStore,
 };
 use relaygate_transports::dns::Resolver;
 use relaygate_transports::dns::{AddressFamilies, DnssecMode, HickoryConfig, HickoryResolver};
-use relaygate_transports::mtasts::{HttpsFetcher, JsonFileStore, PolicyCache, StoreError};
+use relaygate_transports::mtasts::{
+    HttpsFetcher, JsonFileStore, PolicyCache, PolicyStore, StoreError,
+};
 use relaygate_transports::smarthost::{
     SmarthostAuth, SmarthostConfig, SmarthostTls, SmarthostTransport, TlsClientConfigs,
 };
@@ -22,9 +24,11 @@ use relaygate_transports::socks::{SocksConfig, SocksConnector, SocksDialer};
 use relaygate_transports::Connector;
 use relaygate_transports::{TcpConnector, Timeouts, TlsRoots};
 
-use crate::config::{Config, RouteConfig, TransportConfig, TransportKind};
+use crate::config::{Config, RouteConfig, StoreKind, TransportConfig, TransportKind};
 use crate::routes::{normalize_domain, Route, RouteTable};
 use crate::secrets;
+use crate::store::fleet::{FleetRedis, RedisPolicyStore, RedisTlsStatusSink};
+use crate::store::redis::RedisStore;
 
 /// After a smarthost refuses the credentials (535), new connections of that transport
 /// fail at once for this long instead of trying the same password again.
@@ -236,11 +240,46 @@ pub fn resolver(config: &Config) -> Result<Arc<dyn Resolver>, String> {
 }
 
 /// What every direct (and socks) transport of a snapshot shares: the resolver, the
-/// trusted roots for PKIX checks, and the MTA-STS policy cache.
+/// trusted roots for PKIX checks, the MTA-STS policy cache, and (with the Redis store)
+/// the TLS status sink.
 pub struct DirectShared {
     pub resolver: Arc<dyn Resolver>,
     pub roots: TlsRoots,
     pub mtasts: Arc<PolicyCache>,
+    /// Where TLS status records go; `None`: files under `data_dir/tls-status/`.
+    pub tls_status: Option<Arc<dyn TlsStatusSink>>,
+}
+
+/// The fleet-wide caches in the Redis store (`store.kind = "redis"`).
+struct Fleet {
+    policies: Arc<RedisPolicyStore>,
+    tls_status: Arc<RedisTlsStatusSink>,
+}
+
+/// A Redis store: `redis_url`, `cluster`, `key_prefix`.
+type FleetId = (String, bool, String);
+
+/// The Redis caches of a store, one set per store for the whole process (like
+/// [`mtasts_store`]: snapshots come and go, the caches and their connection stay).
+fn fleet(config: &Config) -> Result<Arc<Fleet>, String> {
+    static FLEETS: OnceLock<Mutex<HashMap<FleetId, Arc<Fleet>>>> = OnceLock::new();
+    let s = &config.store;
+    let id = (s.redis_url.clone(), s.cluster, s.key_prefix.clone());
+    let mut fleets = FLEETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(fleet) = fleets.get(&id) {
+        return Ok(Arc::clone(fleet));
+    }
+    let store = RedisStore::open(s, &config.tls).map_err(|e| e.to_string())?;
+    let redis = Arc::new(FleetRedis::new(store));
+    let fleet = Arc::new(Fleet {
+        policies: Arc::new(RedisPolicyStore::new(Arc::clone(&redis))),
+        tls_status: Arc::new(RedisTlsStatusSink::new(redis)),
+    });
+    fleets.insert(id, Arc::clone(&fleet));
+    Ok(fleet)
 }
 
 /// The MTA-STS cache file under `data_dir`.
@@ -287,7 +326,8 @@ pub fn tls_roots(config: &Config) -> Result<TlsRoots, String> {
 
 /// The pieces every direct transport of a snapshot shares (see [`DirectShared`]):
 /// MTA-STS policies are fetched over HTTPS on `mtasts.https_port`, PKIX-verified
-/// against the same roots as the MX certificates, and cached in `data_dir/mtasts.json`.
+/// against the same roots as the MX certificates, and cached in `data_dir/mtasts.json`
+/// or, with the Redis store, in Redis for the whole fleet (as are TLS status records).
 pub fn direct_shared(config: &Config) -> Result<DirectShared, String> {
     let resolver = resolver(config)?;
     let roots = tls_roots(config)?;
@@ -295,7 +335,17 @@ pub fn direct_shared(config: &Config) -> Result<DirectShared, String> {
     let fetcher = HttpsFetcher::new(Arc::clone(&resolver), &roots)
         .with_port(config.mtasts.https_port)
         .with_families(families);
-    let store = mtasts_store(&mtasts_cache_path(&config.data_dir))?;
+    let (store, tls_status): (Arc<dyn PolicyStore>, Option<Arc<dyn TlsStatusSink>>) =
+        match config.store.kind {
+            StoreKind::File => (mtasts_store(&mtasts_cache_path(&config.data_dir))?, None),
+            StoreKind::Redis => {
+                let fleet = fleet(config)?;
+                (
+                    fleet.policies.clone(),
+                    Some(fleet.tls_status.clone() as Arc<dyn TlsStatusSink>),
+                )
+            }
+        };
     let mtasts = Arc::new(PolicyCache::new(
         Arc::clone(&resolver),
         Arc::new(fetcher),
@@ -305,6 +355,7 @@ pub fn direct_shared(config: &Config) -> Result<DirectShared, String> {
         resolver,
         roots,
         mtasts,
+        tls_status,
     })
 }
 
@@ -321,7 +372,7 @@ fn address_families(config: &Config) -> Result<AddressFamilies, String> {
 
 /// A direct transport from `[direct]`, saying EHLO `ehlo_name` and connecting through
 /// `dialer` (plain TCP, or a SOCKS5 proxy), with DANE and MTA-STS from `shared`; TLS
-/// status records go to `data_dir/tls-status/`.
+/// status records go to `shared`'s sink, else to `data_dir/tls-status/`.
 pub fn direct_transport(
     config: &Config,
     shared: &DirectShared,
@@ -337,10 +388,13 @@ pub fn direct_transport(
         .map(|(host, port)| (host.trim_end_matches('.').to_ascii_lowercase(), *port))
         .collect();
     direct.families = address_families(config)?;
-    let store = TlsStatusStore::new(config.data_dir.join("tls-status"));
+    let sink = match &shared.tls_status {
+        Some(sink) => Arc::clone(sink),
+        None => Arc::new(TlsStatusStore::new(config.data_dir.join("tls-status"))),
+    };
     Ok(Arc::new(
         DirectTransport::new(direct, Arc::clone(&shared.resolver), dialer)
-            .with_tls_status(store)
+            .with_tls_status_sink(sink)
             .with_mtasts(Arc::clone(&shared.mtasts), shared.roots.clone()),
     ))
 }

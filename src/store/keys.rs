@@ -7,6 +7,10 @@
 //! cluster mode every key of a prefix must carry the same tag: a `key_prefix` without a
 //! tag is then wrapped in braces (`relaygate:` → `{relaygate:}`), and a prefix that
 //! already has one is used as written (`app:{mail}:`). `docs/redis.md` lists the names.
+//!
+//! Besides the store proper, the prefix also holds the fleet-wide caches of direct
+//! delivery: `{prefix}mtasts:{domain}` (the MTA-STS policy cache) and
+//! `{prefix}tlsstatus:{domain}` (what the last session with a domain offered).
 
 /// The key names for one `store.key_prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +101,27 @@ impl Keys {
         format!("{}routes:account:*", glob_escape(&self.prefix))
     }
 
+    /// STRING: the JSON of a recipient domain's cached MTA-STS policy entry.
+    pub fn mtasts(&self, domain: &str) -> String {
+        format!("{}mtasts:{domain}", self.prefix)
+    }
+
+    /// `KEYS`/`SCAN` pattern matching every cached MTA-STS policy.
+    pub fn mtasts_pattern(&self) -> String {
+        format!("{}mtasts:*", glob_escape(&self.prefix))
+    }
+
+    /// The domain of an MTA-STS cache key, if it is one.
+    pub fn mtasts_domain_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("mtasts:")
+    }
+
+    /// STRING: the JSON of a recipient domain's TLS status record.
+    pub fn tls_status(&self, domain: &str) -> String {
+        format!("{}tlsstatus:{domain}", self.prefix)
+    }
+
     /// The domain of a domain route list key, if it is one.
     pub fn domain_of<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?
@@ -141,6 +166,27 @@ mod tests {
         assert_eq!(k.account_routes("app1"), "{relaygate:}routes:account:app1");
         assert_eq!(k.channel(), "{relaygate:}changed");
         assert_eq!(k.version(), "{relaygate:}version");
+    }
+
+    #[test]
+    fn fleet_cache_keys() {
+        let plain = Keys::new("relaygate:", false);
+        assert_eq!(plain.mtasts("dst.test"), "relaygate:mtasts:dst.test");
+        assert_eq!(plain.tls_status("dst.test"), "relaygate:tlsstatus:dst.test");
+        assert_eq!(plain.mtasts_pattern(), "relaygate:mtasts:*");
+        assert_eq!(
+            plain.mtasts_domain_of("relaygate:mtasts:dst.test"),
+            Some("dst.test")
+        );
+        assert_eq!(plain.mtasts_domain_of("relaygate:tlsstatus:dst.test"), None);
+        assert_eq!(plain.mtasts_domain_of("other:mtasts:dst.test"), None);
+        // Cluster: the same hash tag as every other key of the prefix.
+        let k = Keys::new("relaygate:", true);
+        assert_eq!(k.mtasts("dst.test"), "{relaygate:}mtasts:dst.test");
+        assert_eq!(k.tls_status("dst.test"), "{relaygate:}tlsstatus:dst.test");
+        let odd = Keys::new("a*:", false);
+        assert_eq!(odd.mtasts_pattern(), "a\\*:mtasts:*");
+        assert_eq!(odd.mtasts_domain_of(&odd.mtasts("x.org")), Some("x.org"));
     }
 
     #[test]

@@ -21,11 +21,15 @@
 //! validate the result as a whole, then write only the keys that changed ([`raw::diff`])
 //! with one atomic script that also bumps the version and publishes it.
 //!
+//! The same Redis also holds the fleet-wide caches of direct delivery ([`fleet`]): the
+//! MTA-STS policy cache and the per-domain TLS status records.
+//!
 //! Key names, the hash tag for Redis Cluster and redis-cli examples: `docs/redis.md`.
 
 pub mod client;
 pub mod data;
 pub mod explain;
+pub mod fleet;
 pub mod keys;
 pub mod live;
 pub mod mutate;
@@ -52,6 +56,8 @@ pub enum StoreError {
     },
     #[error("Redis {target}: no answer within {secs} s")]
     Timeout { target: String, secs: u64 },
+    #[error("Redis {target}: unreachable at the last try; not retried for {secs} s")]
+    Down { target: String, secs: u64 },
     #[error("Redis {target}: {message}")]
     Shape { target: String, message: String },
     #[error("store data refused:\n{}", format_problems(.0))]
@@ -91,7 +97,7 @@ impl StoreError {
     pub fn is_connection(&self) -> bool {
         match self {
             StoreError::Redis { source, .. } => !source.to_string().contains("relaygate: key"),
-            StoreError::Timeout { .. } => true,
+            StoreError::Timeout { .. } | StoreError::Down { .. } => true,
             StoreError::Url { .. }
             | StoreError::Shape { .. }
             | StoreError::Invalid(_)

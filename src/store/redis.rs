@@ -211,7 +211,8 @@ pub struct RedisStore {
     display: String,
 }
 
-/// A data connection (plain or cluster).
+/// A data connection (plain or cluster); clones share the connection.
+#[derive(Clone)]
 pub enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
@@ -469,6 +470,24 @@ impl RedisStore {
             url: self.display.clone(),
             message: "no node to subscribe to".into(),
         }))
+    }
+
+    /// Runs one command (or script invocation result) within [`OP_TIMEOUT`].
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        self.deadline(cmd.query_async(conn)).await
+    }
+
+    /// Runs a Lua script within [`OP_TIMEOUT`].
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.deadline(invocation.invoke_async(conn)).await
     }
 
     /// `PING` (keeps the subscription connection honest).

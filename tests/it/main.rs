@@ -15,6 +15,7 @@ mod delivery;
 mod direct;
 mod dnscheck;
 mod durability;
+mod fleet_cache;
 mod harness;
 mod mtasts;
 mod operations;

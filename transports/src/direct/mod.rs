@@ -43,8 +43,8 @@
 //!    first attempt at a dual-stack host a 5xx with enhanced code 5.7.x is temporary, so
 //!    the other family gets its chance next time.
 //! 5. **Record.** What the last session offered (STARTTLS, REQUIRETLS) is written per
-//!    recipient domain by a [`TlsStatusStore`], in the background; a failed write never
-//!    touches the delivery.
+//!    recipient domain by a [`TlsStatusSink`] (files: [`TlsStatusStore`]; Redis in the
+//!    gateway), in the background; a failed write never touches the delivery.
 //!
 //! Every synthesized reply names the remote host and address, and every recipient's
 //! result says which remote MTA gave it ([`RemoteMta`]), for DSNs. Each [`HostReport`]
@@ -67,7 +67,7 @@ use rustls::ClientConfig;
 pub use dial::{DialFuture, Dialer, TcpDialer};
 pub use host::{ConnectResult, SessionReport};
 pub use plan::{DaneHost, DialedIps, HostVerdict, Ignored, RemoteMta, SkipReason, TlsPolicy};
-pub use tls_record::{TlsStatus, TlsStatusStore};
+pub use tls_record::{is_recordable, TlsStatus, TlsStatusSink, TlsStatusStore};
 pub use verify::RelaxedVerifier;
 
 use crate::dane::{lookup_tlsa_policy, reference_names, DanePolicy};
@@ -242,7 +242,7 @@ pub struct DirectTransport {
     resolver: Arc<dyn Resolver>,
     dialer: Arc<dyn Dialer>,
     unverified_tls: Arc<ClientConfig>,
-    tls_status: Option<TlsStatusStore>,
+    tls_status: Option<Arc<dyn TlsStatusSink>>,
     mtasts: Option<MtaSts>,
 }
 
@@ -279,9 +279,15 @@ impl DirectTransport {
         }
     }
 
-    /// Records what each recipient domain's last session offered in `store`.
-    pub fn with_tls_status(mut self, store: TlsStatusStore) -> Self {
-        self.tls_status = Some(store);
+    /// Records what each recipient domain's last session offered in `sink` (the file
+    /// writer [`TlsStatusStore`], or another [`TlsStatusSink`]).
+    pub fn with_tls_status(self, sink: impl TlsStatusSink + 'static) -> Self {
+        self.with_tls_status_sink(Arc::new(sink))
+    }
+
+    /// [`DirectTransport::with_tls_status`] with a sink shared with other transports.
+    pub fn with_tls_status_sink(mut self, sink: Arc<dyn TlsStatusSink>) -> Self {
+        self.tls_status = Some(sink);
         self
     }
 

@@ -1,6 +1,8 @@
 //! What the last session with each recipient domain offered: STARTTLS and REQUIRETLS,
-//! and the TLS actually used. One small JSON file per domain under a directory
-//! (`data_dir/tls-status/<domain>.json`), so a record replaces only its own file.
+//! and the TLS actually used. Where records go is a [`TlsStatusSink`]: here the file
+//! writer [`TlsStatusStore`], one small JSON file per domain under a directory
+//! (`data_dir/tls-status/<domain>.json`), so a record replaces only its own file; the
+//! gateway has a Redis sink for fleets (`{prefix}tlsstatus:{domain}`).
 //!
 //! Deliveries never wait for it: [`TlsStatusStore::record`] puts the record in a pending
 //! map and wakes one writer task, which writes each file to a temporary name and renames
@@ -74,17 +76,29 @@ fn json_str(s: &str) -> String {
     out
 }
 
-/// A domain usable as a file name: a lowercase ASCII host name, nothing else (address
-/// literals and anything odd are not recorded).
-fn file_name_of(domain: &str) -> Option<String> {
-    let ok = !domain.is_empty()
+/// Where TLS status records go. [`TlsStatusSink::record`] must return at once and never
+/// fail: a record that cannot be kept is dropped (and logged) by the sink, the delivery
+/// goes on.
+pub trait TlsStatusSink: Send + Sync + std::fmt::Debug {
+    /// Keeps `status` as the record of `domain` (replacing the previous one).
+    fn record(&self, domain: &str, status: TlsStatus);
+}
+
+/// Whether a domain gets a record at all: a lowercase ASCII host name, nothing else
+/// (address literals and anything odd are not recorded). Usable as a file name.
+pub fn is_recordable(domain: &str) -> bool {
+    !domain.is_empty()
         && domain.len() <= 253
         && !domain.starts_with('.')
         && !domain.contains("..")
         && domain.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_'
-        });
-    ok.then(|| format!("{domain}.json"))
+        })
+}
+
+/// The file name of a recordable domain.
+fn file_name_of(domain: &str) -> Option<String> {
+    is_recordable(domain).then(|| format!("{domain}.json"))
 }
 
 struct Shared {
@@ -168,6 +182,12 @@ impl TlsStatusStore {
             }
         }
         self.shared.wake.notify_one();
+    }
+}
+
+impl TlsStatusSink for TlsStatusStore {
+    fn record(&self, domain: &str, status: TlsStatus) {
+        TlsStatusStore::record(self, domain, status);
     }
 }
 
