@@ -17,16 +17,17 @@
 //! costs one connection timeout, not one per delivery.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use relaygate_transports::direct::{is_recordable, TlsStatus, TlsStatusSink};
+use relaygate_transports::direct::{CoalescingSink, TlsStatus, TlsStatusBackend, TlsStatusSink};
 use relaygate_transports::mtasts::store::StoreFuture;
 use relaygate_transports::mtasts::{
     CachedPolicy, MemoryStore, PolicyStore, StoreError as PolicyStoreError,
 };
-use tokio::sync::Notify;
 
 use super::redis::{Conn, RedisStore};
 use super::StoreError;
@@ -301,101 +302,60 @@ impl PolicyStore for RedisPolicyStore {
     }
 }
 
-struct SinkShared {
+/// The Redis backend of the TLS status sink: `SET {prefix}tlsstatus:{domain}`.
+pub struct RedisTlsStatus {
     redis: Arc<FleetRedis>,
-    pending: Mutex<BTreeMap<String, TlsStatus>>,
-    wake: Notify,
-    writer_started: AtomicBool,
-    closed: AtomicBool,
 }
 
-impl SinkShared {
-    fn pending(&self) -> MutexGuard<'_, BTreeMap<String, TlsStatus>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+impl TlsStatusBackend for RedisTlsStatus {
+    fn write_batch(
+        &self,
+        batch: BTreeMap<String, TlsStatus>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let total = batch.len();
+            for (done, (domain, status)) in batch.into_iter().enumerate() {
+                let key = self.redis.store.keys().tls_status(&domain);
+                let json = status.to_json(&domain);
+                let set = redis::cmd("SET").arg(&key).arg(json.trim_end()).clone();
+                if let Err(e) = self.redis.query::<()>(&set).await {
+                    // One line per failed batch: the rest would fail the same way.
+                    tracing::warn!(%domain, error = %e, dropped = total - done,
+                        "TLS status: not written to Redis; records dropped");
+                    break;
+                }
+            }
+        })
     }
 }
 
 /// TLS status records in Redis, written by a background task; [`TlsStatusSink::record`]
 /// returns at once. Dropping the sink lets the writer finish what is pending and stop.
 pub struct RedisTlsStatusSink {
-    shared: Arc<SinkShared>,
+    sink: CoalescingSink<RedisTlsStatus>,
 }
 
 impl std::fmt::Debug for RedisTlsStatusSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redis = &self.sink.backend().redis;
         f.debug_struct("RedisTlsStatusSink")
-            .field("redis", &self.shared.redis.store.display())
-            .field("prefix", &self.shared.redis.store.keys().prefix())
+            .field("redis", &redis.store.display())
+            .field("prefix", &redis.store.keys().prefix())
             .finish()
-    }
-}
-
-impl Drop for RedisTlsStatusSink {
-    fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.wake.notify_one();
     }
 }
 
 impl RedisTlsStatusSink {
     pub fn new(redis: Arc<FleetRedis>) -> RedisTlsStatusSink {
         RedisTlsStatusSink {
-            shared: Arc::new(SinkShared {
-                redis,
-                pending: Mutex::new(BTreeMap::new()),
-                wake: Notify::new(),
-                writer_started: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-            }),
+            sink: CoalescingSink::new(RedisTlsStatus { redis }),
         }
     }
 }
 
 impl TlsStatusSink for RedisTlsStatusSink {
     fn record(&self, domain: &str, status: TlsStatus) {
-        if !is_recordable(domain) {
-            tracing::debug!(domain, "TLS status: domain not recordable, skipped");
-            return;
-        }
-        self.shared.pending().insert(domain.to_string(), status);
-        if !self.shared.writer_started.swap(true, Ordering::SeqCst) {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(sink_writer(Arc::clone(&self.shared)));
-                }
-                Err(_) => {
-                    self.shared.writer_started.store(false, Ordering::SeqCst);
-                    tracing::warn!("TLS status: no async runtime, record not written");
-                    return;
-                }
-            }
-        }
-        self.shared.wake.notify_one();
-    }
-}
-
-async fn sink_writer(shared: Arc<SinkShared>) {
-    loop {
-        let batch = std::mem::take(&mut *shared.pending());
-        if batch.is_empty() {
-            if shared.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            shared.wake.notified().await;
-            continue;
-        }
-        let total = batch.len();
-        for (done, (domain, status)) in batch.into_iter().enumerate() {
-            let key = shared.redis.store.keys().tls_status(&domain);
-            let json = status.to_json(&domain);
-            let set = redis::cmd("SET").arg(&key).arg(json.trim_end()).clone();
-            if let Err(e) = shared.redis.query::<()>(&set).await {
-                // One line per failed batch: the rest would fail the same way.
-                tracing::warn!(%domain, error = %e, dropped = total - done,
-                    "TLS status: not written to Redis; records dropped");
-                break;
-            }
-        }
+        self.sink.record(domain, status);
     }
 }
 
@@ -475,7 +435,7 @@ mod tests {
         sink.record("dst.test", status.clone());
         sink.record("[192.0.2.1]", status);
         assert!(started.elapsed() < Duration::from_millis(500));
-        assert!(sink.shared.writer_started.load(Ordering::SeqCst));
+        assert!(sink.sink.writer_running());
     }
 
     #[test]

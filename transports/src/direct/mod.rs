@@ -67,7 +67,10 @@ use rustls::ClientConfig;
 pub use dial::{DialFuture, Dialer, TcpDialer};
 pub use host::{ConnectResult, SessionReport};
 pub use plan::{DaneHost, DialedIps, HostVerdict, Ignored, RemoteMta, SkipReason, TlsPolicy};
-pub use tls_record::{is_recordable, TlsStatus, TlsStatusSink, TlsStatusStore};
+pub use tls_record::{
+    is_recordable, CoalescingSink, TlsStatus, TlsStatusBackend, TlsStatusFiles, TlsStatusSink,
+    TlsStatusStore,
+};
 pub use verify::RelaxedVerifier;
 
 use crate::dane::{lookup_tlsa_policy, reference_names, DanePolicy};

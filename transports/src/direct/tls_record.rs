@@ -4,15 +4,18 @@
 //! (`data_dir/tls-status/<domain>.json`), so a record replaces only its own file; the
 //! gateway has a Redis sink for fleets (`{prefix}tlsstatus:{domain}`).
 //!
-//! Deliveries never wait for it: [`TlsStatusStore::record`] puts the record in a pending
-//! map and wakes one writer task, which writes each file to a temporary name and renames
-//! it into place. A failed write is logged and dropped. It never aborts or delays a
+//! Deliveries never wait for it: a [`CoalescingSink`] (shared by every backend) puts the
+//! record in a pending map and wakes one writer task, which hands batches to its
+//! [`TlsStatusBackend`]; the file backend writes each file to a temporary name and
+//! renames it into place. A failed write is logged and dropped. It never aborts or delays a
 //! delivery (the reference design failed the delivery when this write failed; SPEC §5).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -101,48 +104,50 @@ fn file_name_of(domain: &str) -> Option<String> {
     is_recordable(domain).then(|| format!("{domain}.json"))
 }
 
-struct Shared {
-    dir: PathBuf,
+/// Where a backend puts a batch of records (files, Redis). Called by the one writer task
+/// of a [`CoalescingSink`]; it logs and drops what it cannot keep.
+pub trait TlsStatusBackend: Send + Sync + 'static {
+    /// Writes the records (domain → status) of one batch.
+    fn write_batch(
+        &self,
+        batch: BTreeMap<String, TlsStatus>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+struct Shared<B> {
+    backend: B,
     pending: Mutex<BTreeMap<String, TlsStatus>>,
     wake: Notify,
     writer_started: AtomicBool,
     closed: AtomicBool,
 }
 
-impl Shared {
+impl<B> Shared<B> {
     fn pending(&self) -> MutexGuard<'_, BTreeMap<String, TlsStatus>> {
         // Plain data: a panic elsewhere cannot leave it inconsistent.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// The per-domain TLS status files. Dropping the store lets its writer finish what is
-/// pending and stop.
-pub struct TlsStatusStore {
-    shared: Arc<Shared>,
+/// The sink every backend shares: records go into a pending map (a newer record of a
+/// domain replaces an unwritten older one) and one background task hands them to the
+/// backend in batches. Dropping the sink lets the task finish what is pending and stop.
+pub struct CoalescingSink<B: TlsStatusBackend> {
+    shared: Arc<Shared<B>>,
 }
 
-impl std::fmt::Debug for TlsStatusStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsStatusStore")
-            .field("dir", &self.shared.dir)
-            .finish()
-    }
-}
-
-impl Drop for TlsStatusStore {
+impl<B: TlsStatusBackend> Drop for CoalescingSink<B> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
     }
 }
 
-impl TlsStatusStore {
-    /// A store writing into `dir` (created on the first write).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        TlsStatusStore {
+impl<B: TlsStatusBackend> CoalescingSink<B> {
+    pub fn new(backend: B) -> Self {
+        CoalescingSink {
             shared: Arc::new(Shared {
-                dir: dir.into(),
+                backend,
                 pending: Mutex::new(BTreeMap::new()),
                 wake: Notify::new(),
                 writer_started: AtomicBool::new(false),
@@ -151,20 +156,20 @@ impl TlsStatusStore {
         }
     }
 
-    /// The directory of the files.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
+    /// Whether the writer task has been started.
+    pub fn writer_running(&self) -> bool {
+        self.shared.writer_started.load(Ordering::SeqCst)
     }
 
-    /// The file of a domain's record, if the domain can be recorded at all.
-    pub fn path_of(&self, domain: &str) -> Option<PathBuf> {
-        file_name_of(domain).map(|name| self.shared.dir.join(name))
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.shared.backend
     }
 
     /// Queues `status` as the domain's record; returns at once. The writer task starts
     /// on the first call (it needs a tokio runtime; without one nothing is written).
     pub fn record(&self, domain: &str, status: TlsStatus) {
-        if file_name_of(domain).is_none() {
+        if !is_recordable(domain) {
             tracing::debug!(domain, "TLS status: domain not recordable, skipped");
             return;
         }
@@ -185,13 +190,7 @@ impl TlsStatusStore {
     }
 }
 
-impl TlsStatusSink for TlsStatusStore {
-    fn record(&self, domain: &str, status: TlsStatus) {
-        TlsStatusStore::record(self, domain, status);
-    }
-}
-
-async fn writer(shared: Arc<Shared>) {
+async fn writer<B: TlsStatusBackend>(shared: Arc<Shared<B>>) {
     loop {
         let batch = std::mem::take(&mut *shared.pending());
         if batch.is_empty() {
@@ -201,17 +200,77 @@ async fn writer(shared: Arc<Shared>) {
             shared.wake.notified().await;
             continue;
         }
-        if let Err(e) = tokio::fs::create_dir_all(&shared.dir).await {
-            tracing::warn!(dir = %shared.dir.display(), error = %e,
-                records = batch.len(), "TLS status: cannot create directory; records dropped");
-            continue;
-        }
-        for (domain, status) in batch {
-            if let Err(e) = write_one(&shared.dir, &domain, &status).await {
-                tracing::warn!(domain, dir = %shared.dir.display(), error = %e,
-                    "TLS status: write failed; record dropped");
+        shared.backend.write_batch(batch).await;
+    }
+}
+
+/// The file backend: one JSON file per domain under a directory.
+#[derive(Debug)]
+pub struct TlsStatusFiles {
+    dir: PathBuf,
+}
+
+impl TlsStatusBackend for TlsStatusFiles {
+    fn write_batch(
+        &self,
+        batch: BTreeMap<String, TlsStatus>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if let Err(e) = tokio::fs::create_dir_all(&self.dir).await {
+                tracing::warn!(dir = %self.dir.display(), error = %e,
+                    records = batch.len(), "TLS status: cannot create directory; records dropped");
+                return;
             }
+            for (domain, status) in batch {
+                if let Err(e) = write_one(&self.dir, &domain, &status).await {
+                    tracing::warn!(domain, dir = %self.dir.display(), error = %e,
+                        "TLS status: write failed; record dropped");
+                }
+            }
+        })
+    }
+}
+
+/// The per-domain TLS status files (`<dir>/<domain>.json`).
+pub struct TlsStatusStore {
+    sink: CoalescingSink<TlsStatusFiles>,
+}
+
+impl std::fmt::Debug for TlsStatusStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStatusStore")
+            .field("dir", &self.sink.backend().dir)
+            .finish()
+    }
+}
+
+impl TlsStatusStore {
+    /// A store writing into `dir` (created on the first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        TlsStatusStore {
+            sink: CoalescingSink::new(TlsStatusFiles { dir: dir.into() }),
         }
+    }
+
+    /// The directory of the files.
+    pub fn dir(&self) -> &Path {
+        &self.sink.backend().dir
+    }
+
+    /// The file of a domain's record, if the domain can be recorded at all.
+    pub fn path_of(&self, domain: &str) -> Option<PathBuf> {
+        file_name_of(domain).map(|name| self.dir().join(name))
+    }
+
+    /// Queues `status` as the domain's record; returns at once.
+    pub fn record(&self, domain: &str, status: TlsStatus) {
+        self.sink.record(domain, status);
+    }
+}
+
+impl TlsStatusSink for TlsStatusStore {
+    fn record(&self, domain: &str, status: TlsStatus) {
+        self.sink.record(domain, status);
     }
 }
 
