@@ -102,15 +102,34 @@ pub async fn start(
 }
 
 /// Always HTTP 200 while the gateway runs: with the Redis store unreachable it still
-/// accepts and delivers (on its last good snapshot), so `status` and `store` say
-/// "degraded" instead of failing the check.
+/// accepts and delivers (on its last good snapshot), and with the spool unwritable (a
+/// full disk) it still delivers what is queued while submissions get 451; so `status`
+/// and `store` / `spool` say "degraded" instead of failing the check.
 async fn healthz(State(state): State<AdminState>) -> Json<Value> {
     let c = state.queue.counts();
     let store = state.store.state();
+    let spool = state.queue.spool().health();
+    let spool_state = if spool.degraded.is_some() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let status = if store == "ok" && spool_state == "ok" {
+        "ok"
+    } else {
+        "degraded"
+    };
     Json(json!({
-        "status": store,
+        "status": status,
         "store": store,
         "store_detail": state.store.detail_json(),
+        "spool": spool_state,
+        "spool_detail": {
+            "reason": spool.degraded,
+            "since": spool.since_ms.map(rfc3339),
+            "segments": state.queue.spool().segment_count(),
+            "current_segment": state.queue.spool().current_segment(),
+        },
         "config_generation": state.snapshot.generation(),
         "queue": {
             "messages": c.messages,

@@ -34,4 +34,6 @@ pub fn refresh_queue_gauges(queue: &Queue) {
         .unwrap_or(0.0);
     metrics::gauge!("relaygate_queue_oldest_message_age_seconds").set(oldest);
     metrics::gauge!("relaygate_spool_segments").set(queue.spool().segment_count() as f64);
+    let degraded = queue.spool().health().degraded.is_some();
+    metrics::gauge!("relaygate_spool_writable").set(if degraded { 0.0 } else { 1.0 });
 }

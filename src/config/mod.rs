@@ -709,6 +709,17 @@ mod tests {
     }
 
     #[test]
+    fn message_size_over_the_spool_limit_is_refused() {
+        let e = parse("hostname = \"a\"\n[submission]\nmax_message_size = \"5GiB\"\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].line, Some(3));
+        assert_eq!(e.0[0].key.as_deref(), Some("submission.max_message_size"));
+        assert!(e.to_string().contains("5368709120"), "{e}");
+        let c = parse("[submission]\nmax_message_size = \"1GiB\"\n").unwrap();
+        assert_eq!(c.submission.max_message_size.0, 1 << 30);
+    }
+
+    #[test]
     fn bad_domain_in_route() {
         let e = parse("[[routes]]\nto_domain = [\"bad domain\"]\n").unwrap_err();
         assert!(e.to_string().contains("bad domain"), "{e}");

@@ -76,6 +76,17 @@ impl Config {
                 format!("{:?} is not an IP:PORT address", self.admin.listen),
             );
         }
+        if self.submission.max_message_size.0 > crate::spool::record::MAX_MESSAGE_SIZE {
+            err(
+                find_line("max_message_size"),
+                "submission.max_message_size",
+                format!(
+                    "{} bytes is over the limit of 1GiB ({} bytes), the largest record the spool stores",
+                    self.submission.max_message_size.0,
+                    crate::spool::record::MAX_MESSAGE_SIZE
+                ),
+            );
+        }
         if self.queue.max_attempts == 0 {
             err(
                 find_line("max_attempts"),

@@ -471,17 +471,16 @@ impl Queue {
             }
         }
         let done = e.msg.is_done();
-        let body_segment = e.body.segment;
-        if done && e.in_flight.iter().all(|f| !f) {
-            records.push(record::encode_removal(id));
-            st.messages.remove(&id);
-            self.spool.count_live(body_segment, -1);
-        } else {
-            st.index(id);
-        }
+        let body = e.body;
         // Durability of these records is not awaited: losing them in a crash means an
         // extra attempt (at-least-once), never a lost message.
-        drop(self.spool.submit(records));
+        if done && e.in_flight.iter().all(|f| !f) {
+            st.messages.remove(&id);
+            self.spool.remove(id, body, records);
+        } else {
+            st.index(id);
+            self.spool.update(records);
+        }
         drop(st);
         self.wake.notify_one();
     }
@@ -606,7 +605,7 @@ impl Queue {
                     continue;
                 }
             };
-            let rx = {
+            let written = {
                 let st = self.lock();
                 let Some(e) = st.messages.get(&id) else {
                     continue;
@@ -614,23 +613,21 @@ impl Queue {
                 if e.body != old || e.in_flight.iter().any(|f| *f) {
                     continue;
                 }
-                self.spool
-                    .submit(vec![record::encode_message(&e.msg, &body)])
+                // Submitted under the lock, so a later change's records come after it.
+                self.spool.relocate(&e.msg, &body)
             };
-            let new_ref = match rx.await {
-                Ok(Ok(refs)) => refs.into_iter().next().flatten(),
-                _ => None,
-            };
-            let Some(new_ref) = new_ref else {
-                tracing::warn!(queue_id = %format_id(id), "spool: relocation write failed");
-                continue;
+            let new_ref = match written.await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(queue_id = %format_id(id), error = %e, "spool: relocation write failed");
+                    continue;
+                }
             };
             let mut st = self.lock();
             if let Some(e) = st.messages.get_mut(&id) {
                 if e.body == old {
                     e.body = new_ref;
-                    self.spool.count_live(new_ref.segment, 1);
-                    self.spool.count_live(old.segment, -1);
+                    self.spool.commit_relocation(old, new_ref);
                 }
             }
         }

@@ -113,7 +113,7 @@ impl Queue {
             id,
             overrides: e.msg.overrides.clone(),
         });
-        drop(self.spool.submit(vec![rec]));
+        self.spool.update(vec![rec]);
         st.reindex_all();
         drop(st);
         self.wake();
@@ -209,8 +209,7 @@ impl Queue {
                 .messages
                 .remove(&id)
                 .ok_or_else(|| OpError::NotFound(format_id(id)))?;
-            self.spool.count_live(e.body.segment, -1);
-            drop(self.spool.submit(vec![record::encode_removal(id)]));
+            self.spool.remove(id, e.body, Vec::new());
             st.reindex_all();
             (e.msg, e.body)
         };

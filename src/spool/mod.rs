@@ -2,24 +2,30 @@
 //!
 //! Every change to the queue is a record appended to the current segment (see
 //! [`record`]): a new message (envelope and body), a recipient's new state, operator
-//! overrides, a removal. One writer thread owns the file. It takes every request waiting
-//! in its channel, writes them with one `write`, calls `fdatasync` once, and only then
-//! answers them all: that is the group commit that lets many concurrent submissions
-//! share one disk flush. A submission is acknowledged (`250`) only after its record's
-//! flush has returned.
+//! overrides, a removal. One writer thread owns the files ([`writer`]): group commit,
+//! segment rolls, and the rule that a failed write poisons its segment. A submission is
+//! acknowledged (`250`) only after its record's flush has returned.
 //!
-//! Segments roll over at [`SEGMENT_LIMIT`]; a new segment's directory entry is fsynced
-//! before anything in it is acknowledged. On start, all segments are replayed in order
-//! (later records win); a torn or corrupt tail of the newest segment is cut off, since it
-//! was never acknowledged. Old segments are deleted oldest first once no live message
-//! has its body there; a long-lived message blocking that is relocated (its current
-//! state and body written again at the head) by the queue's housekeeping.
+//! On start, all segments are replayed in order ([`replay`]); only a torn tail of the
+//! newest segment, or bytes past a seal, may fail to decode: anything else stops the
+//! start with the segment and offset (`relaygate spool check` / `spool salvage`).
+//!
+//! The spool owns its bookkeeping: it counts, per segment, the live messages whose body
+//! is there, through the methods the queue calls ([`Spool::add_message`],
+//! [`Spool::remove`], [`Spool::commit_relocation`]). Old segments are deleted oldest
+//! first once no live message has its body there; a long-lived message blocking that is
+//! relocated (its current state and body written again at the head) by the queue's
+//! housekeeping.
 
+pub mod fs;
 pub mod record;
+pub mod replay;
+pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::future::Future;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -27,12 +33,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::model::{MsgId, StoredMessage};
-use record::{DecodeStop, Decoded, Encoded};
-
-/// Size at which the writer starts a new segment.
-pub const SEGMENT_LIMIT: u64 = 64 << 20;
-/// Most bytes one group commit writes before flushing.
-const BATCH_BYTES: usize = 16 << 20;
+use fs::{DiskFs, SpoolFs};
+use record::{Encoded, RecordError};
+pub use replay::{CheckReport, Finding};
+use writer::{Shared, WriteRequest, Writer};
+pub use writer::{SpoolHealth, WriteError, SEGMENT_LIMIT};
 
 /// Where a message body lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +56,17 @@ pub enum SpoolError {
         #[source]
         source: io::Error,
     },
-    #[error("spool writer stopped after an earlier error; the spool is read-only")]
+    #[error("spool segment {path} is damaged at offset {offset}: {reason}; acknowledged records may follow it, so the gateway does not start: run `relaygate spool check` to see every problem and `relaygate spool salvage` to keep every intact record")]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("spool writer stopped; the spool is read-only")]
     WriterGone,
 }
 
@@ -63,14 +78,9 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Spo
     }
 }
 
-struct WriteRequest {
-    records: Vec<Encoded>,
-    reply: oneshot::Sender<Result<Vec<Option<BodyRef>>, String>>,
-}
-
 /// Live message counts per segment, for deciding which segments can go.
 #[derive(Debug, Default)]
-struct SegmentTable {
+pub(crate) struct SegmentTable {
     /// segment number → live messages whose body is there.
     live: BTreeMap<u64, usize>,
     /// The segment the writer appends to.
@@ -81,7 +91,7 @@ struct SegmentTable {
 pub struct Spool {
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<WriteRequest>>>,
-    segments: Arc<Mutex<SegmentTable>>,
+    shared: Arc<Shared>,
     files: Mutex<HashMap<u64, Arc<File>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -98,7 +108,7 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 
 fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir, "list"))? {
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir, "list"))? {
         let entry = entry.map_err(io_err(dir, "list"))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -110,106 +120,77 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
             out.push(n);
         } else if name.ends_with(".tmp") {
             // Left by an interrupted write of something else; never acknowledged.
-            let _ = fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(entry.path());
         }
     }
     out.sort_unstable();
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "fsync directory"))
+/// Creates the spool directory (and its parents), fsyncing each new entry's parent.
+fn create_dir(fs: &dyn SpoolFs, dir: &Path) -> Result<(), SpoolError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = fs::parent_of(dir);
+    create_dir(fs, &parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io_err(dir, "create")(e)),
+    }
+    fs.sync_dir(&parent)
+        .map_err(io_err(&parent, "fsync directory"))
 }
 
 impl Spool {
     /// Opens (creating if needed) the spool in `dir`, replays it, and starts the writer on
     /// a fresh segment.
     pub fn open(dir: &Path) -> Result<(Spool, Vec<Recovered>), SpoolError> {
-        fs::create_dir_all(dir).map_err(io_err(dir, "create"))?;
-        let segments = list_segments(dir)?;
-        let mut messages: HashMap<MsgId, Recovered> = HashMap::new();
-        let last = segments.last().copied();
-        for &n in &segments {
-            let path = segment_path(dir, n);
-            let mut data = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(io_err(&path, "read"))?;
-            let mut pos = 0usize;
-            loop {
-                match record::decode(&data[pos..]) {
-                    Ok((rec, len)) => {
-                        apply(&mut messages, n, pos, rec);
-                        pos += len;
-                    }
-                    Err(stop) => {
-                        if pos < data.len() {
-                            let why = match stop {
-                                DecodeStop::Incomplete => "incomplete record".to_string(),
-                                DecodeStop::Corrupt(why) => why,
-                            };
-                            tracing::warn!(
-                                segment = %path.display(), offset = pos, reason = %why,
-                                "spool: cutting unacknowledged tail"
-                            );
-                            if Some(n) == last {
-                                let f = OpenOptions::new()
-                                    .write(true)
-                                    .open(&path)
-                                    .map_err(io_err(&path, "open"))?;
-                                f.set_len(pos as u64).map_err(io_err(&path, "truncate"))?;
-                                f.sync_all().map_err(io_err(&path, "fsync"))?;
-                            }
-                        }
-                        break;
-                    }
-                }
+        Spool::open_with(dir, Arc::new(DiskFs))
+    }
+
+    /// [`Spool::open`] over a given file layer (tests inject failures with
+    /// [`fs::FaultFs`]). A spool that cannot start a segment still opens, degraded: what
+    /// is queued can be delivered, and the writer keeps trying.
+    pub fn open_with(
+        dir: &Path,
+        fs: Arc<dyn SpoolFs>,
+    ) -> Result<(Spool, Vec<Recovered>), SpoolError> {
+        create_dir(fs.as_ref(), dir)?;
+        let replayed = replay::replay(dir)?;
+        let shared = Arc::new(Shared::default());
+        {
+            let mut t = shared.table();
+            for &n in &replayed.segments {
+                t.live.insert(n, 0);
             }
+            for r in replayed.messages.values() {
+                *t.live.entry(r.body.segment).or_insert(0) += 1;
+            }
+            t.current = replayed.segments.last().copied().unwrap_or(0);
         }
-        let mut table = SegmentTable::default();
-        for &n in &segments {
-            table.live.insert(n, 0);
-        }
-        for r in messages.values() {
-            *table.live.entry(r.body.segment).or_insert(0) += 1;
-        }
-        let current = last.map_or(1, |n| n + 1);
-        let path = segment_path(dir, current);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path, "create segment"))?;
-        sync_dir(dir)?;
-        table.current = current;
-        table.live.insert(current, 0);
-        let segments_shared = Arc::new(Mutex::new(table));
+        let mut writer = Writer::new(dir, fs, shared.table().current, Arc::clone(&shared));
+        writer.start();
         let (tx, rx) = mpsc::channel::<WriteRequest>();
-        let writer_dir = dir.to_path_buf();
-        let writer_segments = Arc::clone(&segments_shared);
-        let writer = std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer_loop(writer_dir, current, file, rx, writer_segments))
+            .spawn(move || writer.run(rx))
             .map_err(io_err(dir, "start writer thread"))?;
         let spool = Spool {
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
-            segments: segments_shared,
+            shared,
             files: Mutex::new(HashMap::new()),
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(Some(handle)),
         };
-        let mut recovered: Vec<Recovered> = messages.into_values().collect();
+        let mut recovered: Vec<Recovered> = replayed.messages.into_values().collect();
         recovered.sort_by_key(|r| r.message.id);
         Ok((spool, recovered))
     }
 
     /// Queues records for the writer; the receiver resolves once they are on disk.
-    pub fn submit(
-        &self,
-        records: Vec<Encoded>,
-    ) -> oneshot::Receiver<Result<Vec<Option<BodyRef>>, String>> {
+    fn submit(&self, records: Vec<Encoded>) -> oneshot::Receiver<writer::Reply> {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = guard.as_ref() {
@@ -220,17 +201,19 @@ impl Spool {
         rx
     }
 
-    /// Appends records and waits until they are durable.
-    pub async fn write(&self, records: Vec<Encoded>) -> Result<Vec<Option<BodyRef>>, SpoolError> {
-        match self.submit(records).await {
+    async fn wait(
+        rx: oneshot::Receiver<writer::Reply>,
+    ) -> Result<Vec<Option<BodyRef>>, SpoolError> {
+        match rx.await {
             Ok(Ok(refs)) => Ok(refs),
-            Ok(Err(message)) => Err(SpoolError::Io {
-                path: self.dir.clone(),
-                op: "append",
-                source: io::Error::other(message),
-            }),
+            Ok(Err(e)) => Err(SpoolError::Write(e)),
             Err(_) => Err(SpoolError::WriterGone),
         }
+    }
+
+    /// Appends records and waits until they are durable.
+    pub async fn write(&self, records: Vec<Encoded>) -> Result<Vec<Option<BodyRef>>, SpoolError> {
+        Spool::wait(self.submit(records)).await
     }
 
     /// Stores a new message durably and counts it live in its segment.
@@ -239,7 +222,8 @@ impl Spool {
         meta: &StoredMessage,
         body: &[u8],
     ) -> Result<BodyRef, SpoolError> {
-        let refs = self.write(vec![record::encode_message(meta, body)]).await?;
+        let rec = record::encode_message(meta, body)?;
+        let refs = self.write(vec![rec]).await?;
         let body_ref = refs
             .into_iter()
             .next()
@@ -249,19 +233,67 @@ impl Spool {
         Ok(body_ref)
     }
 
-    /// Notes that a message with its body in `segment` is gone (+1/-1 live messages).
-    pub fn count_live(&self, segment: u64, delta: isize) {
-        let mut t = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+    /// Appends state changes of live messages (recipient states, overrides) without
+    /// waiting: losing them in a crash means an extra attempt, never a lost message.
+    pub fn update(&self, records: Vec<Encoded>) {
+        drop(self.submit(records));
+    }
+
+    /// Appends `records` and the removal of message `id`, whose body is at `body`; from
+    /// now on the message no longer keeps that segment alive.
+    pub fn remove(&self, id: MsgId, body: BodyRef, mut records: Vec<Encoded>) {
+        records.push(record::encode_removal(id));
+        drop(self.submit(records));
+        self.count_live(body.segment, -1);
+    }
+
+    /// Writes a message again at the head (relocation). Call this while the caller's
+    /// state is locked, so its records keep their order; the future resolves to the new
+    /// body's place, which [`Spool::commit_relocation`] then makes the live one.
+    pub fn relocate(
+        &self,
+        meta: &StoredMessage,
+        body: &[u8],
+    ) -> impl Future<Output = Result<BodyRef, SpoolError>> + use<> {
+        let rx = record::encode_message(meta, body).map(|rec| self.submit(vec![rec]));
+        async move {
+            Spool::wait(rx?)
+                .await?
+                .into_iter()
+                .next()
+                .flatten()
+                .ok_or(SpoolError::WriterGone)
+        }
+    }
+
+    /// The relocated copy at `new` replaces the body at `old` for a message still live.
+    pub fn commit_relocation(&self, old: BodyRef, new: BodyRef) {
+        self.count_live(new.segment, 1);
+        self.count_live(old.segment, -1);
+    }
+
+    fn count_live(&self, segment: u64, delta: isize) {
+        let mut t = self.shared.table();
         let entry = t.live.entry(segment).or_insert(0);
         *entry = entry.saturating_add_signed(delta);
+    }
+
+    /// Whether new records can be stored now.
+    pub fn health(&self) -> SpoolHealth {
+        self.shared.health().clone()
     }
 
     /// Reads a message body.
     pub async fn read_body(&self, body: BodyRef) -> Result<Vec<u8>, SpoolError> {
         let file = self.segment_file(body.segment)?;
         let path = segment_path(&self.dir, body.segment);
+        let len = usize::try_from(body.len).map_err(|_| SpoolError::Io {
+            path: path.clone(),
+            op: "read body",
+            source: io::Error::other("body length does not fit in memory"),
+        })?;
         tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; body.len as usize];
+            let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, body.offset)
                 .map(|_| buf)
                 .map_err(io_err(&path, "read body"))
@@ -290,7 +322,7 @@ impl Spool {
     pub fn collect(&self) -> Option<(u64, usize)> {
         let mut doomed = Vec::new();
         let blocked = {
-            let mut t = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = self.shared.table();
             let current = t.current;
             let mut blocked = None;
             while let Some((&n, &live)) = t.live.iter().next() {
@@ -313,8 +345,9 @@ impl Spool {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&n);
             let path = segment_path(&self.dir, n);
-            match fs::remove_file(&path) {
+            match std::fs::remove_file(&path) {
                 Ok(()) => tracing::debug!(segment = %path.display(), "spool: segment deleted"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(segment = %path.display(), error = %e, "spool: cannot delete segment")
                 }
@@ -325,19 +358,17 @@ impl Spool {
 
     /// Number of segment files in use.
     pub fn segment_count(&self) -> usize {
-        self.segments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .live
-            .len()
+        self.shared.table().live.len()
     }
 
     /// The segment currently appended to.
     pub fn current_segment(&self) -> u64 {
-        self.segments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .current
+        self.shared.table().current
+    }
+
+    /// Live messages counted in each segment (for tests and diagnostics).
+    pub fn live_counts(&self) -> BTreeMap<u64, usize> {
+        self.shared.table().live.clone()
     }
 
     /// Stops the writer after it has flushed what it was given.
@@ -349,238 +380,5 @@ impl Spool {
     }
 }
 
-fn apply(messages: &mut HashMap<MsgId, Recovered>, segment: u64, pos: usize, rec: Decoded) {
-    match rec {
-        Decoded::Message {
-            meta,
-            body_offset,
-            body_len,
-        } => {
-            let body = BodyRef {
-                segment,
-                offset: (pos + body_offset) as u64,
-                len: body_len as u64,
-            };
-            messages.insert(
-                meta.id,
-                Recovered {
-                    message: *meta,
-                    body,
-                },
-            );
-        }
-        Decoded::Recipient(u) => {
-            if let Some(r) = messages.get_mut(&u.id) {
-                if let Some(slot) = r.message.rcpts.get_mut(u.index) {
-                    *slot = u.rcpt;
-                }
-            }
-        }
-        Decoded::Overrides(u) => {
-            if let Some(r) = messages.get_mut(&u.id) {
-                r.message.overrides = u.overrides;
-            }
-        }
-        Decoded::Removed(r) => {
-            messages.remove(&r.id);
-        }
-    }
-}
-
-fn writer_loop(
-    dir: PathBuf,
-    mut segment: u64,
-    mut file: File,
-    rx: mpsc::Receiver<WriteRequest>,
-    segments: Arc<Mutex<SegmentTable>>,
-) {
-    let mut size: u64 = 0;
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let mut bytes: usize = batch[0].records.iter().map(|r| r.bytes.len()).sum();
-        while bytes < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(req) => {
-                    bytes += req.records.iter().map(|r| r.bytes.len()).sum::<usize>();
-                    batch.push(req);
-                }
-                Err(_) => break,
-            }
-        }
-        if size >= SEGMENT_LIMIT {
-            match roll(&dir, segment + 1) {
-                Ok(f) => {
-                    segment += 1;
-                    file = f;
-                    size = 0;
-                    let mut t = segments.lock().unwrap_or_else(|p| p.into_inner());
-                    t.current = segment;
-                    t.live.entry(segment).or_insert(0);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "spool: cannot start a new segment; appending to the old one")
-                }
-            }
-        }
-        buf.clear();
-        let mut answers = Vec::with_capacity(batch.len());
-        for req in &batch {
-            let mut refs = Vec::with_capacity(req.records.len());
-            for rec in &req.records {
-                let start = size + buf.len() as u64;
-                refs.push(rec.body_offset.map(|off| BodyRef {
-                    segment,
-                    offset: start + off as u64,
-                    len: (rec.bytes.len() - off) as u64,
-                }));
-                buf.extend_from_slice(&rec.bytes);
-            }
-            answers.push(refs);
-        }
-        let result = file.write_all(&buf).and_then(|_| file.sync_data());
-        match result {
-            Ok(()) => {
-                size += buf.len() as u64;
-                for (req, refs) in batch.into_iter().zip(answers) {
-                    let _ = req.reply.send(Ok(refs));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, segment, "spool: write failed");
-                // A partial write may have left a torn record; start a new segment so
-                // later records are not appended behind it. Replay cuts the torn tail only
-                // in the newest segment, so the torn one is simply never read past.
-                let message = format!("write to spool segment {segment} failed: {e}");
-                for req in batch {
-                    let _ = req.reply.send(Err(message.clone()));
-                }
-                if let Ok(f) = roll(&dir, segment + 1) {
-                    segment += 1;
-                    file = f;
-                    size = 0;
-                    let mut t = segments.lock().unwrap_or_else(|p| p.into_inner());
-                    t.current = segment;
-                    t.live.entry(segment).or_insert(0);
-                }
-            }
-        }
-    }
-}
-
-fn roll(dir: &Path, n: u64) -> Result<File, SpoolError> {
-    let path = segment_path(dir, n);
-    let f = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_err(&path, "create segment"))?;
-    sync_dir(dir)?;
-    Ok(f)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{MailParams, Overrides, RcptState, Recipient};
-    use record::RecipientUpdate;
-
-    fn msg(id: MsgId) -> StoredMessage {
-        StoredMessage {
-            id,
-            received_at: 1,
-            mail_from: "a@b".into(),
-            params: MailParams::default(),
-            account: None,
-            client: None,
-            size: 5,
-            overrides: Overrides::default(),
-            rcpts: vec![Recipient {
-                address: "c@d".into(),
-                notify: None,
-                orcpt: None,
-                state: RcptState::Pending { next_attempt: 0 },
-                attempts: 0,
-                last: None,
-                history: Vec::new(),
-                delayed_dsn_sent: false,
-            }],
-        }
-    }
-
-    #[tokio::test]
-    async fn replay_applies_updates_and_removals() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (spool, rec) = Spool::open(dir.path()).unwrap();
-            assert!(rec.is_empty());
-            let b1 = spool.add_message(&msg(1), b"body one").await.unwrap();
-            spool.add_message(&msg(2), b"body two").await.unwrap();
-            let mut r = msg(1).rcpts[0].clone();
-            r.attempts = 3;
-            spool
-                .write(vec![
-                    record::encode_recipient(&RecipientUpdate {
-                        id: 1,
-                        index: 0,
-                        rcpt: r,
-                    }),
-                    record::encode_removal(2),
-                ])
-                .await
-                .unwrap();
-            assert_eq!(spool.read_body(b1).await.unwrap(), b"body one");
-            spool.close();
-        }
-        let (spool, rec) = Spool::open(dir.path()).unwrap();
-        assert_eq!(rec.len(), 1);
-        assert_eq!(rec[0].message.rcpts[0].attempts, 3);
-        assert_eq!(spool.read_body(rec[0].body).await.unwrap(), b"body one");
-    }
-
-    #[tokio::test]
-    async fn torn_tail_is_cut_and_earlier_records_survive() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (spool, _) = Spool::open(dir.path()).unwrap();
-            spool.add_message(&msg(1), b"kept").await.unwrap();
-            spool.close();
-        }
-        let seg = list_segments(dir.path())
-            .unwrap()
-            .into_iter()
-            .max()
-            .unwrap();
-        let path = segment_path(dir.path(), seg);
-        let half = record::encode_message(&msg(2), b"torn");
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&half.bytes[..half.bytes.len() / 2]).unwrap();
-        drop(f);
-        let (_spool, rec) = Spool::open(dir.path()).unwrap();
-        assert_eq!(rec.len(), 1);
-        assert_eq!(rec[0].message.id, 1);
-        let len = fs::metadata(&path).unwrap().len() as usize;
-        assert_eq!(
-            len,
-            record::encode_message(&msg(1), b"kept").bytes.len(),
-            "tail cut"
-        );
-    }
-
-    #[tokio::test]
-    async fn dead_segments_are_collected_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (spool, _) = Spool::open(dir.path()).unwrap();
-            spool.add_message(&msg(1), b"x").await.unwrap();
-            spool.close();
-        }
-        // Second run: message 1 lives in segment 1, segment 2 is current.
-        let (spool, rec) = Spool::open(dir.path()).unwrap();
-        assert_eq!(spool.collect(), Some((1, 1)));
-        spool.write(vec![record::encode_removal(1)]).await.unwrap();
-        spool.count_live(rec[0].body.segment, -1);
-        assert_eq!(spool.collect(), None);
-        assert_eq!(list_segments(dir.path()).unwrap(), vec![2]);
-    }
-}
+mod tests;

@@ -4,6 +4,10 @@
 //! bytes; the CRC covers the kind byte and the payload. A message record's payload is
 //! `meta_len(4, LE)`, the JSON envelope, then the raw body, so the body can be read back
 //! later by offset without decoding anything else.
+//!
+//! A seal record (kind 5) names an earlier segment that was abandoned after a write
+//! error and could not be cut back: replay reads that segment only up to the valid
+//! length the seal gives. Seals are written first thing in a new segment.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +15,11 @@ use crate::model::{MsgId, Overrides, Recipient, StoredMessage};
 
 pub const MAGIC: u8 = 0xA7;
 pub const HEADER_LEN: usize = 10;
-/// Largest payload accepted when decoding (guards against a corrupt length).
-pub const MAX_PAYLOAD: usize = 1 << 30;
+/// Largest message body the spool stores (`submission.max_message_size` is capped here).
+pub const MAX_MESSAGE_SIZE: u64 = 1 << 30;
+/// Largest record payload: the biggest body plus room for its envelope (JSON metadata).
+/// Decoding refuses longer lengths (they can only come from a corrupt header).
+pub const MAX_PAYLOAD: usize = (MAX_MESSAGE_SIZE as usize) + (64 << 20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -25,6 +32,9 @@ pub enum Kind {
     Overrides = 3,
     /// The message is finished: every recipient delivered or failed.
     Removed = 4,
+    /// An earlier segment was abandoned after a write error: only its first
+    /// `valid_len` bytes hold acknowledged records.
+    Seal = 5,
 }
 
 impl Kind {
@@ -34,6 +44,7 @@ impl Kind {
             2 => Some(Kind::Recipient),
             3 => Some(Kind::Overrides),
             4 => Some(Kind::Removed),
+            5 => Some(Kind::Seal),
             _ => None,
         }
     }
@@ -57,6 +68,20 @@ pub struct Removal {
     pub id: MsgId,
 }
 
+/// What a seal record says: segment `segment` holds valid records only up to `valid_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub segment: u64,
+    pub valid_len: u64,
+}
+
+/// A record that the format cannot hold.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record payload of {len} bytes is over the spool's limit of {MAX_PAYLOAD} bytes")]
+    TooLarge { len: usize },
+}
+
 /// A record to append, already encoded.
 #[derive(Debug)]
 pub struct Encoded {
@@ -65,8 +90,13 @@ pub struct Encoded {
     pub body_offset: Option<usize>,
 }
 
-fn frame(kind: Kind, payload_parts: &[&[u8]]) -> Vec<u8> {
+fn frame(kind: Kind, payload_parts: &[&[u8]]) -> Result<Vec<u8>, RecordError> {
     let len: usize = payload_parts.iter().map(|p| p.len()).sum();
+    // The length field is 32 bits; MAX_PAYLOAD keeps every accepted length far below.
+    let len32 = match u32::try_from(len) {
+        Ok(n) if len <= MAX_PAYLOAD => n,
+        _ => return Err(RecordError::TooLarge { len }),
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + len);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&[kind as u8]);
@@ -75,12 +105,22 @@ fn frame(kind: Kind, payload_parts: &[&[u8]]) -> Vec<u8> {
     }
     out.push(MAGIC);
     out.push(kind as u8);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&len32.to_le_bytes());
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     for p in payload_parts {
         out.extend_from_slice(p);
     }
-    out
+    Ok(out)
+}
+
+/// Frames a small record whose payload is our own JSON (always far below the limit).
+fn small(kind: Kind, payload: &[u8]) -> Encoded {
+    Encoded {
+        // A JSON update is a few KiB at most; should one ever exceed the limit, an empty
+        // payload makes the record fail to decode rather than be cut by a cast.
+        bytes: frame(kind, &[payload]).unwrap_or_default(),
+        body_offset: None,
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -89,35 +129,35 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-pub fn encode_message(meta: &StoredMessage, body: &[u8]) -> Encoded {
+/// Encodes a message record; refused when envelope and body exceed [`MAX_PAYLOAD`].
+pub fn encode_message(meta: &StoredMessage, body: &[u8]) -> Result<Encoded, RecordError> {
     let meta_json = json(meta);
-    let meta_len = (meta_json.len() as u32).to_le_bytes();
-    let bytes = frame(Kind::Message, &[&meta_len, &meta_json, body]);
-    Encoded {
+    let meta_len = u32::try_from(meta_json.len())
+        .map_err(|_| RecordError::TooLarge {
+            len: meta_json.len(),
+        })?
+        .to_le_bytes();
+    let bytes = frame(Kind::Message, &[&meta_len, &meta_json, body])?;
+    Ok(Encoded {
         body_offset: Some(HEADER_LEN + 4 + meta_json.len()),
         bytes,
-    }
+    })
 }
 
 pub fn encode_recipient(update: &RecipientUpdate) -> Encoded {
-    Encoded {
-        bytes: frame(Kind::Recipient, &[&json(update)]),
-        body_offset: None,
-    }
+    small(Kind::Recipient, &json(update))
 }
 
 pub fn encode_overrides(update: &OverridesUpdate) -> Encoded {
-    Encoded {
-        bytes: frame(Kind::Overrides, &[&json(update)]),
-        body_offset: None,
-    }
+    small(Kind::Overrides, &json(update))
 }
 
 pub fn encode_removal(id: MsgId) -> Encoded {
-    Encoded {
-        bytes: frame(Kind::Removed, &[&json(&Removal { id })]),
-        body_offset: None,
-    }
+    small(Kind::Removed, &json(&Removal { id }))
+}
+
+pub fn encode_seal(seal: Seal) -> Encoded {
+    small(Kind::Seal, &json(&seal))
 }
 
 /// A decoded record; message bodies are not copied, only located.
@@ -134,6 +174,7 @@ pub enum Decoded {
     Recipient(RecipientUpdate),
     Overrides(OverridesUpdate),
     Removed(Removal),
+    Seal(Seal),
 }
 
 /// Why decoding stopped.
@@ -197,6 +238,7 @@ pub fn decode(buf: &[u8]) -> Result<(Decoded, usize), DecodeStop> {
         Kind::Recipient => Decoded::Recipient(serde_json::from_slice(payload).map_err(bad)?),
         Kind::Overrides => Decoded::Overrides(serde_json::from_slice(payload).map_err(bad)?),
         Kind::Removed => Decoded::Removed(serde_json::from_slice(payload).map_err(bad)?),
+        Kind::Seal => Decoded::Seal(serde_json::from_slice(payload).map_err(bad)?),
     };
     Ok((decoded, total))
 }
@@ -231,7 +273,7 @@ mod tests {
 
     #[test]
     fn roundtrip_and_torn_tail() {
-        let enc = encode_message(&msg(), b"hello");
+        let enc = encode_message(&msg(), b"hello").unwrap();
         let (dec, len) = decode(&enc.bytes).unwrap();
         assert_eq!(len, enc.bytes.len());
         match dec {
@@ -257,6 +299,32 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert!(matches!(decode(&flipped), Err(DecodeStop::Corrupt(_))));
+    }
+
+    #[test]
+    fn too_large_is_refused_not_cut() {
+        // A body over the limit is an error, never a length truncated by a cast.
+        let body = vec![b'x'; MAX_PAYLOAD + 1];
+        assert!(matches!(
+            encode_message(&msg(), &body),
+            Err(RecordError::TooLarge { .. })
+        ));
+        // A corrupt header claiming more than the limit is corrupt, not "incomplete".
+        let mut enc = encode_removal(1).bytes;
+        enc[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&enc), Err(DecodeStop::Corrupt(_))));
+    }
+
+    #[test]
+    fn seal_roundtrip() {
+        let enc = encode_seal(Seal {
+            segment: 4,
+            valid_len: 1234,
+        });
+        match decode(&enc.bytes).unwrap().0 {
+            Decoded::Seal(s) => assert_eq!((s.segment, s.valid_len), (4, 1234)),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
