@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, StoreKind};
-use crate::queue::scheduler::Scheduler;
+use crate::queue::scheduler::{Limits, Scheduler};
 use crate::queue::{Queue, QueueSettings};
 use crate::snapshot::{self, SnapshotCell};
 use crate::spool::Spool;
@@ -91,10 +91,10 @@ pub fn tls_configs(config: &Config) -> anyhow::Result<TlsClientConfigs> {
     Ok(TlsClientConfigs::new(&roots))
 }
 
-pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
-    let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+/// Creates `data_dir` if needed and takes its lock: one process at a time owns the
+/// spool (the gateway, or an offline `spool salvage`).
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
     let lock = File::create(data_dir.join("lock"))
         .with_context(|| format!("creating lock file in {}", data_dir.display()))?;
@@ -104,6 +104,13 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             data_dir.display()
         );
     }
+    Ok(lock)
+}
+
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    let data_dir = config.data_dir.clone();
+    let lock = lock_data_dir(&data_dir)?;
 
     let admin_token = if config.admin.token_file.is_empty() {
         if !config.admin.listen.is_empty() && !is_loopback(&config.admin.listen) {
@@ -173,8 +180,14 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let scheduler = Scheduler::new(
         Arc::clone(&queue),
         snap.clone(),
-        config.queue.max_concurrency,
-        config.queue.max_per_destination,
+        Limits {
+            global: config.queue.max_concurrency,
+            per_transport: config
+                .queue
+                .max_per_transport
+                .unwrap_or(config.queue.max_concurrency),
+            per_destination: config.queue.max_per_destination,
+        },
     );
     let scheduler_task = tokio::spawn(scheduler.run(shutdown_rx.clone()));
 

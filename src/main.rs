@@ -39,6 +39,14 @@ enum Command {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// The spool on disk: `check` verifies every record, `salvage` keeps every intact
+    /// record of a damaged spool (with the gateway stopped).
+    Spool {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: relaygate::cli::spool::SpoolAction,
+    },
     /// Account helpers: `account hash` prints the verifiers for a password.
     Account {
         #[command(subcommand)]
@@ -191,6 +199,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Spool { config, action } => match relaygate::cli::spool::run(&config, action) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("relaygate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Routes { config, action } => {
             exit_code(relaygate::cli::routes::run(&config, action))
         }

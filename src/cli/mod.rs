@@ -10,6 +10,7 @@ pub mod queue;
 pub mod routes;
 pub mod sendmail;
 pub mod socks_test;
+pub mod spool;
 pub mod transports;
 
 pub use admin_client::{admin_target, call, http, AdminTarget};

@@ -292,6 +292,9 @@ pub struct QueueConfig {
     /// Deliveries in flight at once to one destination (transport and domain).
     #[serde(default = "default_max_per_destination")]
     pub max_per_destination: usize,
+    /// Deliveries in flight at once through one transport (default: `max_concurrency`).
+    #[serde(default)]
+    pub max_per_transport: Option<usize>,
     /// The attempt after which a delayed DSN is sent (0 disables it).
     #[serde(default = "default_delay_dsn_after")]
     pub delayed_dsn_after: u32,
@@ -304,6 +307,7 @@ impl Default for QueueConfig {
             first_retry: default_first_retry(),
             max_concurrency: default_max_concurrency(),
             max_per_destination: default_max_per_destination(),
+            max_per_transport: None,
             delayed_dsn_after: default_delay_dsn_after(),
         }
     }

@@ -101,7 +101,10 @@ impl Config {
                 "must be positive".into(),
             );
         }
-        if self.queue.max_concurrency == 0 || self.queue.max_per_destination == 0 {
+        if self.queue.max_concurrency == 0
+            || self.queue.max_per_destination == 0
+            || self.queue.max_per_transport == Some(0)
+        {
             err(
                 find_line("max_concurrency").or(find_line("max_per_destination")),
                 "queue.max_concurrency",

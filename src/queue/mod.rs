@@ -10,11 +10,13 @@
 //! DSN to the sender (never for a null sender). The scheduler (`scheduler.rs`) takes due
 //! recipients, groups them into transactions and runs them.
 
+mod claim;
 pub mod holds;
 mod ops;
 pub mod retry;
 pub mod scheduler;
 
+pub use claim::{Claim, Placement};
 pub use ops::{OpError, Selector};
 
 use std::collections::{BTreeSet, HashMap};
@@ -80,17 +82,44 @@ pub struct DueWork {
     pub rcpts: Vec<usize>,
 }
 
+/// Where a pending recipient stands with the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// In the due index (when not held).
+    Idle,
+    /// Due, but its destination had no free delivery slot: waiting in `parked`.
+    Parked,
+    /// An attempt is running.
+    InFlight,
+}
+
 struct Entry {
     msg: StoredMessage,
     body: BodyRef,
-    in_flight: Vec<bool>,
+    slots: Vec<Slot>,
 }
+
+impl Entry {
+    fn new(msg: StoredMessage, body: BodyRef) -> Entry {
+        let slots = vec![Slot::Idle; msg.rcpts.len()];
+        Entry { msg, body, slots }
+    }
+
+    fn idle(&self) -> bool {
+        self.slots.iter().all(|s| *s != Slot::InFlight)
+    }
+}
+
+/// A due-index key: (due time ms, message, recipient index).
+type DueKey = (i64, MsgId, usize);
 
 #[derive(Default)]
 struct State {
     messages: HashMap<MsgId, Entry>,
-    /// (due time ms, message, recipient index) for pending, idle, unheld recipients.
-    due: BTreeSet<(i64, MsgId, usize)>,
+    /// Pending, idle, unheld recipients, oldest due first.
+    due: BTreeSet<DueKey>,
+    /// Due recipients waiting for a free slot at their destination, per destination.
+    parked: HashMap<std::sync::Arc<str>, BTreeSet<DueKey>>,
     holds: Vec<holds::HoldRule>,
 }
 
@@ -115,7 +144,7 @@ impl State {
         let mut due = Vec::new();
         for (i, r) in e.msg.rcpts.iter().enumerate() {
             if let RcptState::Pending { next_attempt } = r.state {
-                if !e.in_flight[i] && !self.rcpt_held(&e.msg, r) {
+                if e.slots[i] == Slot::Idle && !self.rcpt_held(&e.msg, r) {
                     due.push((next_attempt, id, i));
                 }
             }
@@ -123,9 +152,18 @@ impl State {
         self.due.extend(due);
     }
 
-    /// Rebuilds the due index from scratch (after hold changes).
+    /// Rebuilds the due index from scratch (after hold changes); parked recipients are
+    /// due again too.
     fn reindex_all(&mut self) {
         self.due.clear();
+        self.parked.clear();
+        for e in self.messages.values_mut() {
+            for s in e.slots.iter_mut() {
+                if *s == Slot::Parked {
+                    *s = Slot::Idle;
+                }
+            }
+        }
         let ids: Vec<MsgId> = self.messages.keys().copied().collect();
         for id in ids {
             self.index(id);
@@ -228,21 +266,13 @@ impl Queue {
                 continue;
             }
             let id = r.message.id;
-            let n = r.message.rcpts.len();
             due_now += r
                 .message
                 .rcpts
                 .iter()
                 .filter(|x| !x.state.is_final())
                 .count();
-            state.messages.insert(
-                id,
-                Entry {
-                    msg: r.message,
-                    body: r.body,
-                    in_flight: vec![false; n],
-                },
-            );
+            state.messages.insert(id, Entry::new(r.message, r.body));
             state.index(id);
         }
         if !state.messages.is_empty() {
@@ -319,17 +349,9 @@ impl Queue {
                 .collect(),
         };
         let body = self.spool.add_message(&msg, &new.body).await?;
-        let n = msg.rcpts.len();
         {
             let mut st = self.lock();
-            st.messages.insert(
-                id,
-                Entry {
-                    msg,
-                    body,
-                    in_flight: vec![false; n],
-                },
-            );
+            st.messages.insert(id, Entry::new(msg, body));
             st.index(id);
         }
         self.wake.notify_one();
@@ -349,59 +371,6 @@ impl Queue {
     /// Earliest due time of an idle pending recipient.
     pub fn next_due(&self) -> Option<i64> {
         self.lock().due.iter().next().map(|&(t, _, _)| t)
-    }
-
-    /// Takes the due recipients of at most `max_messages` messages and marks them in
-    /// flight; they come back through [`Queue::finish`] or [`Queue::release`].
-    pub fn take_due(&self, now: i64, max_messages: usize) -> Vec<DueWork> {
-        let mut st = self.lock();
-        let mut picked: Vec<(MsgId, Vec<usize>)> = Vec::new();
-        let mut keys = Vec::new();
-        for &(t, id, idx) in st.due.iter() {
-            if t > now {
-                break;
-            }
-            match picked.iter_mut().find(|(m, _)| *m == id) {
-                Some((_, v)) => v.push(idx),
-                None => {
-                    if picked.len() >= max_messages {
-                        continue;
-                    }
-                    picked.push((id, vec![idx]));
-                }
-            }
-            keys.push((t, id, idx));
-        }
-        for k in keys {
-            st.due.remove(&k);
-        }
-        let mut out = Vec::with_capacity(picked.len());
-        for (id, rcpts) in picked {
-            if let Some(e) = st.messages.get_mut(&id) {
-                for &i in &rcpts {
-                    e.in_flight[i] = true;
-                }
-                out.push(DueWork {
-                    message: e.msg.clone(),
-                    body: e.body,
-                    rcpts,
-                });
-            }
-        }
-        out
-    }
-
-    /// Puts recipients back without an attempt having been made (e.g. on shutdown).
-    pub fn unclaim(&self, id: MsgId, rcpts: &[usize]) {
-        let mut st = self.lock();
-        if let Some(e) = st.messages.get_mut(&id) {
-            for &i in rcpts {
-                if let Some(f) = e.in_flight.get_mut(i) {
-                    *f = false;
-                }
-            }
-            st.index(id);
-        }
     }
 
     /// Records the results of an attempt: sends the DSNs that are due (durably, before
@@ -462,7 +431,9 @@ impl Queue {
         for (index, d) in decisions {
             if let Some(slot) = e.msg.rcpts.get_mut(index) {
                 *slot = d.rcpt.clone();
-                e.in_flight[index] = false;
+                if let Some(s) = e.slots.get_mut(index) {
+                    *s = Slot::Idle;
+                }
                 records.push(record::encode_recipient(&RecipientUpdate {
                     id,
                     index,
@@ -474,7 +445,7 @@ impl Queue {
         let body = e.body;
         // Durability of these records is not awaited: losing them in a crash means an
         // extra attempt (at-least-once), never a lost message.
-        if done && e.in_flight.iter().all(|f| !f) {
+        if done && e.idle() {
             st.messages.remove(&id);
             self.spool.remove(id, body, records);
         } else {
@@ -569,7 +540,7 @@ impl Queue {
             );
             for (i, r) in e.msg.rcpts.iter().enumerate() {
                 if !r.state.is_final() {
-                    if e.in_flight[i] {
+                    if e.slots[i] == Slot::InFlight {
                         c.in_flight_rcpts += 1;
                     } else {
                         c.pending_rcpts += 1;
@@ -593,7 +564,7 @@ impl Queue {
             let st = self.lock();
             st.messages
                 .iter()
-                .filter(|(_, e)| e.body.segment == segment && e.in_flight.iter().all(|f| !f))
+                .filter(|(_, e)| e.body.segment == segment && e.idle())
                 .map(|(&id, e)| (id, e.body))
                 .collect()
         };
@@ -610,7 +581,7 @@ impl Queue {
                 let Some(e) = st.messages.get(&id) else {
                     continue;
                 };
-                if e.body != old || e.in_flight.iter().any(|f| *f) {
+                if e.body != old || !e.idle() {
                     continue;
                 }
                 // Submitted under the lock, so a later change's records come after it.
@@ -742,11 +713,21 @@ mod tests {
         )
         .await
         .unwrap();
-        let work = q.take_due(now_ms(), 10);
-        assert_eq!(work.len(), 1);
-        assert_eq!(work[0].rcpts, vec![0, 1]);
+        let place = |_: &StoredMessage, _: usize| Placement {
+            destination: "t".into(),
+            transport: "t".into(),
+            route: "none".into(),
+        };
+        let Claim::Work(work, _) = q.claim(now_ms(), place, |_| true) else {
+            panic!("work expected");
+        };
+        assert_eq!(
+            work.rcpts,
+            vec![0, 1],
+            "one transaction for one destination"
+        );
         assert!(
-            q.take_due(now_ms(), 10).is_empty(),
+            matches!(q.claim(now_ms(), place, |_| true), Claim::Idle),
             "in flight is not due again"
         );
         q.finish(

@@ -3,7 +3,7 @@
 //! overrides. Each change reaches the scheduler at once (it is woken).
 
 use super::holds::{self, HoldRule};
-use super::{Queue, State};
+use super::{Queue, Slot, State};
 use crate::dsn::{Action, DsnRecipient};
 use crate::model::{format_id, now_ms, MsgId, RcptState, StoredMessage};
 use crate::routes::{address_domain, normalize_domain};
@@ -56,7 +56,7 @@ impl State {
         for e in self.messages.values_mut() {
             let (id, account) = (e.msg.id, e.msg.account.clone());
             for (i, r) in e.msg.rcpts.iter_mut().enumerate() {
-                if e.in_flight[i] {
+                if e.slots[i] == Slot::InFlight {
                     continue;
                 }
                 if let RcptState::Pending { next_attempt } = &mut r.state {

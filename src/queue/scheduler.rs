@@ -20,23 +20,42 @@ use relaygate_transports::direct::{
 };
 use relaygate_transports::smarthost::SmarthostTransport;
 use relaygate_transports::{OutboundMessage, OutboundRcpt, RcptOutcome, Severity};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::{DueWork, Queue, RcptResult, Verdict};
+use super::{Claim, Placement, Queue, RcptResult, Verdict};
 use crate::model::{format_id, now_ms, AttemptInfo, Ret, StoredMessage};
 use crate::routes::{address_domain, select, RouteQuery};
-use crate::snapshot::{SnapshotCell, TransportEntry};
+use crate::snapshot::{Snapshot, SnapshotCell, TransportEntry};
 
 /// Name used for direct delivery when no route (or an empty transport) matched.
 pub const DIRECT: &str = "direct";
+
+/// The concurrency limits of the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Attempts running at once, in all.
+    pub global: usize,
+    /// Attempts running at once through one transport.
+    pub per_transport: usize,
+    /// Attempts running at once to one destination (a smarthost, or a domain through a
+    /// direct transport).
+    pub per_destination: usize,
+}
+
+/// Attempts running per destination and per transport; an entry goes at zero, so the
+/// maps hold only what is running.
+#[derive(Default)]
+struct Running {
+    destinations: HashMap<Arc<str>, usize>,
+    transports: HashMap<Arc<str>, usize>,
+}
 
 pub struct Scheduler {
     queue: Arc<Queue>,
     snapshot: SnapshotCell,
     global: Arc<Semaphore>,
-    max_per_destination: usize,
-    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
-    max_concurrency: usize,
+    limits: Limits,
+    running: Mutex<Running>,
 }
 
 /// One transaction to run.
@@ -47,52 +66,86 @@ struct Job {
     transport: String,
     /// Which route chose the transport ("global[0]", "account[1]", "override", "none").
     route: String,
-    destination: String,
+    placement: Placement,
 }
 
 impl Scheduler {
-    pub fn new(
-        queue: Arc<Queue>,
-        snapshot: SnapshotCell,
-        max_concurrency: usize,
-        max_per_destination: usize,
-    ) -> Arc<Scheduler> {
+    pub fn new(queue: Arc<Queue>, snapshot: SnapshotCell, limits: Limits) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             queue,
             snapshot,
-            global: Arc::new(Semaphore::new(max_concurrency)),
-            max_per_destination,
-            destinations: Mutex::new(HashMap::new()),
-            max_concurrency,
+            global: Arc::new(Semaphore::new(limits.global)),
+            limits,
+            running: Mutex::new(Running::default()),
         })
     }
 
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs until `shutdown` turns true, then waits (bounded) for deliveries in flight.
+    ///
+    /// Work is claimed only with a free global slot in hand, and only for a destination
+    /// (and transport) with a free slot: at most `global` attempts exist at any time,
+    /// however large the backlog.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut generation = self.snapshot.generation();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let work = self.queue.take_due(now_ms(), 256);
-            if work.is_empty() {
-                let hint = self.queue.sleep_hint(Duration::from_secs(1));
-                tokio::select! {
-                    _ = tokio::time::sleep(hint) => {}
-                    _ = self.queue.woken() => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
+            let permit = tokio::select! {
+                p = Arc::clone(&self.global).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => continue,
+            };
+            let now_generation = self.snapshot.generation();
+            if now_generation != generation {
+                // Routes or transports changed: parked recipients may go elsewhere now.
+                generation = now_generation;
+                self.queue.unpark_all();
             }
-            for w in work {
-                for job in self.plan(w) {
+            let snap = self.snapshot.get();
+            let claim = self.queue.claim(
+                now_ms(),
+                |msg, idx| placement(&snap, msg, idx),
+                |p| self.reserve(p),
+            );
+            drop(snap);
+            match claim {
+                Claim::Work(work, placement) => {
+                    let job = Job {
+                        message: Arc::new(work.message),
+                        body: work.body,
+                        rcpts: work.rcpts,
+                        transport: placement.transport.to_string(),
+                        route: placement.route.clone(),
+                        placement,
+                    };
                     let me = Arc::clone(&self);
-                    tokio::spawn(async move { me.run_job(job).await });
+                    tokio::spawn(async move { me.run_job(job, permit).await });
+                }
+                Claim::Again => {
+                    drop(permit);
+                    tokio::task::yield_now().await;
+                }
+                Claim::Idle => {
+                    drop(permit);
+                    let hint = self.queue.sleep_hint(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(hint) => {}
+                        _ = self.queue.woken() => {}
+                        _ = shutdown.changed() => {}
+                    }
                 }
             }
         }
         let drained = tokio::time::timeout(
             Duration::from_secs(30),
-            self.global.acquire_many(self.max_concurrency as u32),
+            self.global.acquire_many(self.limits.global as u32),
         )
         .await;
         if drained.is_err() {
@@ -100,89 +153,44 @@ impl Scheduler {
         }
     }
 
-    /// Resolves each due recipient's transport and groups them into jobs.
-    fn plan(&self, work: DueWork) -> Vec<Job> {
-        let snap = self.snapshot.get();
-        let msg = Arc::new(work.message);
-        let from_domain = address_domain(&msg.mail_from);
-        let mut groups: Vec<Job> = Vec::new();
-        for idx in work.rcpts {
-            let Some(rcpt) = msg.rcpts.get(idx) else {
-                continue;
-            };
-            let to_domain = address_domain(&rcpt.address);
-            let (transport, route) = match &msg.overrides.transport {
-                Some(t) => (t.clone(), "override".to_string()),
-                None => {
-                    let q = RouteQuery {
-                        account: msg.account.as_deref(),
-                        from_domain: &from_domain,
-                        to_domain: &to_domain,
-                        attempts: rcpt.attempts,
-                    };
-                    match select(&snap.routes, &q) {
-                        Some(s) => {
-                            let name = if s.route.transport.is_empty() {
-                                DIRECT.to_string()
-                            } else {
-                                s.route.transport.clone()
-                            };
-                            (name, format!("{}[{}]", s.level.as_str(), s.index))
-                        }
-                        None => (DIRECT.to_string(), "none".to_string()),
-                    }
+    /// Takes a slot at the placement's destination and transport, if both have one.
+    fn reserve(&self, p: &Placement) -> bool {
+        let mut r = self.running();
+        let d = r.destinations.get(&p.destination).copied().unwrap_or(0);
+        let t = r.transports.get(&p.transport).copied().unwrap_or(0);
+        if d >= self.limits.per_destination || t >= self.limits.per_transport {
+            return false;
+        }
+        *r.destinations
+            .entry(Arc::clone(&p.destination))
+            .or_insert(0) += 1;
+        *r.transports.entry(Arc::clone(&p.transport)).or_insert(0) += 1;
+        true
+    }
+
+    /// Gives back the slots [`Scheduler::reserve`] took.
+    fn release(&self, p: &Placement) {
+        let mut guard = self.running();
+        let r = &mut *guard;
+        for (map, key) in [
+            (&mut r.destinations, &p.destination),
+            (&mut r.transports, &p.transport),
+        ] {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
                 }
-            };
-            let is_smarthost = matches!(
-                snap.transports.get(&transport),
-                Some(TransportEntry::Smarthost(_))
-            );
-            let destination = if is_smarthost {
-                transport.clone()
-            } else {
-                format!("{transport}/{to_domain}")
-            };
-            match groups.iter_mut().find(|j| j.destination == destination) {
-                Some(j) => j.rcpts.push(idx),
-                None => groups.push(Job {
-                    message: Arc::clone(&msg),
-                    body: work.body,
-                    rcpts: vec![idx],
-                    transport,
-                    route,
-                    destination,
-                }),
             }
         }
-        groups
     }
 
-    fn destination_limit(&self, destination: &str) -> Arc<Semaphore> {
-        let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 10_000 {
-            // Forget idle destinations so the map cannot grow without bound.
-            map.retain(|_, s| s.available_permits() < self.max_per_destination);
-        }
-        Arc::clone(
-            map.entry(destination.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_destination))),
-        )
+    /// Attempts running now (for tests and metrics).
+    pub fn running_count(&self) -> usize {
+        self.limits.global - self.global.available_permits()
     }
 
-    async fn run_job(&self, job: Job) {
-        let dest = self.destination_limit(&job.destination);
-        let permits = match dest.acquire_owned().await {
-            Ok(d) => Arc::clone(&self.global)
-                .acquire_owned()
-                .await
-                .map(|g| (d, g)),
-            Err(e) => Err(e),
-        };
-        let Ok(_permits) = permits else {
-            // Only when the limits are closed (shutdown): give the recipients back.
-            self.queue.unclaim(job.message.id, &job.rcpts);
-            return;
-        };
+    async fn run_job(&self, job: Job, _global: OwnedSemaphorePermit) {
         let started = Instant::now();
         let results = self.attempt(&job).await;
         let elapsed = started.elapsed();
@@ -218,6 +226,9 @@ impl Scheduler {
             .record(elapsed.as_secs_f64());
         }
         self.queue.finish(job.message.id, results).await;
+        self.release(&job.placement);
+        self.queue.unpark(&job.placement.destination);
+        self.queue.wake();
     }
 
     /// Makes one attempt for the job's recipients and reports a result for each.
@@ -333,6 +344,59 @@ impl Scheduler {
                 all(verdict, format!("{} {e}", e.status_code()), None)
             }
         }
+    }
+}
+
+/// Where recipient `idx` of `msg` goes on this attempt: the operator's override, else the
+/// first matching route (account, sender domain, global), else direct delivery.
+fn placement(snap: &Snapshot, msg: &StoredMessage, idx: usize) -> Placement {
+    let Some(rcpt) = msg.rcpts.get(idx) else {
+        return Placement {
+            destination: Arc::from(DIRECT),
+            transport: Arc::from(DIRECT),
+            route: "none".into(),
+        };
+    };
+    let to_domain = address_domain(&rcpt.address);
+    let (transport, route): (Arc<str>, String) = match &msg.overrides.transport {
+        Some(t) => (Arc::from(t.as_str()), "override".to_string()),
+        None => {
+            let from_domain = address_domain(&msg.mail_from);
+            let q = RouteQuery {
+                account: msg.account.as_deref(),
+                from_domain: &from_domain,
+                to_domain: &to_domain,
+                attempts: rcpt.attempts,
+            };
+            match select(&snap.routes, &q) {
+                Some(s) => {
+                    let name = if s.route.transport.is_empty() {
+                        DIRECT
+                    } else {
+                        s.route.transport.as_str()
+                    };
+                    (
+                        Arc::from(name),
+                        format!("{}[{}]", s.level.as_str(), s.index),
+                    )
+                }
+                None => (Arc::from(DIRECT), "none".to_string()),
+            }
+        }
+    };
+    let is_smarthost = matches!(
+        snap.transports.get(transport.as_ref()),
+        Some(TransportEntry::Smarthost(_))
+    );
+    let destination = if is_smarthost {
+        Arc::clone(&transport)
+    } else {
+        Arc::from(format!("{transport}/{to_domain}"))
+    };
+    Placement {
+        destination,
+        transport,
+        route,
     }
 }
 
