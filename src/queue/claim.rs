@@ -31,7 +31,7 @@ pub struct Placement {
 #[derive(Debug)]
 pub enum Claim {
     /// Work to run now; its destination's slots were reserved by `reserve`.
-    Work(DueWork, Placement),
+    Work(Box<DueWork>, Placement),
     /// Nothing is due that can run now.
     Idle,
     /// Recipients were parked and more are due: call again (after a yield).
@@ -120,11 +120,11 @@ impl Queue {
             for &j in &rcpts {
                 e.slots[j] = Slot::InFlight;
             }
-            let work = DueWork {
+            let work = Box::new(DueWork {
                 message: e.msg.clone(),
                 body: e.body,
                 rcpts,
-            };
+            });
             return Claim::Work(work, placement);
         }
     }

@@ -13,6 +13,7 @@ mod config_check;
 mod dane;
 mod delivery;
 mod direct;
+mod diskfull;
 mod dnscheck;
 mod durability;
 mod fleet_cache;

@@ -48,6 +48,8 @@ pub struct GatewayOptions {
     pub submission_toml: String,
     /// `RUST_LOG` for the gateway process (default: its own default, info).
     pub log_filter: Option<String>,
+    /// `data_dir` (default: `data` in the gateway's temp dir), e.g. on a small tmpfs.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for GatewayOptions {
@@ -60,6 +62,7 @@ impl Default for GatewayOptions {
             max_message_size: None,
             submission_toml: String::new(),
             log_filter: None,
+            data_dir: None,
         }
     }
 }
@@ -312,7 +315,10 @@ impl Gateway {
     pub async fn start(opts: GatewayOptions) -> Result<Gateway> {
         let dir = super::temp_dir("relaygate-it-")?;
         let dir_path = dir.path().to_path_buf();
-        let data_dir = dir_path.join("data");
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir_path.join("data"));
         let config_path = dir_path.join("relaygate.toml");
         std::fs::write(&config_path, config_text(&opts, &data_dir))?;
         let mut gw = Gateway {
