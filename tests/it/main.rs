@@ -24,5 +24,6 @@ mod redis;
 mod requiretls;
 mod sendmail;
 mod socks;
+mod spool;
 mod submission;
 mod tls;
