@@ -13,7 +13,7 @@ use redis::Value;
 use crate::redis::{gateway, published_version, store_version, wait_health};
 use crate::support::deadline;
 use crate::support::redis::{
-    monitored_command, sink_transport, store_toml, Monitor, RedisServer, StoreCli,
+    monitored_command, sink_transport, store_toml, Monitor, RedisCluster, RedisServer, StoreCli,
 };
 use crate::support::sink::Sink;
 use crate::support::smtp_client::{simple_message, submit};
@@ -492,5 +492,87 @@ async fn redis_mtasts_cache_is_listed_through_its_index() -> Result<()> {
         "{} members",
         left.len()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_cluster_old_layout_is_migrated() -> Result<()> {
+    let cluster = RedisCluster::start().await?;
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}/", n.port()))
+        .collect();
+    let client = redis::cluster::ClusterClient::new(seeds)?;
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_async_connection())
+        .await
+        .context("cluster connect timed out")??;
+    // In cluster mode the default prefix gets a hash tag: `{relaygate:}`.
+    let p = |rest: &str| format!("{{{PREFIX}}}{rest}");
+    let mut pipe = redis::pipe();
+    pipe.hset(
+        p("transports"),
+        "t",
+        r#"{"kind":"smtp","host":"t.example"}"#,
+    )
+    .rpush(p("routes:domain:old.test"), r#"{"transport":"t"}"#)
+    .set(p("version"), 2)
+    .set(p("tlsstatus:dst.test"), tls_status_json("dst.test"))
+    .set_ex(p("mtasts:dst.test"), mtasts_json("dst.test"), 100_000);
+    for i in 0..1_500 {
+        pipe.set(p(&format!("tlsstatus:d{i}.test")), "{}");
+    }
+    tokio::time::timeout(Duration::from_secs(30), pipe.query_async::<()>(&mut conn))
+        .await
+        .context("cluster writes timed out")??;
+
+    let cli = StoreCli::new(&store_toml(&cluster.url()))?;
+    let out = cli.ok(&["routes", "list"]).await?;
+    ensure!(out.contains("old.test") && out.contains("-> t"), "{out}");
+
+    let query = |args: Vec<String>| {
+        let mut c = redis::cmd(&args[0]);
+        for a in &args[1..] {
+            c.arg(a);
+        }
+        let mut conn = conn.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), c.query_async::<Value>(&mut conn))
+                .await
+                .context("cluster query timed out")?
+                .context("cluster query")
+        }
+    };
+    let layout = query(vec!["GET".into(), p("layout")]).await?;
+    ensure!(text(&layout) == "2", "{layout:?}");
+    let index = query(vec!["SMEMBERS".into(), p("routes:index")]).await?;
+    ensure!(texts(&index) == [p("routes:domain:old.test")], "{index:?}");
+    let moved = query(vec![
+        "EXISTS".into(),
+        p("fleet:tlsstatus:dst.test"),
+        p("fleet:mtasts:dst.test"),
+        p("fleet:tlsstatus:d1499.test"),
+    ])
+    .await?;
+    ensure!(moved == Value::Int(3), "{moved:?}");
+    let old = query(vec![
+        "EXISTS".into(),
+        p("tlsstatus:dst.test"),
+        p("mtasts:dst.test"),
+    ])
+    .await?;
+    ensure!(old == Value::Int(0), "{old:?}");
+    let indexed = query(vec![
+        "SISMEMBER".into(),
+        p("fleet:mtasts-index"),
+        p("fleet:mtasts:dst.test"),
+    ])
+    .await?;
+    ensure!(indexed == Value::Int(1), "{indexed:?}");
+
+    // A change keeps the index in step in the cluster too.
+    cli.ok(&["routes", "add", "--transport", "t"]).await?;
+    let index = query(vec!["SMEMBERS".into(), p("routes:index")]).await?;
+    ensure!(texts(&index).len() == 2, "{index:?}");
     Ok(())
 }
