@@ -1,13 +1,20 @@
 //! The fleet-wide caches of direct delivery, kept in the Redis store when
-//! `store.kind = "redis"` (with the file store they are files under `data_dir`):
+//! `store.kind = "redis"` (with the file store they are files under `data_dir`), all
+//! under `{prefix}fleet:` (SPEC §1), apart from the store proper: a route load never
+//! reads them, however many there are.
 //!
 //! - [`RedisPolicyStore`]: the MTA-STS policy cache (a
 //!   [`PolicyStore`](relaygate_transports::mtasts::PolicyStore)), one STRING of JSON per
-//!   recipient domain at `{prefix}mtasts:{domain}`, set with an expiry a day beyond the
-//!   entry's own, so that a policy one gateway fetched is applied by every gateway.
+//!   recipient domain at `{prefix}fleet:mtasts:{domain}`, set with an expiry a day beyond
+//!   the entry's own, so that a policy one gateway fetched is applied by every gateway.
+//!   Listing the cache (the background refresh does, every few minutes) never scans the
+//!   keyspace: every put also adds the key to the SET `{prefix}fleet:mtasts-index` (one
+//!   script, so both or neither), a remove takes it out, and the list walks the index
+//!   with `SSCAN` pages and `MGET`s their keys, pruning members whose key has expired
+//!   (checked again inside a script, so a concurrent put is never undone).
 //! - [`RedisTlsStatusSink`]: what the last session with a recipient domain offered
-//!   (a [`TlsStatusSink`]), one STRING of JSON per domain at `{prefix}tlsstatus:{domain}`,
-//!   written by a background task.
+//!   (a [`TlsStatusSink`]), one STRING of JSON per domain at
+//!   `{prefix}fleet:tlsstatus:{domain}`, written by a background task; never listed.
 //!
 //! Neither ever fails or delays a delivery because Redis is away: the policy store keeps
 //! a copy of every entry it saw in memory and answers from it when Redis errs (a
@@ -40,18 +47,38 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// policy still matters when its refetch fails (RFC 8461 §5.1 keeps using it).
 pub const MTASTS_GRACE_SECS: u64 = 24 * 3600;
 
-/// Reads every cached MTA-STS entry. KEYS[1]: a key of the prefix (routes the script to
-/// the right node of a cluster), ARGV[1]: the `KEYS` pattern. Keys of another type are
-/// skipped.
-const LIST_SCRIPT: &str = r#"
-local out = {}
-for _, k in ipairs(redis.call('KEYS', ARGV[1])) do
-  if redis.call('TYPE', k)['ok'] == 'string' then
-    out[#out + 1] = redis.call('GET', k)
+/// Sets a cached MTA-STS entry and indexes it. KEYS[1]: the entry, KEYS[2]: the index;
+/// ARGV[1]: the JSON, ARGV[2]: the expiry in seconds.
+const PUT_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+return 1
+"#;
+
+/// Deletes cached MTA-STS entries and takes them out of the index. KEYS[1]: the index,
+/// KEYS[2..]: the entries.
+const REMOVE_SCRIPT: &str = r#"
+for i = 2, #KEYS do
+  redis.call('DEL', KEYS[i])
+  redis.call('SREM', KEYS[1], KEYS[i])
+end
+return 1
+"#;
+
+/// Takes index members whose key no longer exists (expired) out of the index. KEYS[1]:
+/// the index, KEYS[2..]: the candidates; one that exists again (a put since) stays.
+const PRUNE_SCRIPT: &str = r#"
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    n = n + redis.call('SREM', KEYS[1], KEYS[i])
   end
 end
-return out
+return n
 "#;
+
+/// How many index members one `SSCAN` page asks for (and one `MGET` reads).
+const LIST_PAGE: usize = 500;
 
 /// One Redis store and one shared data connection, made on first use and again after a
 /// connection error (not sooner than [`RECONNECT_AFTER`] after a failed attempt).
@@ -251,36 +278,97 @@ impl RedisPolicyStore {
             .map_err(|e| PolicyStoreError::Backend(format!("{key}: encoding: {e}")))?;
         let ttl = mtasts_ttl(entry.expires, unix_now());
         self.memory.put(entry).await?;
+        let script = redis::Script::new(PUT_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&key)
+            .key(self.redis.store.keys().mtasts_index())
+            .arg(json)
+            .arg(ttl);
         self.redis
-            .query::<()>(redis::cmd("SET").arg(&key).arg(json).arg("EX").arg(ttl))
+            .invoke::<i64>(&invocation)
             .await
+            .map(|_| ())
             .map_err(|e| backend(&e))
     }
 
     async fn remove_entry(&self, domain: &str) -> Result<(), PolicyStoreError> {
         self.memory.remove(domain).await?;
-        let key = self.redis.store.keys().mtasts(domain);
+        let keys = self.redis.store.keys();
+        let script = redis::Script::new(REMOVE_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(keys.mtasts_index()).key(keys.mtasts(domain));
         self.redis
-            .query::<()>(redis::cmd("DEL").arg(&key))
+            .invoke::<i64>(&invocation)
             .await
+            .map(|_| ())
             .map_err(|e| backend(&e))
     }
 
     async fn list_entries(&self) -> Result<Vec<CachedPolicy>, PolicyStoreError> {
-        let keys = self.redis.store.keys();
-        let script = redis::Script::new(LIST_SCRIPT);
-        let mut invocation = script.prepare_invoke();
-        invocation.key(keys.mtasts("")).arg(keys.mtasts_pattern());
-        match self.redis.invoke::<Vec<String>>(&invocation).await {
-            Ok(values) => Ok(values
-                .iter()
-                .filter_map(|json| self.decode(&keys.mtasts_pattern(), json))
-                .collect()),
+        match self.list_from_index().await {
+            Ok(entries) => Ok(entries),
             Err(e) => {
                 self.warn_unavailable("list", &e);
                 self.memory.list().await
             }
         }
+    }
+
+    /// Every entry named by the index, page by page (`SSCAN` of the index, `MGET` of
+    /// the page): no call holds Redis for more than one page. Members whose key is gone
+    /// are pruned from the index at the end.
+    async fn list_from_index(&self) -> Result<Vec<CachedPolicy>, StoreError> {
+        let keys = self.redis.store.keys();
+        let index = keys.mtasts_index();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut entries = Vec::new();
+        let mut gone = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, members): (u64, Vec<String>) = self
+                .redis
+                .query(
+                    redis::cmd("SSCAN")
+                        .arg(&index)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(LIST_PAGE),
+                )
+                .await?;
+            // SSCAN may return a member twice.
+            let members: Vec<String> = members
+                .into_iter()
+                .filter(|m| seen.insert(m.clone()))
+                .collect();
+            if !members.is_empty() {
+                let values: Vec<Option<String>> =
+                    self.redis.query(redis::cmd("MGET").arg(&members)).await?;
+                for (member, value) in members.into_iter().zip(values) {
+                    match value {
+                        Some(json) => entries.extend(self.decode(&member, &json)),
+                        None => gone.push(member),
+                    }
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for chunk in gone.chunks(LIST_PAGE) {
+            let script = redis::Script::new(PRUNE_SCRIPT);
+            let mut invocation = script.prepare_invoke();
+            invocation.key(&index);
+            for member in chunk {
+                invocation.key(member);
+            }
+            let pruned: u64 = self.redis.invoke(&invocation).await?;
+            if pruned > 0 {
+                tracing::debug!(pruned, "MTA-STS cache: expired entries left the index");
+            }
+        }
+        Ok(entries)
     }
 }
 
@@ -302,7 +390,7 @@ impl PolicyStore for RedisPolicyStore {
     }
 }
 
-/// The Redis backend of the TLS status sink: `SET {prefix}tlsstatus:{domain}`.
+/// The Redis backend of the TLS status sink: `SET {prefix}fleet:tlsstatus:{domain}`.
 pub struct RedisTlsStatus {
     redis: Arc<FleetRedis>,
 }

@@ -8,9 +8,23 @@
 //! tag is then wrapped in braces (`relaygate:` → `{relaygate:}`), and a prefix that
 //! already has one is used as written (`app:{mail}:`). `docs/redis.md` lists the names.
 //!
+//! Nothing ever lists the keyspace to find the store's keys (issue 11 item 7): the route
+//! lists are named by the SET `{prefix}routes:index`, which every write maintains, so a
+//! load reads a fixed number of keys plus one per route list, however many other keys
+//! the database holds. `{prefix}layout` says which layout the keys follow
+//! ([`LAYOUT`]); an older store is migrated once (`super::layout`), the only place a
+//! `SCAN` runs.
+//!
 //! Besides the store proper, the prefix also holds the fleet-wide caches of direct
-//! delivery: `{prefix}mtasts:{domain}` (the MTA-STS policy cache) and
-//! `{prefix}tlsstatus:{domain}` (what the last session with a domain offered).
+//! delivery, all under `{prefix}fleet:` (SPEC §1), which a route load never touches:
+//! `{prefix}fleet:mtasts:{domain}` (the MTA-STS policy cache, listed through the SET
+//! `{prefix}fleet:mtasts-index`) and `{prefix}fleet:tlsstatus:{domain}` (what the last
+//! session with a domain offered).
+
+/// The key layout this build reads and writes, stored at `{prefix}layout`. Layout 1
+/// (no marker) had no route index and kept the fleet caches at `{prefix}mtasts:{domain}`
+/// and `{prefix}tlsstatus:{domain}`; layout 2 is the one described above.
+pub const LAYOUT: u32 = 2;
 
 /// The key names for one `store.key_prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +41,7 @@ fn has_hash_tag(s: &str) -> bool {
     }
 }
 
-/// Escapes the glob characters of a `KEYS` pattern.
+/// Escapes the glob characters of a `SCAN ... MATCH` pattern.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -91,35 +105,57 @@ impl Keys {
         format!("{}changed", self.prefix)
     }
 
-    /// `KEYS` pattern matching every domain route list.
-    pub fn domain_pattern(&self) -> String {
-        format!("{}routes:domain:*", glob_escape(&self.prefix))
+    /// STRING (integer): the key layout of the store ([`LAYOUT`]); absent means 1.
+    pub fn layout(&self) -> String {
+        format!("{}layout", self.prefix)
     }
 
-    /// `KEYS` pattern matching every account route list.
-    pub fn account_pattern(&self) -> String {
-        format!("{}routes:account:*", glob_escape(&self.prefix))
+    /// SET: the name of every route list key of the store (global, domain, account),
+    /// maintained by every write, read by every load instead of a keyspace scan.
+    pub fn routes_index(&self) -> String {
+        format!("{}routes:index", self.prefix)
+    }
+
+    /// What every domain route list key starts with.
+    pub fn domain_routes_prefix(&self) -> String {
+        self.domain_routes("")
+    }
+
+    /// What every account route list key starts with.
+    pub fn account_routes_prefix(&self) -> String {
+        self.account_routes("")
     }
 
     /// STRING: the JSON of a recipient domain's cached MTA-STS policy entry.
     pub fn mtasts(&self, domain: &str) -> String {
-        format!("{}mtasts:{domain}", self.prefix)
+        format!("{}fleet:mtasts:{domain}", self.prefix)
     }
 
-    /// `KEYS`/`SCAN` pattern matching every cached MTA-STS policy.
-    pub fn mtasts_pattern(&self) -> String {
-        format!("{}mtasts:*", glob_escape(&self.prefix))
-    }
-
-    /// The domain of an MTA-STS cache key, if it is one.
-    pub fn mtasts_domain_of<'a>(&self, key: &'a str) -> Option<&'a str> {
-        key.strip_prefix(self.prefix.as_str())?
-            .strip_prefix("mtasts:")
+    /// SET: the key of every cached MTA-STS policy (members whose key has expired are
+    /// pruned when the cache is listed). Not under `fleet:mtasts:`, so that no domain
+    /// name can collide with it.
+    pub fn mtasts_index(&self) -> String {
+        format!("{}fleet:mtasts-index", self.prefix)
     }
 
     /// STRING: the JSON of a recipient domain's TLS status record.
     pub fn tls_status(&self, domain: &str) -> String {
-        format!("{}tlsstatus:{domain}", self.prefix)
+        format!("{}fleet:tlsstatus:{domain}", self.prefix)
+    }
+
+    /// The `SCAN ... MATCH` pattern of every key of the prefix (migration only).
+    pub fn scan_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.prefix))
+    }
+
+    /// What layout-1 MTA-STS cache keys start with (`{prefix}mtasts:`).
+    pub fn legacy_mtasts_prefix(&self) -> String {
+        format!("{}mtasts:", self.prefix)
+    }
+
+    /// What layout-1 TLS status keys start with (`{prefix}tlsstatus:`).
+    pub fn legacy_tls_status_prefix(&self) -> String {
+        format!("{}tlsstatus:", self.prefix)
     }
 
     /// The domain of a domain route list key, if it is one.
@@ -171,28 +207,43 @@ mod tests {
     #[test]
     fn fleet_cache_keys() {
         let plain = Keys::new("relaygate:", false);
-        assert_eq!(plain.mtasts("dst.test"), "relaygate:mtasts:dst.test");
-        assert_eq!(plain.tls_status("dst.test"), "relaygate:tlsstatus:dst.test");
-        assert_eq!(plain.mtasts_pattern(), "relaygate:mtasts:*");
+        assert_eq!(plain.mtasts("dst.test"), "relaygate:fleet:mtasts:dst.test");
         assert_eq!(
-            plain.mtasts_domain_of("relaygate:mtasts:dst.test"),
-            Some("dst.test")
+            plain.tls_status("dst.test"),
+            "relaygate:fleet:tlsstatus:dst.test"
         );
-        assert_eq!(plain.mtasts_domain_of("relaygate:tlsstatus:dst.test"), None);
-        assert_eq!(plain.mtasts_domain_of("other:mtasts:dst.test"), None);
+        assert_eq!(plain.mtasts_index(), "relaygate:fleet:mtasts-index");
+        assert_eq!(plain.legacy_mtasts_prefix(), "relaygate:mtasts:");
+        assert_eq!(plain.legacy_tls_status_prefix(), "relaygate:tlsstatus:");
         // Cluster: the same hash tag as every other key of the prefix.
         let k = Keys::new("relaygate:", true);
-        assert_eq!(k.mtasts("dst.test"), "{relaygate:}mtasts:dst.test");
-        assert_eq!(k.tls_status("dst.test"), "{relaygate:}tlsstatus:dst.test");
-        let odd = Keys::new("a*:", false);
-        assert_eq!(odd.mtasts_pattern(), "a\\*:mtasts:*");
-        assert_eq!(odd.mtasts_domain_of(&odd.mtasts("x.org")), Some("x.org"));
+        assert_eq!(k.mtasts("dst.test"), "{relaygate:}fleet:mtasts:dst.test");
+        assert_eq!(
+            k.tls_status("dst.test"),
+            "{relaygate:}fleet:tlsstatus:dst.test"
+        );
+        assert_eq!(k.mtasts_index(), "{relaygate:}fleet:mtasts-index");
+    }
+
+    #[test]
+    fn index_and_layout_keys() {
+        let plain = Keys::new("relaygate:", false);
+        assert_eq!(plain.routes_index(), "relaygate:routes:index");
+        assert_eq!(plain.layout(), "relaygate:layout");
+        assert_eq!(plain.domain_routes_prefix(), "relaygate:routes:domain:");
+        assert_eq!(plain.account_routes_prefix(), "relaygate:routes:account:");
+        let k = Keys::new("relaygate:", true);
+        assert_eq!(k.routes_index(), "{relaygate:}routes:index");
+        assert_eq!(k.layout(), "{relaygate:}layout");
+        // The index is no route list of either kind.
+        assert_eq!(k.domain_of(&k.routes_index()), None);
+        assert_eq!(k.account_of(&k.routes_index()), None);
     }
 
     #[test]
     fn patterns_escape_globs_and_round_trip() {
         let k = Keys::new("a*[b]:", true);
-        assert_eq!(k.domain_pattern(), "{a\\*\\[b\\]:}routes:domain:*");
+        assert_eq!(k.scan_pattern(), "{a\\*\\[b\\]:}*");
         let key = k.domain_routes("x.org");
         assert_eq!(k.domain_of(&key), Some("x.org"));
         assert_eq!(k.account_of(&key), None);

@@ -9,8 +9,11 @@
 //! snapshot becomes a [`crate::snapshot::Snapshot`] (`snapshot::build_from`), which the
 //! queue reads at every attempt: selection never talks to Redis.
 //!
-//! With Redis ([`redis`]), the gateway loads every key of its prefix with one Lua script
-//! ([`raw::RawStore`]), subscribes to `{prefix}changed` and reloads within a second of a
+//! With Redis ([`redis`]), the gateway loads the whole store with one Lua script
+//! ([`raw::RawStore`]) that reads a fixed set of keys plus the route lists named by the
+//! index SET `{prefix}routes:index` (never `KEYS` or `SCAN`: a load costs the same
+//! however many other keys the database holds; a store of the older layout is migrated
+//! once, [`layout`]), subscribes to `{prefix}changed` and reloads within a second of a
 //! publish, and reads the `{prefix}version` counter every few seconds to catch a missed
 //! message ([`live`]). Each accepted snapshot is also saved under `data_dir`
 //! ([`persist`]); a gateway that starts while Redis is down runs on it. When Redis goes
@@ -21,8 +24,9 @@
 //! validate the result as a whole, then write only the keys that changed ([`raw::diff`])
 //! with one atomic script that also bumps the version and publishes it.
 //!
-//! The same Redis also holds the fleet-wide caches of direct delivery ([`fleet`]): the
-//! MTA-STS policy cache and the per-domain TLS status records.
+//! The same Redis also holds the fleet-wide caches of direct delivery ([`fleet`]), under
+//! `{prefix}fleet:`, which a load never touches: the MTA-STS policy cache and the
+//! per-domain TLS status records.
 //!
 //! Key names, the hash tag for Redis Cluster and redis-cli examples: `docs/redis.md`.
 
@@ -31,6 +35,7 @@ pub mod data;
 pub mod explain;
 pub mod fleet;
 pub mod keys;
+pub mod layout;
 pub mod live;
 pub mod mutate;
 pub mod persist;
@@ -60,6 +65,16 @@ pub enum StoreError {
     Down { target: String, secs: u64 },
     #[error("Redis {target}: {message}")]
     Shape { target: String, message: String },
+    #[error(
+        "Redis {target}: {key} says key layout {found:?}, which this relaygate (layout {}) \
+         does not know: upgrade relaygate",
+        keys::LAYOUT
+    )]
+    Layout {
+        target: String,
+        key: String,
+        found: String,
+    },
     #[error("store data refused:\n{}", format_problems(.0))]
     Invalid(Vec<Problem>),
     #[error("{0}")]
@@ -100,6 +115,7 @@ impl StoreError {
             StoreError::Timeout { .. } | StoreError::Down { .. } => true,
             StoreError::Url { .. }
             | StoreError::Shape { .. }
+            | StoreError::Layout { .. }
             | StoreError::Invalid(_)
             | StoreError::Change(_)
             | StoreError::Conflict(_)

@@ -1,6 +1,6 @@
 //! The stored form of a store: the strings of the Redis keys, as one [`RawStore`].
 //!
-//! Loading reads every key into a `RawStore` (one Lua script, so one consistent view),
+//! Loading reads the store into a `RawStore` (one Lua script, so one consistent view),
 //! [`RawStore::decode`] turns it into [`StoreData`] (a JSON error is a problem naming the
 //! key and field), [`RawStore::encode`] does the reverse, and [`diff`] lists the writes
 //! that turn one stored form into another: a change only rewrites the keys it touches.

@@ -4,12 +4,18 @@
 //!   trust root), `redis+unix:///path` / `unix:///path`, and Redis Cluster either as
 //!   `redis-cluster://host:port,host:port` (`rediss-cluster://` with TLS) or with
 //!   `store.cluster = true` and one or more seed URLs separated by commas.
-//! - Load: one Lua script ([`LOAD_SCRIPT`]) returns the version and every key of the
-//!   prefix, so the view is consistent; all keys share a hash tag, so in a cluster the
-//!   script runs on the one node that holds them.
-//! - Write: one Lua script ([`WRITE_SCRIPT`]) checks the expected version, checks key
-//!   types, applies the writes, `INCR`s the version and `PUBLISH`es it: atomic, and
-//!   refused without a trace when someone else changed the store in between.
+//! - Load: one Lua script ([`LOAD_SCRIPT`]) returns the version, the transports and
+//!   accounts hashes, the global route list and every route list named by the index SET
+//!   `{prefix}routes:index`, so the view is consistent and its cost does not depend on
+//!   the rest of the database: no `KEYS`, no `SCAN`. All keys share a hash tag, so in a
+//!   cluster the script runs on the one node that holds them. The script first checks
+//!   the layout marker `{prefix}layout`; a store of an older layout is migrated once
+//!   ([`super::layout`]) and loaded again.
+//! - Write: one Lua script ([`WRITE_SCRIPT`]) checks the layout and the expected
+//!   version, checks key types, applies the writes (keeping the route index in step:
+//!   `SADD` when a list is written non-empty, `SREM` when it is deleted), `INCR`s the
+//!   version and `PUBLISH`es it: atomic, and refused without a trace when someone else
+//!   changed the store in between.
 //! - Changes: a dedicated RESP3 connection subscribed to `{prefix}changed` (in a cluster
 //!   to one node: plain pub/sub messages reach every node).
 //!
@@ -24,7 +30,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, PushInfo, RedisFuture, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::keys::Keys;
+use super::keys::{Keys, LAYOUT};
 use super::raw::{RawStore, WriteOp};
 use super::StoreError;
 use crate::config::{StoreConfig, TlsConfig};
@@ -33,8 +39,13 @@ use crate::config::{StoreConfig, TlsConfig};
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Reads every key of a prefix at once. KEYS[1..4]: version, transports, accounts,
-/// global routes; ARGV[1..2]: the `KEYS` patterns of domain and account route lists.
+/// Reads the whole store at once, without listing the keyspace. KEYS[1..6]: version,
+/// transports, accounts, global routes, the route index, the layout marker; ARGV[1]:
+/// the layout this build reads ([`LAYOUT`]), ARGV[2..3]: what domain and account route
+/// list keys start with. The route lists are the members of the index (a member whose
+/// key is gone reads as an empty list; one that names no route list is an error).
+/// Returns `{layout}` alone when the marker is not [`LAYOUT`] (nothing else is read),
+/// else `{layout, version, transports, accounts, global, {key, list, ...}}`.
 pub const LOAD_SCRIPT: &str = r#"
 local function check(k, want)
   local t = redis.call('TYPE', k)['ok']
@@ -42,33 +53,48 @@ local function check(k, want)
     error('relaygate: key ' .. k .. ' holds a ' .. t .. ', not a ' .. want)
   end
 end
-local function lists(pattern)
-  local out = {}
-  for _, k in ipairs(redis.call('KEYS', pattern)) do
-    check(k, 'list')
-    out[#out + 1] = k
-    out[#out + 1] = redis.call('LRANGE', k, 0, -1)
-  end
-  return out
+local function starts(s, p)
+  return string.sub(s, 1, #p) == p
+end
+check(KEYS[6], 'string')
+local layout = redis.call('GET', KEYS[6]) or '1'
+if layout ~= ARGV[1] then
+  return {layout}
 end
 check(KEYS[2], 'hash')
 check(KEYS[3], 'hash')
 check(KEYS[4], 'list')
+check(KEYS[5], 'set')
+local lists = {}
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  if k ~= KEYS[4] then
+    if not (starts(k, ARGV[2]) or starts(k, ARGV[3])) then
+      error('relaygate: key ' .. KEYS[5] .. ' names ' .. k ..
+        ', which is not a route list of this prefix (SREM it)')
+    end
+    check(k, 'list')
+    lists[#lists + 1] = k
+    lists[#lists + 1] = redis.call('LRANGE', k, 0, -1)
+  end
+end
 return {
+  layout,
   redis.call('GET', KEYS[1]) or '0',
   redis.call('HGETALL', KEYS[2]),
   redis.call('HGETALL', KEYS[3]),
   redis.call('LRANGE', KEYS[4], 0, -1),
-  lists(ARGV[1]),
-  lists(ARGV[2]),
+  lists,
 }
 "#;
 
-/// Applies a change atomically. KEYS[1]: the version key, KEYS[2..]: the keys written.
-/// ARGV[1]: the expected version ("" = any), ARGV[2]: the channel, then operations:
-/// `list IDX N ITEM...` (replace a list), `hset IDX FIELD VALUE`, `hdel IDX FIELD`,
-/// where IDX indexes KEYS. Returns `{1, new_version}` or `{0, current_version}` when
-/// the version did not match (nothing written).
+/// Applies a change atomically. KEYS[1]: the version key, KEYS[2]: the route index,
+/// KEYS[3]: the layout marker, KEYS[4..]: the keys written. ARGV[1]: the expected
+/// version ("" = any), ARGV[2]: the channel, ARGV[3]: the layout this build writes
+/// ([`LAYOUT`]), then operations: `list IDX N ITEM...` (replace a route list: added to
+/// the index when non-empty, deleted and removed from it when empty), `hset IDX FIELD
+/// VALUE`, `hdel IDX FIELD`, where IDX indexes KEYS. Returns `{1, new_version}` or
+/// `{0, current_version}` when the version did not match (nothing written). A store of
+/// another layout is refused (loading migrates it first).
 pub const WRITE_SCRIPT: &str = r#"
 local function check(k, want)
   local t = redis.call('TYPE', k)['ok']
@@ -76,11 +102,18 @@ local function check(k, want)
     error('relaygate: key ' .. k .. ' holds a ' .. t .. ', not a ' .. want)
   end
 end
+check(KEYS[3], 'string')
+local layout = redis.call('GET', KEYS[3]) or '1'
+if layout ~= ARGV[3] then
+  error('relaygate: key ' .. KEYS[3] .. ' says layout ' .. layout .. ', not ' .. ARGV[3] ..
+    ': load the store first (that migrates it)')
+end
 local cur = redis.call('GET', KEYS[1]) or '0'
 if ARGV[1] ~= '' and cur ~= ARGV[1] then
   return {0, cur}
 end
-local i = 3
+check(KEYS[2], 'set')
+local i = 4
 while i <= #ARGV do
   local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
   if op == 'list' then
@@ -96,7 +129,7 @@ while i <= #ARGV do
     error('relaygate: unknown operation ' .. op)
   end
 end
-i = 3
+i = 4
 while i <= #ARGV do
   local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
   if op == 'list' then
@@ -104,6 +137,11 @@ while i <= #ARGV do
     redis.call('DEL', k)
     for j = 1, n do
       redis.call('RPUSH', k, ARGV[i + 2 + j])
+    end
+    if n > 0 then
+      redis.call('SADD', KEYS[2], k)
+    else
+      redis.call('SREM', KEYS[2], k)
     end
     i = i + 3 + n
   elseif op == 'hset' then
@@ -209,6 +247,13 @@ pub struct RedisStore {
     target: Target,
     keys: Keys,
     display: String,
+}
+
+/// What one run of the load script found.
+enum Load {
+    Store(RawStore),
+    /// The layout marker is not [`LAYOUT`] (its value; `1` when absent): nothing read.
+    Layout(String),
 }
 
 /// A data connection (plain or cluster); clones share the connection.
@@ -508,8 +553,31 @@ impl RedisStore {
         })
     }
 
-    /// Reads every key of the prefix, consistently.
+    /// Reads the whole store, consistently, with one script that reads the route lists
+    /// named by `{prefix}routes:index` (never `KEYS` or `SCAN`). A store of an older
+    /// layout is migrated first ([`super::layout::migrate`], once per store), then read.
     pub async fn load(&self, conn: &mut Conn) -> Result<RawStore, StoreError> {
+        match self.load_once(conn).await? {
+            Load::Store(raw) => Ok(raw),
+            Load::Layout(found) => {
+                let from = super::layout::older(self, &found)?;
+                super::layout::migrate(self, conn, from).await?;
+                match self.load_once(conn).await? {
+                    Load::Store(raw) => Ok(raw),
+                    // Someone deleted the marker meanwhile: say so rather than loop.
+                    Load::Layout(found) => Err(StoreError::Shape {
+                        target: self.display.clone(),
+                        message: format!(
+                            "{} says layout {found} right after the migration to {LAYOUT}",
+                            self.keys.layout()
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn load_once(&self, conn: &mut Conn) -> Result<Load, StoreError> {
         let k = &self.keys;
         let script = redis::Script::new(LOAD_SCRIPT);
         let mut invocation = script.prepare_invoke();
@@ -518,8 +586,11 @@ impl RedisStore {
             .key(k.transports())
             .key(k.accounts())
             .key(k.global_routes())
-            .arg(k.domain_pattern())
-            .arg(k.account_pattern());
+            .key(k.routes_index())
+            .key(k.layout())
+            .arg(LAYOUT)
+            .arg(k.domain_routes_prefix())
+            .arg(k.account_routes_prefix());
         let v: Value = self.deadline(invocation.invoke_async(conn)).await?;
         self.decode_load(&v).ok_or_else(|| StoreError::Shape {
             target: self.display.clone(),
@@ -527,29 +598,34 @@ impl RedisStore {
         })
     }
 
-    fn decode_load(&self, v: &Value) -> Option<RawStore> {
+    fn decode_load(&self, v: &Value) -> Option<Load> {
         let Value::Array(parts) = v else {
             return None;
         };
+        if let [layout] = parts.as_slice() {
+            return Some(Load::Layout(as_string(layout)?));
+        }
         if parts.len() != 6 {
             return None;
         }
         let mut raw = RawStore {
-            version: as_u64(&parts[0])?,
-            transports: as_pairs(&parts[1])?.into_iter().collect(),
-            accounts: as_pairs(&parts[2])?.into_iter().collect(),
-            global: as_strings(&parts[3])?,
+            version: as_u64(&parts[1])?,
+            transports: as_pairs(&parts[2])?.into_iter().collect(),
+            accounts: as_pairs(&parts[3])?.into_iter().collect(),
+            global: as_strings(&parts[4])?,
             ..Default::default()
         };
-        for (key, items) in as_lists(&parts[4])? {
-            let domain = self.keys.domain_of(&key)?.to_string();
-            raw.domains.insert(domain, items);
-        }
+        // A member whose list is gone (deleted behind the CLI's back) reads as an empty
+        // list: decoding drops it, and the next CLI change removes it from the index.
         for (key, items) in as_lists(&parts[5])? {
-            let account = self.keys.account_of(&key)?.to_string();
-            raw.account_routes.insert(account, items);
+            if let Some(domain) = self.keys.domain_of(&key) {
+                raw.domains.insert(domain.to_string(), items);
+            } else {
+                let account = self.keys.account_of(&key)?;
+                raw.account_routes.insert(account.to_string(), items);
+            }
         }
-        Some(raw)
+        Some(Load::Store(raw))
     }
 
     /// Writes `ops` atomically if the version is still `expected` (any version when
@@ -562,7 +638,7 @@ impl RedisStore {
         ops: &[WriteOp],
     ) -> Result<Result<u64, u64>, StoreError> {
         let k = &self.keys;
-        let mut keys: Vec<String> = vec![k.version()];
+        let mut keys: Vec<String> = vec![k.version(), k.routes_index(), k.layout()];
         let mut index_of = |key: &str| -> usize {
             match keys.iter().position(|x| x == key) {
                 Some(i) => i + 1,
@@ -575,6 +651,7 @@ impl RedisStore {
         let mut args: Vec<String> = vec![
             expected.map(|v| v.to_string()).unwrap_or_default(),
             k.channel(),
+            LAYOUT.to_string(),
         ];
         for op in ops {
             let idx = index_of(op.key()).to_string();

@@ -1,7 +1,7 @@
 //! The fleet-wide caches of direct delivery with the Redis store (issue 5 item 4,
 //! issue 6 item 1): two gateways share one real `redis-server`; the MTA-STS policy one
 //! gateway fetched is applied by the other while the policy server is down, and the TLS
-//! status record of each recipient domain lands at `{prefix}tlsstatus:{domain}`.
+//! status record of each recipient domain lands at `{prefix}fleet:tlsstatus:{domain}`.
 
 use anyhow::{ensure, Context, Result};
 use redis::Value;
@@ -88,25 +88,34 @@ async fn mtasts_cache_and_tls_status_are_fleet_wide_in_redis() -> Result<()> {
         "A applied enforce: {metrics}"
     );
     ensure!(lab.policies.requests("dst.test") == 1, "A fetched once");
-    let cached = wait_json(&redis, &format!("{PREFIX}mtasts:dst.test")).await?;
+    let cached = wait_json(&redis, &format!("{PREFIX}fleet:mtasts:dst.test")).await?;
     ensure!(
         cached["domain"] == "dst.test" && cached["policy"]["mode"] == "enforce",
         "{cached}"
     );
     let ttl = redis
-        .cmd(&["TTL", &format!("{PREFIX}mtasts:dst.test")])
+        .cmd(&["TTL", &format!("{PREFIX}fleet:mtasts:dst.test")])
         .await?;
     ensure!(
         matches!(ttl, Value::Int(t) if t > 86_400),
         "the entry expires a bit after max_age: TTL {ttl:?}"
     );
+    // Listed through the index, not by scanning the keyspace.
+    let indexed = redis
+        .cmd(&[
+            "SISMEMBER",
+            &format!("{PREFIX}fleet:mtasts-index"),
+            &format!("{PREFIX}fleet:mtasts:dst.test"),
+        ])
+        .await?;
+    ensure!(indexed == Value::Int(1), "not in the index: {indexed:?}");
     ensure!(
         !a.data_dir().join("mtasts.json").exists(),
         "no cache file with the Redis store"
     );
 
     // A's TLS status records, in Redis only.
-    let status = wait_json(&redis, &format!("{PREFIX}tlsstatus:dst.test")).await?;
+    let status = wait_json(&redis, &format!("{PREFIX}fleet:tlsstatus:dst.test")).await?;
     ensure!(
         status["starttls"] == true && status["host"] == "mx2.dst.test",
         "{status}"
@@ -117,7 +126,7 @@ async fn mtasts_cache_and_tls_status_are_fleet_wide_in_redis() -> Result<()> {
             m.iter().any(|x| x.has_rcpt("p@plain.test"))
         })
         .await?;
-    let status = wait_json(&redis, &format!("{PREFIX}tlsstatus:plain.test")).await?;
+    let status = wait_json(&redis, &format!("{PREFIX}fleet:tlsstatus:plain.test")).await?;
     ensure!(
         status["starttls"] == false && status["tls"] == "none",
         "{status}"

@@ -21,6 +21,7 @@ mod harness;
 mod mtasts;
 mod operations;
 mod redis;
+mod redis_layout;
 mod requiretls;
 mod sendmail;
 mod socks;

@@ -21,7 +21,7 @@ const DELIVERY_SECS: u64 = 60;
 const PREFIX: &str = "relaygate:";
 
 /// A gateway on the Redis store at `url` (plus `extra` TOML).
-async fn gateway(url: &str, extra: &str) -> Result<Gateway> {
+pub(crate) async fn gateway(url: &str, extra: &str) -> Result<Gateway> {
     Gateway::start(GatewayOptions {
         extra_toml: format!("{}\n{extra}", store_toml(url)),
         ..Default::default()
@@ -29,18 +29,18 @@ async fn gateway(url: &str, extra: &str) -> Result<Gateway> {
     .await
 }
 
-async fn healthz(gw: &Gateway) -> Result<Value> {
+pub(crate) async fn healthz(gw: &Gateway) -> Result<Value> {
     let resp = gw.http_get("/healthz").await?;
     ensure!(resp.status == 200, "/healthz: HTTP {}", resp.status);
     serde_json::from_slice(&resp.body).context("/healthz is not JSON")
 }
 
-fn store_version(h: &Value) -> u64 {
+pub(crate) fn store_version(h: &Value) -> u64 {
     h["store_detail"]["version"].as_u64().unwrap_or(0)
 }
 
 /// Polls `/healthz` until `pred` holds; returns the last document.
-async fn wait_health(
+pub(crate) async fn wait_health(
     gw: &Gateway,
     secs: u64,
     what: &str,
@@ -60,7 +60,7 @@ async fn wait_health(
 }
 
 /// Submits one message to `rcpt` through `gw` and waits until `sink` has it.
-async fn deliver_one(gw: &Gateway, sink: &Sink, rcpt: &str) -> Result<()> {
+pub(crate) async fn deliver_one(gw: &Gateway, sink: &Sink, rcpt: &str) -> Result<()> {
     submit(
         gw.submission_addr(),
         "s@src.test",
@@ -77,7 +77,7 @@ async fn deliver_one(gw: &Gateway, sink: &Sink, rcpt: &str) -> Result<()> {
 }
 
 /// "version N published" in a CLI report → N.
-fn published_version(stdout: &str) -> Result<u64> {
+pub(crate) fn published_version(stdout: &str) -> Result<u64> {
     stdout
         .split("store version ")
         .nth(1)

@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use redis::Value;
 
 use super::gateway::{run_relaygate, toml_str, CliOutput};
-use super::{deadline, temp_dir, POLL_INTERVAL};
+use super::{deadline, temp_dir, wait_until, POLL_INTERVAL};
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> Result<u16> {
@@ -386,4 +386,80 @@ pub fn sink_transport(name: &str, port: u16) -> String {
     format!(
         "[transports.{name}]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\nno_starttls = true\n\n"
     )
+}
+
+/// A `MONITOR` connection to a server: every command the server runs from then on,
+/// including those run inside Lua scripts (`[0 lua] "LRANGE" ...`), one line each.
+/// Collects at most [`Monitor::MAX_LINES`] lines; stops when dropped.
+pub struct Monitor {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Monitor {
+    pub const MAX_LINES: usize = 1_000_000;
+
+    /// Connects to 127.0.0.1:`port` and waits for `MONITOR`'s `+OK`.
+    pub async fn start(port: u16) -> Result<Monitor> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut stream = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        .context("MONITOR: connect timed out")??;
+        stream.write_all(b"MONITOR\r\n").await?;
+        let mut reader = BufReader::new(stream);
+        let mut ok = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), reader.read_line(&mut ok))
+            .await
+            .context("MONITOR: no answer")??;
+        ensure!(ok.trim_end() == "+OK", "MONITOR answered {ok:?}");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        let task = tokio::spawn(async move {
+            let mut reader = reader.lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
+                if all.len() >= Monitor::MAX_LINES {
+                    return;
+                }
+                all.push(line);
+            }
+        });
+        Ok(Monitor { lines, task })
+    }
+
+    /// The lines seen so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until the server has run `ECHO mark` (sent on another connection), so
+    /// that everything it ran before is in [`Monitor::lines`].
+    pub async fn sync(&self, server: &RedisServer, mark: &str) -> Result<Vec<String>> {
+        server.cmd(&["ECHO", mark]).await?;
+        let quoted = format!("\"{mark}\"");
+        wait_until(deadline(10), "the MONITOR mark", || {
+            self.lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|l| l.contains(&quoted))
+        })
+        .await?;
+        Ok(self.lines())
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The command name of a `MONITOR` line (`+1700000000.1 [0 lua] "KEYS" "p*"` → `KEYS`).
+pub fn monitored_command(line: &str) -> Option<String> {
+    let rest = &line[line.find("] \"")? + 3..];
+    Some(rest[..rest.find('"')?].to_ascii_uppercase())
 }

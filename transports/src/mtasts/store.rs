@@ -1,7 +1,7 @@
 //! Where cached policies live: the [`PolicyStore`] trait, an in-memory store for tests,
 //! and [`JsonFileStore`], one JSON file under `data_dir` rewritten atomically (temp file,
 //! fsync, rename, fsync of the directory). The gateway's Redis store for fleets
-//! (`RedisPolicyStore`, `{prefix}mtasts:{domain}`) implements the same trait.
+//! (`RedisPolicyStore`, `{prefix}fleet:mtasts:{domain}`) implements the same trait.
 
 use std::collections::BTreeMap;
 use std::future::Future;
