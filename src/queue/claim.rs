@@ -4,11 +4,12 @@
 //! due index oldest first; for each recipient the scheduler says where it would go
 //! ([`Placement`]) and whether that destination (and its transport) has a free slot. If
 //! it has, the recipient is claimed together with the message's other due recipients
-//! for the same destination (one transaction). If not, the recipient is parked under its
-//! destination: it leaves the due index, so the next walk does not pass over it again,
-//! and a destination that is full cannot starve the others. When an attempt at a
-//! destination ends, that destination's oldest parked recipient is put back at the head
-//! of the due index ([`Queue::unpark`]). Parking moves index entries, it copies nothing:
+//! for the same destination (one transaction). If not, the recipient is parked under the
+//! key that was full (the destination, or the transport): it leaves the due index, so
+//! the next walk does not pass over it again, and a destination that is full cannot
+//! starve the others. When an attempt ends, the oldest recipient parked under its
+//! destination and the oldest under its transport go back to the head of the due index
+//! ([`Queue::unpark`]). Parking moves index entries, it copies nothing:
 //! memory does not grow with the backlog.
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub struct Placement {
 /// What one call of [`Queue::claim`] found.
 #[derive(Debug)]
 pub enum Claim {
-    /// Work to run now; its destination's slots were reserved by `reserve`.
+    /// Work to run now; its slots were reserved by `reserve`.
     Work(Box<DueWork>, Placement),
     /// Nothing is due that can run now.
     Idle,
@@ -43,13 +44,14 @@ const PARK_BATCH: usize = 512;
 
 impl Queue {
     /// Takes the oldest due recipient whose destination has a free slot (`reserve`
-    /// reserves it), with the message's other due recipients for the same destination.
-    /// Recipients whose destination is full are parked on the way.
+    /// reserves it, or names the key that is full), with the message's other due
+    /// recipients for the same destination. Recipients that cannot run are parked under
+    /// the full key on the way.
     pub fn claim(
         &self,
         now: i64,
         mut place: impl FnMut(&StoredMessage, usize) -> Placement,
-        mut reserve: impl FnMut(&Placement) -> bool,
+        mut reserve: impl FnMut(&Placement) -> Result<(), Arc<str>>,
     ) -> Claim {
         let mut st = self.lock();
         let mut parked = 0;
@@ -72,14 +74,11 @@ impl Queue {
                 continue;
             }
             let placement = place(&e.msg, idx);
-            if !reserve(&placement) {
+            if let Err(full) = reserve(&placement) {
                 if let Some(e) = st.messages.get_mut(&id) {
                     e.slots[idx] = Slot::Parked;
                 }
-                st.parked
-                    .entry(Arc::clone(&placement.destination))
-                    .or_default()
-                    .insert(key);
+                st.parked.entry(full).or_default().insert(key);
                 parked += 1;
                 continue;
             }
@@ -129,30 +128,30 @@ impl Queue {
         }
     }
 
-    /// A slot at `destination` is free again: its oldest parked recipient goes back to
-    /// the head of the due index.
-    pub fn unpark(&self, destination: &str) {
+    /// A slot under `key` (a destination or a transport) is free again: the oldest
+    /// recipient parked under it goes back to the head of the due index.
+    pub fn unpark(&self, key: &str) {
         let mut st = self.lock();
         loop {
-            let Some(set) = st.parked.get_mut(destination) else {
+            let Some(set) = st.parked.get_mut(key) else {
                 return;
             };
-            let Some(key) = set.pop_first() else {
-                st.parked.remove(destination);
+            let Some(due) = set.pop_first() else {
+                st.parked.remove(key);
                 return;
             };
             if set.is_empty() {
-                st.parked.remove(destination);
+                st.parked.remove(key);
             }
-            let (_, id, idx) = key;
+            let (_, id, idx) = due;
             let Some(e) = st.messages.get_mut(&id) else {
                 continue;
             };
-            if !is_current(&e.msg, &e.slots, key, Slot::Parked) {
+            if !is_current(&e.msg, &e.slots, due, Slot::Parked) {
                 continue;
             }
             e.slots[idx] = Slot::Idle;
-            st.due.insert(key);
+            st.due.insert(due);
             drop(st);
             self.wake();
             return;
@@ -273,10 +272,10 @@ mod tests {
             let c = q.claim(now_ms(), by_domain, |p| {
                 let n = running.entry(Arc::clone(&p.destination)).or_default();
                 if *n >= 2 {
-                    return false;
+                    return Err(Arc::clone(&p.destination));
                 }
                 *n += 1;
-                true
+                Ok(())
             });
             match c {
                 Claim::Work(w, p) => claimed.push((w.message.id, p.destination)),
@@ -295,7 +294,7 @@ mod tests {
         q.unclaim(first_slow, &[0]);
         running.insert(Arc::from("slow.test"), 1);
         q.unpark("slow.test");
-        let Claim::Work(w, p) = q.claim(now_ms(), by_domain, |_| true) else {
+        let Claim::Work(w, p) = q.claim(now_ms(), by_domain, |_| Ok(())) else {
             panic!("the unparked recipient is due");
         };
         assert_eq!(&*p.destination, "slow.test");
@@ -303,12 +302,56 @@ mod tests {
         // Oldest first: the unclaimed one (due earliest) comes before the parked ones.
         assert_eq!(w.message.id, first_slow);
         q.unpark("slow.test");
-        let Claim::Work(w2, _) = q.claim(now_ms(), by_domain, |_| true) else {
+        let Claim::Work(w2, _) = q.claim(now_ms(), by_domain, |_| Ok(())) else {
             panic!("the next parked recipient is due");
         };
         assert!(w2.message.id > claimed[1].0, "parked in due order");
         // Routes changed: everything parked is due again.
         q.unpark_all();
         assert_eq!(q.parked_count(), 0);
+    }
+
+    /// A recipient held back by its transport's limit (not its destination's) comes back
+    /// when any attempt through that transport ends, not only one at its destination.
+    #[tokio::test]
+    async fn transport_limit_parks_under_the_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue_with(dir.path(), &["a1@a.test", "b1@b.test", "a2@a.test"]).await;
+        // One slot per destination, one for the transport.
+        let running = std::cell::RefCell::new((HashMap::<Arc<str>, usize>::new(), 0usize));
+        let reserve = |p: &Placement| {
+            let mut r = running.borrow_mut();
+            if r.0.get(&p.destination).copied().unwrap_or(0) >= 1 {
+                return Err(Arc::clone(&p.destination));
+            }
+            if r.1 >= 1 {
+                return Err(Arc::clone(&p.transport));
+            }
+            *r.0.entry(Arc::clone(&p.destination)).or_default() += 1;
+            r.1 += 1;
+            Ok(())
+        };
+        let next = || loop {
+            match q.claim(now_ms(), by_domain, reserve) {
+                Claim::Work(w, p) => return Some((w, p)),
+                Claim::Again => continue,
+                Claim::Idle => return None,
+            }
+        };
+        let (w1, p1) = next().unwrap();
+        assert_eq!(w1.message.rcpts[0].address, "a1@a.test");
+        assert!(next().is_none(), "b1 and a2 wait");
+        assert_eq!(q.parked_count(), 2);
+        // a1's attempt ends: its slots are free, and both of its keys are unparked.
+        q.unclaim(w1.message.id, &[0]);
+        q.drop_message(w1.message.id, false).await.unwrap();
+        *running.borrow_mut() = (HashMap::new(), 0);
+        q.unpark(&p1.destination);
+        q.unpark(&p1.transport);
+        let (w2, _) = next().unwrap();
+        assert_eq!(
+            w2.message.rcpts[0].address, "b1@b.test",
+            "the recipient parked under the transport runs"
+        );
     }
 }

@@ -718,7 +718,7 @@ mod tests {
             transport: "t".into(),
             route: "none".into(),
         };
-        let Claim::Work(work, _) = q.claim(now_ms(), place, |_| true) else {
+        let Claim::Work(work, _) = q.claim(now_ms(), place, |_| Ok(())) else {
             panic!("work expected");
         };
         assert_eq!(
@@ -727,7 +727,7 @@ mod tests {
             "one transaction for one destination"
         );
         assert!(
-            matches!(q.claim(now_ms(), place, |_| true), Claim::Idle),
+            matches!(q.claim(now_ms(), place, |_| Ok(())), Claim::Idle),
             "in flight is not due again"
         );
         q.finish(

@@ -153,19 +153,23 @@ impl Scheduler {
         }
     }
 
-    /// Takes a slot at the placement's destination and transport, if both have one.
-    fn reserve(&self, p: &Placement) -> bool {
+    /// Takes a slot at the placement's destination and transport, if both have one;
+    /// otherwise names the one that is full.
+    fn reserve(&self, p: &Placement) -> Result<(), Arc<str>> {
         let mut r = self.running();
         let d = r.destinations.get(&p.destination).copied().unwrap_or(0);
+        if d >= self.limits.per_destination {
+            return Err(Arc::clone(&p.destination));
+        }
         let t = r.transports.get(&p.transport).copied().unwrap_or(0);
-        if d >= self.limits.per_destination || t >= self.limits.per_transport {
-            return false;
+        if t >= self.limits.per_transport {
+            return Err(Arc::clone(&p.transport));
         }
         *r.destinations
             .entry(Arc::clone(&p.destination))
             .or_insert(0) += 1;
         *r.transports.entry(Arc::clone(&p.transport)).or_insert(0) += 1;
-        true
+        Ok(())
     }
 
     /// Gives back the slots [`Scheduler::reserve`] took.
@@ -228,6 +232,9 @@ impl Scheduler {
         self.queue.finish(job.message.id, results).await;
         self.release(&job.placement);
         self.queue.unpark(&job.placement.destination);
+        if job.placement.transport != job.placement.destination {
+            self.queue.unpark(&job.placement.transport);
+        }
         self.queue.wake();
     }
 

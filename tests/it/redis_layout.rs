@@ -51,9 +51,14 @@ fn mtasts_json(domain: &str) -> String {
 /// A data connection of the test's own.
 async fn connect(redis: &RedisServer) -> Result<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(redis.url())?;
+    // The crate's default response timeout is short for 5,000-command pipelines on a
+    // machine busy with the rest of the suite; the pipelines have their own 30 s limit.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
     Ok(tokio::time::timeout(
         Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
+        client.get_multiplexed_async_connection_with_config(&config),
     )
     .await
     .context("connect timed out")??)
