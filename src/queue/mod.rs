@@ -554,12 +554,9 @@ impl Queue {
     /// Deletes spool segments nobody needs; when an old segment is kept alive by a few
     /// long-lived messages, writes those again at the head so it can go next time.
     pub async fn housekeeping(&self) {
-        let Some((segment, _live)) = self.spool.collect() else {
+        let Some(segment) = self.spool.collect() else {
             return;
         };
-        if self.spool.segment_count() < 3 {
-            return;
-        }
         let candidates: Vec<(MsgId, BodyRef)> = {
             let st = self.lock();
             st.messages

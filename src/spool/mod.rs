@@ -78,11 +78,24 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Spo
     }
 }
 
+/// What is still live in one segment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Live {
+    /// Messages whose current body is there.
+    messages: usize,
+    /// Their body bytes.
+    body_bytes: u64,
+}
+
+/// A blocked segment is relocated only when what is live there is small, so relocation
+/// rewrites at most a quarter of a segment at a time, never the whole backlog.
+const RELOCATE_BELOW: u64 = SEGMENT_LIMIT / 4;
+
 /// Live message counts per segment, for deciding which segments can go.
 #[derive(Debug, Default)]
 pub(crate) struct SegmentTable {
-    /// segment number → live messages whose body is there.
-    live: BTreeMap<u64, usize>,
+    /// segment number → what is live there.
+    live: BTreeMap<u64, Live>,
     /// The segment the writer appends to.
     current: u64,
 }
@@ -163,10 +176,12 @@ impl Spool {
         {
             let mut t = shared.table();
             for &n in &replayed.segments {
-                t.live.insert(n, 0);
+                t.live.insert(n, Live::default());
             }
             for r in replayed.messages.values() {
-                *t.live.entry(r.body.segment).or_insert(0) += 1;
+                let live = t.live.entry(r.body.segment).or_default();
+                live.messages += 1;
+                live.body_bytes += r.body.len;
             }
             t.current = replayed.segments.last().copied().unwrap_or(0);
         }
@@ -229,7 +244,7 @@ impl Spool {
             .next()
             .flatten()
             .ok_or(SpoolError::WriterGone)?;
-        self.count_live(body_ref.segment, 1);
+        self.count_live(body_ref, 1);
         Ok(body_ref)
     }
 
@@ -244,7 +259,7 @@ impl Spool {
     pub fn remove(&self, id: MsgId, body: BodyRef, mut records: Vec<Encoded>) {
         records.push(record::encode_removal(id));
         drop(self.submit(records));
-        self.count_live(body.segment, -1);
+        self.count_live(body, -1);
     }
 
     /// Writes a message again at the head (relocation). Call this while the caller's
@@ -268,14 +283,19 @@ impl Spool {
 
     /// The relocated copy at `new` replaces the body at `old` for a message still live.
     pub fn commit_relocation(&self, old: BodyRef, new: BodyRef) {
-        self.count_live(new.segment, 1);
-        self.count_live(old.segment, -1);
+        self.count_live(new, 1);
+        self.count_live(old, -1);
     }
 
-    fn count_live(&self, segment: u64, delta: isize) {
+    fn count_live(&self, body: BodyRef, delta: isize) {
         let mut t = self.shared.table();
-        let entry = t.live.entry(segment).or_insert(0);
-        *entry = entry.saturating_add_signed(delta);
+        let live = t.live.entry(body.segment).or_default();
+        live.messages = live.messages.saturating_add_signed(delta);
+        live.body_bytes = if delta >= 0 {
+            live.body_bytes.saturating_add(body.len)
+        } else {
+            live.body_bytes.saturating_sub(body.len)
+        };
     }
 
     /// Whether new records can be stored now.
@@ -318,8 +338,9 @@ impl Spool {
     }
 
     /// Deletes the oldest segments that hold no live message. Returns the oldest closed
-    /// segment that is still live (a relocation candidate), if any, with its live count.
-    pub fn collect(&self) -> Option<(u64, usize)> {
+    /// segment that is still live when it is worth relocating (little is live there and
+    /// newer segments wait behind it).
+    pub fn collect(&self) -> Option<u64> {
         let mut doomed = Vec::new();
         let blocked = {
             let mut t = self.shared.table();
@@ -329,11 +350,13 @@ impl Spool {
                 if n >= current {
                     break;
                 }
-                if live == 0 {
+                if live.messages == 0 {
                     t.live.remove(&n);
                     doomed.push(n);
                 } else {
-                    blocked = Some((n, live));
+                    if live.body_bytes < RELOCATE_BELOW && t.live.len() >= 3 {
+                        blocked = Some(n);
+                    }
                     break;
                 }
             }
@@ -368,7 +391,12 @@ impl Spool {
 
     /// Live messages counted in each segment (for tests and diagnostics).
     pub fn live_counts(&self) -> BTreeMap<u64, usize> {
-        self.shared.table().live.clone()
+        self.shared
+            .table()
+            .live
+            .iter()
+            .map(|(&n, l)| (n, l.messages))
+            .collect()
     }
 
     /// Stops the writer after it has flushed what it was given.

@@ -282,8 +282,8 @@ impl Writer {
                 {
                     let mut t = self.shared.table();
                     t.current = n;
-                    t.live.entry(n).or_insert(0);
-                    if old_abandoned_empty && t.live.get(&old) == Some(&0) {
+                    t.live.entry(n).or_default();
+                    if old_abandoned_empty && t.live.get(&old).is_some_and(|l| l.messages == 0) {
                         t.live.remove(&old);
                         let _ = self.fs.remove(&segment_path(&self.dir, old));
                     }
@@ -319,7 +319,7 @@ impl Writer {
                     self.size = 0;
                     let mut t = self.shared.table();
                     t.current = n;
-                    t.live.entry(n).or_insert(0);
+                    t.live.entry(n).or_default();
                 }
                 Err(reason)
             }

@@ -63,6 +63,15 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def listening(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def health():
     with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/healthz", timeout=10) as r:
         return json.load(r)
@@ -148,9 +157,12 @@ def main():
         after_replay = rss_kib(gw.pid)
         replay_hwm = rss_kib(gw.pid, "VmHWM")
 
-        sink = subprocess.Popen(["smtp-sink", f"127.0.0.1:{SINK}", "256"],
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        sink = subprocess.Popen(["smtp-sink", *user, "-m", "1024", f"127.0.0.1:{SINK}", "1024"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)  # smtp-sink has no ready signal; the gateway retries anyway
+        wait("smtp-sink listening", lambda: listening(SINK) or sink.poll() is not None, 10)
+        if sink.poll() is not None:
+            sys.exit("smtp-sink exited at start")
         t0 = time.monotonic()
         subprocess.run([BIN, "queue", "retry", "--all", "--admin", f"http://127.0.0.1:{ADMIN}"],
                        check=True, stdout=subprocess.DEVNULL)
