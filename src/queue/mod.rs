@@ -32,7 +32,7 @@ use crate::model::{
     StoredMessage,
 };
 use crate::spool::record::{self, RecipientUpdate};
-use crate::spool::{BodyRef, Recovered, Spool, SpoolError};
+use crate::spool::{BodyRef, RecoveredMessages, Spool, SpoolError};
 
 /// Queue behaviour from the config.
 #[derive(Debug, Clone)]
@@ -248,8 +248,11 @@ pub fn decide(
 
 impl Queue {
     /// Builds the queue from what the spool recovered.
-    pub fn new(spool: Arc<Spool>, recovered: Vec<Recovered>, settings: QueueSettings) -> Queue {
-        let mut state = State::default();
+    pub fn new(spool: Arc<Spool>, recovered: RecoveredMessages, settings: QueueSettings) -> Queue {
+        let mut state = State {
+            messages: HashMap::with_capacity(recovered.len()),
+            ..Default::default()
+        };
         if let Some(path) = &settings.holds_file {
             match holds::load(path) {
                 Ok(rules) => state.holds = rules,
@@ -260,7 +263,7 @@ impl Queue {
         }
         let mut max_id = 0;
         let mut due_now = 0usize;
-        for r in recovered {
+        for (_, r) in recovered {
             max_id = max_id.max(r.message.id);
             if r.message.is_done() {
                 continue;

@@ -109,6 +109,10 @@ pub struct Spool {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// The messages found on disk at start-up, by id (handed to the queue as they are: no
+/// copy, no sort, so replay does not cost the queue's memory twice).
+pub type RecoveredMessages = HashMap<MsgId, Recovered>;
+
 /// A message found on disk at start-up.
 pub struct Recovered {
     pub message: StoredMessage,
@@ -159,7 +163,7 @@ fn create_dir(fs: &dyn SpoolFs, dir: &Path) -> Result<(), SpoolError> {
 impl Spool {
     /// Opens (creating if needed) the spool in `dir`, replays it, and starts the writer on
     /// a fresh segment.
-    pub fn open(dir: &Path) -> Result<(Spool, Vec<Recovered>), SpoolError> {
+    pub fn open(dir: &Path) -> Result<(Spool, RecoveredMessages), SpoolError> {
         Spool::open_with(dir, Arc::new(DiskFs))
     }
 
@@ -169,7 +173,7 @@ impl Spool {
     pub fn open_with(
         dir: &Path,
         fs: Arc<dyn SpoolFs>,
-    ) -> Result<(Spool, Vec<Recovered>), SpoolError> {
+    ) -> Result<(Spool, RecoveredMessages), SpoolError> {
         create_dir(fs.as_ref(), dir)?;
         let replayed = replay::replay(dir)?;
         let shared = Arc::new(Shared::default());
@@ -199,9 +203,7 @@ impl Spool {
             files: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(handle)),
         };
-        let mut recovered: Vec<Recovered> = replayed.messages.into_values().collect();
-        recovered.sort_by_key(|r| r.message.id);
-        Ok((spool, recovered))
+        Ok((spool, replayed.messages))
     }
 
     /// Queues records for the writer; the receiver resolves once they are on disk.

@@ -227,15 +227,25 @@ pub fn decode(buf: &[u8]) -> Result<(Decoded, usize), DecodeStop> {
                     "message metadata overruns record".into(),
                 ));
             }
-            let meta: StoredMessage =
+            let mut meta: StoredMessage =
                 serde_json::from_slice(&payload[4..4 + meta_len]).map_err(bad)?;
+            // The JSON reader grows vectors by doubling (a one-recipient message gets
+            // room for four): a replayed queue must cost what a submitted one does.
+            meta.rcpts.shrink_to_fit();
+            for r in &mut meta.rcpts {
+                r.history.shrink_to_fit();
+            }
             Decoded::Message {
                 meta: Box::new(meta),
                 body_offset: HEADER_LEN + 4 + meta_len,
                 body_len: payload.len() - 4 - meta_len,
             }
         }
-        Kind::Recipient => Decoded::Recipient(serde_json::from_slice(payload).map_err(bad)?),
+        Kind::Recipient => {
+            let mut update: RecipientUpdate = serde_json::from_slice(payload).map_err(bad)?;
+            update.rcpt.history.shrink_to_fit();
+            Decoded::Recipient(update)
+        }
         Kind::Overrides => Decoded::Overrides(serde_json::from_slice(payload).map_err(bad)?),
         Kind::Removed => Decoded::Removed(serde_json::from_slice(payload).map_err(bad)?),
         Kind::Seal => Decoded::Seal(serde_json::from_slice(payload).map_err(bad)?),

@@ -30,12 +30,22 @@ pub(super) struct Replayed {
     pub segments: Vec<u64>,
 }
 
-fn read_all(path: &Path) -> Result<Vec<u8>, SpoolError> {
-    let mut data = Vec::new();
+/// Reads a whole segment into `buf` (reused from segment to segment).
+fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
+    buf.clear();
     File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut data))
+        .and_then(|mut f| f.read_to_end(buf))
         .map_err(io_err(path, "read"))?;
-    Ok(data)
+    Ok(())
+}
+
+/// One read buffer for every segment of a replay, at least a full segment large. Reusing
+/// it avoids an allocation per segment, and its size (above the allocator's largest
+/// dynamic mmap threshold, 32 MiB in glibc) keeps it out of the heap: a smaller,
+/// short-lived buffer would leave the heap fragmented after replay and the gateway's
+/// RSS a good deal above what its queue needs.
+fn segment_buffer() -> Vec<u8> {
+    Vec::with_capacity(super::SEGMENT_LIMIT as usize)
 }
 
 /// The seals written at the head of each segment: segment → valid length.
@@ -119,9 +129,10 @@ pub(super) fn replay(dir: &Path) -> Result<Replayed, SpoolError> {
     let seals = seals(dir, &segments)?;
     let newest = segments.last().copied();
     let mut messages: HashMap<MsgId, Recovered> = HashMap::new();
+    let mut data = segment_buffer();
     for &n in &segments {
         let path = segment_path(dir, n);
-        let data = read_all(&path)?;
+        read_into(&path, &mut data)?;
         let sealed = seals.get(&n).copied();
         let limit = sealed.map_or(data.len(), |v| (v as usize).min(data.len()));
         let mut pos = 0usize;
@@ -272,8 +283,9 @@ fn walk(
         ..Default::default()
     };
     let mut messages: HashMap<MsgId, Recovered> = HashMap::new();
+    let mut data = segment_buffer();
     for &n in &segments {
-        let data = read_all(&segment_path(dir, n))?;
+        read_into(&segment_path(dir, n), &mut data)?;
         let intact = scan_segment(
             n,
             &data,

@@ -48,13 +48,27 @@ fn body(id: MsgId, len: usize) -> Vec<u8> {
 }
 
 fn open_fault(dir: &Path, fs: &FaultFs) -> (Spool, Vec<Recovered>) {
-    Spool::open_with(dir, Arc::new(fs.clone())).unwrap()
+    let (spool, rec) = Spool::open_with(dir, Arc::new(fs.clone())).unwrap();
+    (spool, sorted(rec))
+}
+
+/// The recovered messages in id order.
+fn sorted(rec: RecoveredMessages) -> Vec<Recovered> {
+    let mut v: Vec<Recovered> = rec.into_values().collect();
+    v.sort_by_key(|r| r.message.id);
+    v
+}
+
+/// Opens the real spool in `dir`, recovered messages in id order.
+fn open(dir: &Path) -> (Spool, Vec<Recovered>) {
+    let (spool, rec) = Spool::open(dir).unwrap();
+    (spool, sorted(rec))
 }
 
 /// Reopens the spool (a restart) and checks that exactly `ids` are there, each with its
 /// own body.
 async fn assert_recovers(dir: &Path, ids: &[MsgId], len: usize) {
-    let (spool, rec) = Spool::open(dir).unwrap();
+    let (spool, rec) = open(dir);
     let got: Vec<MsgId> = rec.iter().map(|r| r.message.id).collect();
     assert_eq!(got, ids, "messages after restart");
     for r in &rec {
@@ -80,7 +94,7 @@ fn poll(what: &str, mut ok: impl FnMut() -> bool) {
 async fn replay_applies_updates_and_removals() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (spool, rec) = Spool::open(dir.path()).unwrap();
+        let (spool, rec) = open(dir.path());
         assert!(rec.is_empty());
         let b1 = spool.add_message(&msg(1), b"body one").await.unwrap();
         let b2 = spool.add_message(&msg(2), b"body two").await.unwrap();
@@ -98,7 +112,7 @@ async fn replay_applies_updates_and_removals() {
         assert_eq!(spool.read_body(b1).await.unwrap(), b"body one");
         spool.close();
     }
-    let (spool, rec) = Spool::open(dir.path()).unwrap();
+    let (spool, rec) = open(dir.path());
     assert_eq!(rec.len(), 1);
     assert_eq!(rec[0].message.rcpts[0].attempts, 3);
     assert_eq!(spool.read_body(rec[0].body).await.unwrap(), b"body one");
@@ -108,7 +122,7 @@ async fn replay_applies_updates_and_removals() {
 async fn torn_tail_is_cut_and_earlier_records_survive() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (spool, _) = open(dir.path());
         spool.add_message(&msg(1), b"kept").await.unwrap();
         spool.close();
     }
@@ -121,7 +135,7 @@ async fn torn_tail_is_cut_and_earlier_records_survive() {
         .unwrap();
     f.write_all(&half.bytes[..half.bytes.len() / 2]).unwrap();
     drop(f);
-    let (_spool, rec) = Spool::open(dir.path()).unwrap();
+    let (_spool, rec) = open(dir.path());
     assert_eq!(rec.len(), 1);
     assert_eq!(rec[0].message.id, 1);
     let len = std::fs::metadata(&path).unwrap().len() as usize;
@@ -139,12 +153,12 @@ async fn torn_tail_is_cut_and_earlier_records_survive() {
 async fn dead_segments_are_collected_in_order() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (spool, _) = open(dir.path());
         spool.add_message(&msg(1), b"x").await.unwrap();
         spool.close();
     }
     // Second run: message 1 lives in segment 1, segment 2 is current.
-    let (spool, rec) = Spool::open(dir.path()).unwrap();
+    let (spool, rec) = open(dir.path());
     // Segment 1 is blocked by its one message, but with only two segments it is not
     // worth relocating.
     assert_eq!(spool.collect(), None);
@@ -158,7 +172,7 @@ async fn dead_segments_are_collected_in_order() {
 #[tokio::test]
 async fn bookkeeping_follows_add_remove_and_relocation() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let (spool, _) = open(dir.path());
     let b1 = spool.add_message(&msg(1), &body(1, 100)).await.unwrap();
     let b2 = spool.add_message(&msg(2), &body(2, 100)).await.unwrap();
     assert_eq!(spool.live_counts().get(&b1.segment), Some(&2));
@@ -372,7 +386,7 @@ async fn damage_in_an_older_segment_refuses_start_and_salvage_recovers() {
         .bytes
         .len() as u64;
     {
-        let (spool, _) = Spool::open(&spool_dir).unwrap();
+        let (spool, _) = open(&spool_dir);
         for id in 1..=5 {
             spool.add_message(&msg(id), &body(id, 200)).await.unwrap();
         }
@@ -380,7 +394,7 @@ async fn damage_in_an_older_segment_refuses_start_and_salvage_recovers() {
     }
     {
         // A second run, so the damaged segment is not the newest.
-        let (spool, _) = Spool::open(&spool_dir).unwrap();
+        let (spool, _) = open(&spool_dir);
         spool.add_message(&msg(6), &body(6, 200)).await.unwrap();
         spool.close();
     }
@@ -414,7 +428,7 @@ async fn damage_before_intact_records_of_the_newest_segment_refuses_start() {
         .bytes
         .len() as u64;
     {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (spool, _) = open(dir.path());
         for id in 1..=3 {
             spool.add_message(&msg(id), &body(id, 200)).await.unwrap();
         }
@@ -453,21 +467,21 @@ async fn only_a_mostly_dead_segment_is_relocated() {
     let mb = 1 << 20;
     let mut refs = Vec::new();
     {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (spool, _) = open(dir.path());
         for id in 1..=20 {
             refs.push(spool.add_message(&msg(id), &body(id, mb)).await.unwrap());
         }
         spool.close();
     }
     for run in 0..2 {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (spool, _) = open(dir.path());
         spool
             .add_message(&msg(100 + run), &body(100 + run, 10))
             .await
             .unwrap();
         spool.close();
     }
-    let (spool, rec) = Spool::open(dir.path()).unwrap();
+    let (spool, rec) = open(dir.path());
     assert!(spool.segment_count() >= 3);
     assert_eq!(spool.collect(), None, "20 MiB still live: left alone");
     for r in rec.iter().filter(|r| r.message.id <= 10) {
