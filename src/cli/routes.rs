@@ -198,6 +198,16 @@ pub fn check_store(config_path: &Path, config: &Config) -> anyhow::Result<Option
     if config.store.kind == crate::config::StoreKind::File {
         return Ok(None);
     }
+    // Whatever went wrong, the report never quotes the Redis password.
+    check_redis_store(config_path, config).map_err(|e| {
+        anyhow!(
+            "{}",
+            crate::store::redis::scrub(&format!("{e:#}"), &config.store.redis_url)
+        )
+    })
+}
+
+fn check_redis_store(config_path: &Path, config: &Config) -> anyhow::Result<Option<String>> {
     let store = StoreClient::open(config_path, config).map_err(|e| anyhow!("{e}"))?;
     block_on(async {
         let loaded = load(&store).await?;

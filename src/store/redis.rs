@@ -157,19 +157,40 @@ redis.call('PUBLISH', ARGV[2], tostring(v))
 return {1, v}
 "#;
 
+/// A URL's scheme (with `://`), its userinfo (before the last `@`) and the rest (from
+/// that `@`). The last `@` is taken, not the authority's end, because passwords are often
+/// written with `/`, `?`, `#` or `@` unencoded: those must be hidden too.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let scheme_end = url.find("://")? + 3;
+    let rest = &url[scheme_end..];
+    let at = rest.rfind('@')?;
+    Some((&url[..scheme_end], &rest[..at], &rest[at..]))
+}
+
 /// `redis://user:secret@host` → `redis://user:***@host` (for logs and errors).
 pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+    match split_userinfo(url) {
+        Some((scheme, userinfo, rest)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}{user}:***{rest}")
         }
-        None => url.to_string(),
+        _ => url.to_string(),
+    }
+}
+
+/// The password of a Redis URL (`redis://user:PASSWORD@host`), if it has one.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, userinfo, _) = split_userinfo(url)?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// `text` with every occurrence of `url`'s password replaced by `***`: for messages
+/// that may quote the URL (errors of the Redis client, for instance).
+pub fn scrub(text: &str, url: &str) -> String {
+    match url_password(url.trim()) {
+        Some(pw) => text.replace(pw, "***"),
+        None => text.to_string(),
     }
 }
 
@@ -301,7 +322,7 @@ pub struct Subscription {
 fn open_client(url: &str, tls: &TlsConfig) -> Result<Client, StoreError> {
     let bad = |e: redis::RedisError| StoreError::Url {
         url: redact(url),
-        message: e.to_string(),
+        message: scrub(&e.to_string(), url),
     };
     if url.starts_with("rediss://") && !tls.extra_ca_file.is_empty() {
         let pem = std::fs::read(&tls.extra_ca_file).map_err(|e| StoreError::Io {
@@ -404,8 +425,8 @@ impl RedisStore {
                     });
                 }
                 let client = builder.build().map_err(|e| StoreError::Url {
-                    url: store.redis_url.clone(),
-                    message: e.to_string(),
+                    url: redact(&store.redis_url),
+                    message: scrub(&e.to_string(), &store.redis_url),
                 })?;
                 let display = format!(
                     "cluster {}",
@@ -698,6 +719,29 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_removes_the_password_wherever_it_is_quoted() {
+        let url = "redis://app:s3cr%3At@127.0.0.1:6379/0";
+        assert_eq!(
+            scrub(
+                "cannot parse redis://app:s3cr%3At@127.0.0.1 (s3cr%3At)",
+                url
+            ),
+            "cannot parse redis://app:***@127.0.0.1 (***)"
+        );
+        assert_eq!(scrub("x", "redis://127.0.0.1/0"), "x");
+        assert_eq!(scrub("x :pw@", "redis://:pw@h/0"), "x :***@");
+        // Unencoded `/`, `?`, `#`, `@` in the password are hidden all the same.
+        for pw in ["s3c/ret", "s3c?ret", "s3c#ret", "s3c@ret"] {
+            let url = format!("redis://app:{pw}@127.0.0.1:1/0");
+            assert_eq!(redact(&url), "redis://app:***@127.0.0.1:1/0", "{pw}");
+            assert_eq!(
+                scrub(&format!("bad {url}"), &url),
+                "bad redis://app:***@127.0.0.1:1/0"
+            );
+        }
+    }
 
     #[test]
     fn redaction() {

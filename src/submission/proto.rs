@@ -216,9 +216,13 @@ fn no_arg(arg: &str, cmd: Command) -> Result<Command, ParseError> {
     }
 }
 
+/// `s` without an ASCII `prefix` (compared case-insensitively). Compares bytes, so a
+/// non-ASCII character where the prefix ends is a mismatch, never a slice off a char
+/// boundary.
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(&s[prefix.len()..])
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        s.get(prefix.len()..)
     } else {
         None
     }
@@ -373,6 +377,23 @@ fn parse_rcpt_params(s: &str) -> Result<RcptParams, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_after_the_verb_is_an_error_not_a_panic() {
+        for line in [
+            "MAIL FROMé:<a@b>",
+            "MAIL FRé:<a@b>",
+            "RCPT TOé:<a@b>",
+            "RCPT é",
+            "MAIL é",
+            "MAIL FROM:é",
+        ] {
+            let e = parse_command(line.as_bytes()).expect_err(line);
+            assert!(e.0.code >= 500, "{line}: {}", e.0.code);
+        }
+        assert_eq!(strip_prefix_ci("FROMé", "FROM:"), None);
+        assert_eq!(strip_prefix_ci("fRoM:<x>", "FROM:"), Some("<x>"));
+    }
 
     #[test]
     fn commands() {

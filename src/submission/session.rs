@@ -304,8 +304,10 @@ impl Session {
                     };
                     self.tls = Some(tls_label(tls.get_ref().1));
                     self.tls_exporter = tls_exporter(tls.get_ref().1);
-                    // The session starts over after TLS (RFC 3207 §4.2).
+                    // RFC 3207 §4.2: the server MUST discard any knowledge obtained from
+                    // the client before TLS, the EHLO and a completed AUTH included.
                     self.phase = Phase::Fresh;
+                    self.account = None;
                     reader = BufReader::with_capacity(16 * 1024, Conn::Tls(Box::new(tls)));
                 }
             }

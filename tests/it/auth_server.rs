@@ -208,3 +208,31 @@ async fn verifiers_from_account_hash_authenticate() -> Result<()> {
     c.expect(&format!("AUTH PLAIN {good}"), 235).await?;
     Ok(())
 }
+
+/// RFC 3207 §4.2: STARTTLS wipes what the client said before it, a completed AUTH
+/// included. An AUTH made in plaintext does not carry over into the TLS session.
+#[tokio::test]
+async fn auth_before_starttls_does_not_carry_over() -> Result<()> {
+    let pki = Pki::new()?;
+    let sink = Sink::start().await?;
+    let gw = gateway_with_account(&sink, &pki, pki.dir.path()).await?;
+    let mut c = SmtpClient::connect(gw.submission_addr()).await?;
+    c.ehlo("app.test").await?;
+    use base64::Engine;
+    let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0app\0{PASSWORD}"));
+    c.expect(&format!("AUTH PLAIN {ir}"), 235).await?;
+    c.starttls(pki.client_config()?).await?;
+    c.ehlo("app.test").await?;
+    c.expect("MAIL FROM:<a@src.test>", 250).await?;
+    let rcpt = c.cmd("RCPT TO:<x@dst.test>").await?;
+    ensure!(
+        rcpt.code == 550 && rcpt.text().contains("5.7.1"),
+        "relay after STARTTLS without a new AUTH: {rcpt:?}"
+    );
+    // A new AUTH inside TLS works.
+    c.expect("RSET", 250).await?;
+    c.expect(&format!("AUTH PLAIN {ir}"), 235).await?;
+    c.expect("MAIL FROM:<a@src.test>", 250).await?;
+    c.expect("RCPT TO:<x@dst.test>", 250).await?;
+    Ok(())
+}

@@ -146,3 +146,41 @@ async fn every_shipped_config_is_valid() -> Result<()> {
     );
     Ok(())
 }
+
+/// A Redis password never shows in check-config's output, however the URL is written
+/// (unencoded `/`, `?`, `#`, `@` in the password included) and whatever fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_password_is_never_printed() -> Result<()> {
+    let dir = temp_dir("relaygate-cfg-")?;
+    let path = dir.path().join("redis.toml");
+    for pw in [
+        "Pw0rdXyz",
+        "Pw0/rdXyz",
+        "Pw0?rdXyz",
+        "Pw0#rdXyz",
+        "Pw0@rdXyz",
+    ] {
+        for url in [
+            format!("redis://app:{pw}@127.0.0.1:1/0"),
+            format!("rediss://:{pw}@127.0.0.1:1/0"),
+            format!("redis-cluster://app:{pw}@127.0.0.1:1,127.0.0.1:2/"),
+            format!("redis://app:{pw}@bad host/0"),
+        ] {
+            let text = format!("[store]\nkind = \"redis\"\nredis_url = \"{url}\"\n");
+            std::fs::write(&path, text)?;
+            let out = check(&path, dir.path()).await?;
+            ensure!(
+                out.code == Some(1),
+                "{url}: an unreachable store passed: {out}"
+            );
+            ensure!(
+                !out.stdout.contains(pw)
+                    && !out.stderr.contains(pw)
+                    && !out.stderr.contains("rdXyz"),
+                "{url}: the password was printed: {out}"
+            );
+            ensure!(out.stderr.contains("***"), "{url}: {out}");
+        }
+    }
+    Ok(())
+}

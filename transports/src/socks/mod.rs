@@ -59,9 +59,9 @@ async fn tunnel(
     s.write_all(&proto::greeting(creds.is_some())).await?;
     let mut two = [0u8; 2];
     s.read_exact(&mut two).await?;
-    let method = proto::parse_method(two).map_err(|e| err(proxy, target, e))?;
+    let method = proto::parse_method(two, creds.is_some()).map_err(|e| err(proxy, target, e))?;
     match (method, creds) {
-        (proto::METHOD_NONE, _) => {}
+        (proto::METHOD_NONE, None) => {}
         (proto::METHOD_USERPASS, Some((user, pass))) => {
             let req = proto::userpass(user, pass.expose()).map_err(|e| err(proxy, target, e))?;
             s.write_all(&req).await?;

@@ -23,14 +23,29 @@ pub fn greeting(with_credentials: bool) -> Vec<u8> {
     }
 }
 
-/// The method the proxy chose (2 bytes).
-pub fn parse_method(reply: [u8; 2]) -> Result<u8, String> {
+/// The method the proxy chose (2 bytes), given what [`greeting`] offered. RFC 1928 §3:
+/// the server selects from the methods the client offered; a proxy that picks another
+/// (say "no authentication" when we offered only username/password) is refused.
+pub fn parse_method(reply: [u8; 2], with_credentials: bool) -> Result<u8, String> {
     if reply[0] != VERSION {
         return Err(format!("not a SOCKS5 proxy (version byte {})", reply[0]));
     }
+    let offered = if with_credentials {
+        METHOD_USERPASS
+    } else {
+        METHOD_NONE
+    };
     match reply[1] {
         METHOD_REFUSED => Err("proxy accepts none of our authentication methods".into()),
-        m => Ok(m),
+        m if m == offered => Ok(m),
+        m => Err(format!(
+            "proxy chose method {m:#04x}, which we did not offer (we offered {offered:#04x}{})",
+            if with_credentials {
+                ", username/password only"
+            } else {
+                ", no authentication"
+            }
+        )),
     }
 }
 
@@ -134,9 +149,15 @@ mod tests {
 
     #[test]
     fn replies() {
-        assert_eq!(parse_method([5, 0]), Ok(0));
-        assert!(parse_method([5, 0xff]).is_err());
-        assert!(parse_method([4, 0]).is_err());
+        assert_eq!(parse_method([5, 0], false), Ok(0));
+        assert_eq!(parse_method([5, 2], true), Ok(2));
+        assert!(parse_method([5, 0xff], false).is_err());
+        assert!(parse_method([4, 0], false).is_err());
+        // A proxy may not skip the authentication we asked for, nor ask for one we did
+        // not offer.
+        let e = parse_method([5, 0], true).unwrap_err();
+        assert!(e.contains("did not offer"), "{e}");
+        assert!(parse_method([5, 2], false).is_err());
         assert!(parse_userpass_reply([1, 1]).is_err());
         assert_eq!(parse_connect_head([5, 0, 0, 1]), Ok(6));
         let refused = parse_connect_head([5, 5, 0, 1]).unwrap_err();
