@@ -29,6 +29,7 @@ use crate::queue::{Queue, QueueSettings};
 use crate::snapshot::{self, SnapshotCell};
 use crate::spool::Spool;
 use crate::store::StoreStatus;
+use crate::submission::limits::SessionLimits;
 use crate::submission::server::parse_networks;
 use crate::submission::{SubmissionServer, SubmissionSettings};
 
@@ -196,12 +197,19 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             hostname: config.hostname.clone(),
             max_message_size: config.submission.max_message_size.0,
             max_recipients: config.submission.max_recipients,
-            max_connections: config.submission.max_connections,
+
             trusted_networks: parse_networks(&config.submission.trusted_networks)
                 .map_err(|e| anyhow!(e))?,
             tls: tls_server,
-            command_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(180),
+            limits: SessionLimits {
+                command_timeout: config.submission.command_timeout.0,
+                data_timeout: config.submission.data_timeout.0,
+                session_timeout: config.submission.session_timeout.0,
+                max_junk_commands: config.submission.max_junk_commands,
+                max_errors: config.submission.max_errors,
+                max_connections: config.submission.max_connections,
+                max_connections_per_ip: config.submission.max_connections_per_ip,
+            },
             snapshot: snap.clone(),
             sasl: Arc::new(sasl_settings(&config.hostname, &data_dir)?),
             auth_throttle: Default::default(),

@@ -203,6 +203,25 @@ pub struct SubmissionConfig {
     /// Most recipients in one transaction.
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
+    /// Most simultaneous connections from one client address outside
+    /// `trusted_networks`; further ones get 421.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Idle time waiting for a command line (also: for a client to read our replies).
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: HumanDuration,
+    /// The whole DATA phase.
+    #[serde(default = "default_data_timeout")]
+    pub data_timeout: HumanDuration,
+    /// The whole connection.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout: HumanDuration,
+    /// NOOP, RSET, VRFY, HELP and refused RCPT commands tolerated before 421.
+    #[serde(default = "default_max_junk_commands")]
+    pub max_junk_commands: u32,
+    /// Syntax and protocol errors tolerated before 421.
+    #[serde(default = "default_max_errors")]
+    pub max_errors: u32,
 }
 
 impl Default for SubmissionConfig {
@@ -216,6 +235,12 @@ impl Default for SubmissionConfig {
             max_message_size: default_max_message_size(),
             max_connections: default_max_connections(),
             max_recipients: default_max_recipients(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            command_timeout: default_command_timeout(),
+            data_timeout: default_data_timeout(),
+            session_timeout: default_session_timeout(),
+            max_junk_commands: default_max_junk_commands(),
+            max_errors: default_max_errors(),
         }
     }
 }
@@ -234,6 +259,24 @@ fn default_max_connections() -> usize {
 }
 fn default_max_recipients() -> usize {
     1000
+}
+fn default_max_connections_per_ip() -> usize {
+    50
+}
+fn default_command_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+fn default_data_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_session_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1800))
+}
+fn default_max_junk_commands() -> u32 {
+    100
+}
+fn default_max_errors() -> u32 {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -87,6 +87,31 @@ impl Config {
                 ),
             );
         }
+        for (key, zero) in [
+            ("max_connections", self.submission.max_connections == 0),
+            (
+                "max_connections_per_ip",
+                self.submission.max_connections_per_ip == 0,
+            ),
+            ("max_errors", self.submission.max_errors == 0),
+            (
+                "command_timeout",
+                self.submission.command_timeout.0.is_zero(),
+            ),
+            ("data_timeout", self.submission.data_timeout.0.is_zero()),
+            (
+                "session_timeout",
+                self.submission.session_timeout.0.is_zero(),
+            ),
+        ] {
+            if zero {
+                err(
+                    find_line(key),
+                    &format!("submission.{key}"),
+                    "must be greater than zero".into(),
+                );
+            }
+        }
         if self.queue.max_attempts == 0 {
             err(
                 find_line("max_attempts"),

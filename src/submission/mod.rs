@@ -2,11 +2,13 @@
 //!
 //! `proto` parses commands and builds replies, `data` receives the message content; both
 //! are pure. `auth` holds what SMTP AUTH needs around the SASL mechanisms. `session` drives one connection (state machine over a socket), `server` owns
-//! the listeners, the connection limit and graceful shutdown, `tls` loads the server
-//! certificate.
+//! the listeners and graceful shutdown, `limits` what one client may take (connections,
+//! time, junk, errors, memory), `tls` loads the server certificate.
 
 pub mod auth;
+mod conn_io;
 pub mod data;
+pub mod limits;
 pub mod proto;
 pub mod server;
 pub mod session;

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use relaygate_transports::sasl::ServerSettings;
 
 use super::auth::AuthThrottle;
+use super::limits::{self, Connections, SessionLimits};
 use super::session::{Conn, Session};
 use crate::queue::Queue;
 use crate::snapshot::SnapshotCell;
@@ -24,13 +25,10 @@ pub struct SubmissionSettings {
     pub hostname: String,
     pub max_message_size: u64,
     pub max_recipients: usize,
-    pub max_connections: usize,
     pub trusted_networks: Vec<IpNet>,
     pub tls: Option<Arc<ServerConfig>>,
-    /// Wait for a command (RFC 5321 §4.5.3.2.7: at least 5 minutes).
-    pub command_timeout: Duration,
-    /// Wait for the next block of DATA.
-    pub data_timeout: Duration,
+    /// Connections, time, junk and errors per client (`limits.rs`).
+    pub limits: SessionLimits,
     /// Routes, transports and accounts in force (accounts are looked up at AUTH).
     pub snapshot: SnapshotCell,
     /// SASL server settings (host name, decoy secret for unknown users).
@@ -63,16 +61,22 @@ pub fn parse_networks(list: &[String]) -> Result<Vec<IpNet>, String> {
 pub struct SubmissionServer {
     settings: Arc<SubmissionSettings>,
     queue: Arc<Queue>,
+    /// Held by every session, for the drain at shutdown.
     sessions: Arc<Semaphore>,
+    connections: Arc<Connections>,
 }
 
 impl SubmissionServer {
     pub fn new(settings: SubmissionSettings, queue: Arc<Queue>) -> SubmissionServer {
-        let sessions = Arc::new(Semaphore::new(settings.max_connections));
+        let sessions = Arc::new(Semaphore::new(settings.limits.max_connections));
+        for limit in limits::LIMIT_LABELS {
+            metrics::counter!("relaygate_submission_limits_total", "limit" => limit).absolute(0);
+        }
         SubmissionServer {
             settings: Arc::new(settings),
             queue,
             sessions,
+            connections: Arc::default(),
         }
     }
 
@@ -104,6 +108,7 @@ impl SubmissionServer {
                     Arc::clone(&self.settings),
                     Arc::clone(&self.queue),
                     Arc::clone(&self.sessions),
+                    Arc::clone(&self.connections),
                     shutdown.clone(),
                 ));
             }
@@ -116,7 +121,7 @@ impl SubmissionServer {
         tokio::time::timeout(
             limit,
             self.sessions
-                .acquire_many(self.settings.max_connections as u32),
+                .acquire_many(self.settings.limits.max_connections as u32),
         )
         .await
         .is_ok()
@@ -129,6 +134,7 @@ async fn accept_loop(
     settings: Arc<SubmissionSettings>,
     queue: Arc<Queue>,
     sessions: Arc<Semaphore>,
+    connections: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -146,27 +152,44 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
-            metrics::counter!("relaygate_submissions_refused_total", "reason" => "connections")
-                .increment(1);
-            tokio::spawn(async move {
-                let _ = tcp
-                    .write_all(b"421 4.3.2 too many connections, try again later\r\n")
-                    .await;
+        let trusted = settings.is_trusted(peer.ip());
+        let admitted = connections
+            .admit(peer.ip(), trusted, &settings.limits)
+            .and_then(|slot| {
+                Arc::clone(&sessions)
+                    .try_acquire_owned()
+                    .map(|permit| (slot, permit))
+                    .map_err(|_| "connections")
             });
-            continue;
+        let (slot, permit) = match admitted {
+            Ok(x) => x,
+            Err(limit) => {
+                limits::hit(limit);
+                metrics::counter!("relaygate_submissions_refused_total", "reason" => "connections")
+                    .increment(1);
+                let text: &[u8] = if limit == "connections_per_ip" {
+                    b"421 4.7.0 too many connections from your address, try again later\r\n"
+                } else {
+                    b"421 4.3.2 too many connections, try again later\r\n"
+                };
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(text)).await;
+                });
+                continue;
+            }
         };
         let settings = Arc::clone(&settings);
         let queue = Arc::clone(&queue);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let conn = if implicit_tls {
                 let Some(cfg) = settings.tls.clone() else {
                     return;
                 };
                 match tokio::time::timeout(
-                    settings.command_timeout,
+                    settings.limits.command_timeout,
                     tokio_rustls::TlsAcceptor::from(cfg).accept(tcp),
                 )
                 .await
@@ -203,11 +226,9 @@ mod tests {
             hostname: "h".into(),
             max_message_size: 1,
             max_recipients: 1,
-            max_connections: 1,
             trusted_networks: parse_networks(&["127.0.0.0/8".into(), "::1".into()]).unwrap(),
             tls: None,
-            command_timeout: Duration::from_secs(1),
-            data_timeout: Duration::from_secs(1),
+            limits: SessionLimits::default(),
         };
         assert!(s.is_trusted("127.0.0.5".parse().unwrap()));
         assert!(s.is_trusted("::1".parse().unwrap()));

@@ -18,15 +18,14 @@ use relaygate_transports::sasl::{
 };
 
 use super::auth;
+use super::conn_io::{read_line, tls_exporter, tls_label, Line};
 use super::data::{DataReceiver, Feed};
+use super::limits::{self, SessionCounters, OUT_FLUSH_BYTES, READ_BUFFER};
 use super::proto::{self, Body, Command, MailParams, RcptParams, Reply};
 use super::server::SubmissionSettings;
 use crate::message::{field_value, header_section, prepare, TraceInfo};
 use crate::model::{format_id, now_ms};
 use crate::queue::{NewMessage, Queue};
-
-/// Bad commands tolerated before the connection is closed.
-const MAX_ERRORS: u32 = 25;
 
 /// The socket, plain or after TLS.
 pub enum Conn {
@@ -108,12 +107,6 @@ enum Next {
     Close,
 }
 
-enum Line {
-    Ok,
-    TooLong,
-    Eof,
-}
-
 pub struct Session {
     settings: Arc<SubmissionSettings>,
     queue: Arc<Queue>,
@@ -124,50 +117,9 @@ pub struct Session {
     tls_exporter: Option<Vec<u8>>,
     account: Option<String>,
     phase: Phase,
+    /// Replies not yet written (bounded: see `limits.rs`).
     out: Vec<u8>,
-    errors: u32,
-}
-
-async fn read_line(
-    reader: &mut BufReader<Conn>,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<Line> {
-    buf.clear();
-    let mut too_long = false;
-    loop {
-        let avail = reader.fill_buf().await?;
-        if avail.is_empty() {
-            return Ok(Line::Eof);
-        }
-        match avail.iter().position(|&b| b == b'\n') {
-            Some(pos) => {
-                if !too_long {
-                    buf.extend_from_slice(&avail[..pos]);
-                }
-                reader.consume(pos + 1);
-                break;
-            }
-            None => {
-                let n = avail.len();
-                if !too_long {
-                    buf.extend_from_slice(avail);
-                }
-                reader.consume(n);
-            }
-        }
-        if buf.len() > max {
-            too_long = true;
-            buf.clear();
-        }
-    }
-    if too_long || buf.len() > max {
-        return Ok(Line::TooLong);
-    }
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    Ok(Line::Ok)
+    counters: SessionCounters,
 }
 
 impl Session {
@@ -183,7 +135,7 @@ impl Session {
             account: None,
             phase: Phase::Fresh,
             out: Vec::with_capacity(1024),
-            errors: 0,
+            counters: SessionCounters::new(),
         }
     }
 
@@ -191,13 +143,59 @@ impl Session {
         self.out.extend_from_slice(r.to_wire().as_bytes());
     }
 
+    /// Writes the pending replies. A client that does not read them within
+    /// `command_timeout` is dropped: its replies must not pile up in our memory.
     async fn flush(&mut self, reader: &mut BufReader<Conn>) -> io::Result<()> {
-        if !self.out.is_empty() {
-            reader.get_mut().write_all(&self.out).await?;
-            reader.get_mut().flush().await?;
-            self.out.clear();
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let conn = reader.get_mut();
+        let write = async {
+            conn.write_all(&self.out).await?;
+            conn.flush().await
+        };
+        match tokio::time::timeout(self.settings.limits.command_timeout, write).await {
+            Ok(r) => r?,
+            Err(_) => {
+                limits::hit("write_timeout");
+                tracing::info!(peer = %self.peer, pending = self.out.len(), "submission: client does not read its replies; closing");
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        self.out.clear();
+        if self.out.capacity() > 4 * OUT_FLUSH_BYTES {
+            self.out.shrink_to(OUT_FLUSH_BYTES);
         }
         Ok(())
+    }
+
+    /// Closes after a limit's reply.
+    async fn close_with(&mut self, reader: &mut BufReader<Conn>, reply: Reply) {
+        self.reply(reply);
+        let _ = self.flush(reader).await;
+        let _ = reader.get_mut().shutdown().await;
+    }
+
+    /// A syntax or protocol error: at the limit, 421.
+    fn error(&mut self) -> Next {
+        match self.counters.error(&self.settings.limits) {
+            Some(r) => {
+                self.reply(r);
+                Next::Close
+            }
+            None => Next::Continue,
+        }
+    }
+
+    /// A junk command (NOOP, RSET, VRFY, HELP, refused RCPT): past the limit, 421.
+    fn junk(&mut self) -> Next {
+        match self.counters.junk(&self.settings.limits) {
+            Some(r) => {
+                self.reply(r);
+                Next::Close
+            }
+            None => Next::Continue,
+        }
     }
 
     /// Runs the session to its end. `conn` may already be TLS (implicit TLS listener).
@@ -206,7 +204,7 @@ impl Session {
             self.tls = Some(tls_label(t.get_ref().1));
             self.tls_exporter = tls_exporter(t.get_ref().1);
         }
-        let mut reader = BufReader::with_capacity(16 * 1024, conn);
+        let mut reader = BufReader::with_capacity(READ_BUFFER, conn);
         let greeting = Reply::plain(
             220,
             format!("{} ESMTP relaygate ready", self.settings.hostname),
@@ -217,11 +215,19 @@ impl Session {
         }
         let mut line = Vec::with_capacity(512);
         loop {
-            if reader.buffer().is_empty() && self.flush(&mut reader).await.is_err() {
+            if limits::must_flush(reader.buffer(), self.out.len())
+                && self.flush(&mut reader).await.is_err()
+            {
                 return;
             }
+            let Some((wait, which)) = self.counters.command_wait(&self.settings.limits) else {
+                limits::hit("session_timeout");
+                let r = Reply::new(421, "4.4.2", "session time limit reached, closing");
+                self.close_with(&mut reader, r).await;
+                return;
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(self.settings.command_timeout, read_line(&mut reader, &mut line, proto::MAX_COMMAND_LINE)) => r,
+                r = tokio::time::timeout(wait, read_line(&mut reader, &mut line, proto::MAX_COMMAND_LINE)) => r,
                 _ = shutdown.changed() => {
                     self.reply(Reply::new(421, "4.3.2", "service shutting down, try again later"));
                     let _ = self.flush(&mut reader).await;
@@ -230,30 +236,24 @@ impl Session {
             };
             let next = match read {
                 Err(_) => {
-                    self.reply(Reply::new(421, "4.4.2", "timeout waiting for a command"));
-                    let _ = self.flush(&mut reader).await;
+                    limits::hit(which);
+                    let r = Reply::new(421, "4.4.2", "timeout waiting for a command");
+                    self.close_with(&mut reader, r).await;
                     return;
                 }
                 Ok(Err(_)) | Ok(Ok(Line::Eof)) => return,
                 Ok(Ok(Line::TooLong)) => {
-                    self.errors += 1;
                     self.reply(Reply::new(500, "5.5.6", "command line too long"));
-                    Next::Continue
+                    self.error()
                 }
                 Ok(Ok(Line::Ok)) => match proto::parse_command(&line) {
                     Ok(cmd) => self.handle(cmd),
                     Err(proto::ParseError(r)) => {
-                        self.errors += 1;
                         self.reply(r);
-                        Next::Continue
+                        self.error()
                     }
                 },
             };
-            if self.errors >= MAX_ERRORS {
-                self.reply(Reply::new(421, "4.7.0", "too many errors, closing"));
-                let _ = self.flush(&mut reader).await;
-                return;
-            }
             match next {
                 Next::Continue => {}
                 Next::Close => {
@@ -290,7 +290,7 @@ impl Session {
                         return;
                     };
                     let accepted = tokio::time::timeout(
-                        self.settings.command_timeout,
+                        self.settings.limits.command_timeout,
                         tokio_rustls::TlsAcceptor::from(acceptor).accept(tcp),
                     )
                     .await;
@@ -429,7 +429,7 @@ impl Session {
                         .extend_from_slice(format!("334 {}\r\n", auth::encode(&bytes)).as_bytes());
                     self.flush(reader).await?;
                     let read = tokio::time::timeout(
-                        self.settings.command_timeout,
+                        self.settings.limits.command_timeout,
                         read_line(reader, &mut line, 12 * 1024),
                     )
                     .await;
@@ -491,15 +491,36 @@ impl Session {
                 self.reply(r);
             }
             Command::Mail { from, params } => return self.mail(from, params),
-            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Rcpt { to, params } => {
+                if self.rcpt(to, params) >= 500 {
+                    return self.junk();
+                }
+            }
             Command::Data => return self.data_command(),
             Command::Rset => {
                 if let Some(h) = self.helo() {
                     self.phase = Phase::Ready(h);
                 }
+                if let Next::Close = self.junk() {
+                    return Next::Close;
+                }
                 self.reply(Reply::new(250, "2.0.0", "OK"));
             }
-            Command::Noop => self.reply(Reply::new(250, "2.0.0", "OK")),
+            Command::Noop | Command::Vrfy | Command::Help => {
+                if let Next::Close = self.junk() {
+                    return Next::Close;
+                }
+                let r = match cmd {
+                    Command::Noop => Reply::new(250, "2.0.0", "OK"),
+                    Command::Vrfy => Reply::new(
+                        252,
+                        "2.5.0",
+                        "cannot verify, but will accept the message and attempt delivery",
+                    ),
+                    _ => Reply::new(214, "2.0.0", "see RFC 5321"),
+                };
+                self.reply(r);
+            }
             Command::Quit => {
                 let r = Reply::new(
                     221,
@@ -509,13 +530,7 @@ impl Session {
                 self.reply(r);
                 return Next::Close;
             }
-            Command::Vrfy => self.reply(Reply::new(
-                252,
-                "2.5.0",
-                "cannot verify, but will accept the message and attempt delivery",
-            )),
             Command::Expn => self.reply(Reply::new(502, "5.5.1", "EXPN not available")),
-            Command::Help => self.reply(Reply::new(214, "2.0.0", "see RFC 5321")),
             Command::StartTls => {
                 if self.settings.tls.is_none() {
                     self.reply(Reply::new(502, "5.5.1", "STARTTLS not available"));
@@ -585,7 +600,8 @@ impl Session {
         Next::Continue
     }
 
-    fn rcpt(&mut self, to: String, params: RcptParams) {
+    /// Answers RCPT; returns the reply code.
+    fn rcpt(&mut self, to: String, params: RcptParams) -> u16 {
         let trusted = self.trusted || self.account.is_some();
         let max = self.settings.max_recipients;
         let reply = match &mut self.phase {
@@ -609,7 +625,9 @@ impl Session {
             }
             Phase::Fresh | Phase::Ready(_) => Reply::new(503, "5.5.1", "send MAIL first"),
         };
+        let code = reply.code;
         self.reply(reply);
+        code
     }
 
     fn data_command(&mut self) -> Next {
@@ -633,16 +651,18 @@ impl Session {
     /// session (connection lost or timed out).
     async fn receive_data(&mut self, reader: &mut BufReader<Conn>) -> io::Result<bool> {
         let mut rx = DataReceiver::new(self.settings.max_message_size as usize);
+        // One deadline for the whole DATA phase (and never past the session's end).
+        let (deadline, which) = self.counters.data_deadline(&self.settings.limits);
         loop {
-            let avail =
-                match tokio::time::timeout(self.settings.data_timeout, reader.fill_buf()).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        self.reply(Reply::new(421, "4.4.2", "timeout receiving data"));
-                        let _ = self.flush(reader).await;
-                        return Ok(false);
-                    }
-                };
+            let avail = match tokio::time::timeout_at(deadline.into(), reader.fill_buf()).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    limits::hit(which);
+                    let r = Reply::new(421, "4.4.2", "time limit for the message reached");
+                    self.close_with(reader, r).await;
+                    return Ok(false);
+                }
+            };
             if avail.is_empty() {
                 return Ok(false);
             }
@@ -677,6 +697,9 @@ impl Session {
         let reply = self
             .enqueue(&helo, tx, received.body, received.eight_bit)
             .await;
+        if reply.code == 250 {
+            self.counters.accepted();
+        }
         self.reply(reply);
         Ok(true)
     }
@@ -759,25 +782,4 @@ impl Session {
             }
         }
     }
-}
-
-/// The RFC 9266 tls-exporter value, for TLS 1.3 sessions only.
-fn tls_exporter(conn: &rustls::ServerConnection) -> Option<Vec<u8>> {
-    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        return None;
-    }
-    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
-        .ok()
-}
-
-fn tls_label(conn: &rustls::ServerConnection) -> String {
-    let version = conn
-        .protocol_version()
-        .and_then(|v| v.as_str())
-        .unwrap_or("TLS");
-    let suite = conn
-        .negotiated_cipher_suite()
-        .and_then(|s| s.suite().as_str())
-        .unwrap_or("unknown");
-    format!("{version} {suite}")
 }

@@ -18,6 +18,7 @@ mod dnscheck;
 mod durability;
 mod fleet_cache;
 mod harness;
+mod hostile;
 mod mtasts;
 mod operations;
 mod redis;

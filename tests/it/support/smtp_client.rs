@@ -83,6 +83,25 @@ impl SmtpClient {
         Ok(SmtpClient { conn, greeting })
     }
 
+    /// Connects from the local address `source` (e.g. 127.0.0.2, another client on
+    /// loopback) and reads the greeting.
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Result<SmtpClient> {
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = tokio::time::timeout(REPLY_TIMEOUT, socket.connect(addr))
+            .await
+            .context("connect timed out")?
+            .with_context(|| format!("connecting to {addr} from {source}"))?;
+        let mut conn: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream));
+        let greeting = read_reply(&mut conn)
+            .await
+            .context("reading the greeting")?;
+        Ok(SmtpClient { conn, greeting })
+    }
+
     /// Writes `bytes` as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let w = self.conn.get_mut();
