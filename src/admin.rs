@@ -1,12 +1,20 @@
 //! The admin HTTP listener: `/healthz`, `/metrics` (Prometheus text) and the queue API
 //! under `/api/queue`. Loopback by default; any other address needs a bearer token,
 //! compared in constant time.
+//!
+//! A browser on the same machine must not be able to use it: requests whose `Host`
+//! names anything but the listen address, `localhost` or `admin.allowed_hosts` are
+//! refused (DNS rebinding), and a state-changing request needs a JSON body or the token
+//! (a cross-site form post can send neither). The listener holds at most
+//! [`MAX_CONNECTIONS`] connections, each must send its request headers within
+//! [`HEADER_READ_TIMEOUT`], and none lives longer than [`CONNECTION_LIFETIME`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +39,80 @@ pub struct AdminState {
     pub snapshot: SnapshotCell,
     /// Route store state ("ok", or "degraded" while Redis is unreachable).
     pub store: crate::store::StoreStatus,
+    /// `admin.allowed_hosts`, lowercase (the listen address and `localhost` are added at
+    /// start).
+    pub allowed_hosts: Arc<Vec<String>>,
+}
+
+/// Connections the admin listener holds at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a connection has to send its request headers (also while idle between requests).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The host part of a `Host` header value, lowercase: `[::1]:9025` → `::1`,
+/// `LocalHost:9025` → `localhost`.
+fn host_name(value: &str) -> String {
+    let v = value.trim();
+    let host = if let Some(rest) = v.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if v.matches(':').count() > 1 {
+        // A bare IPv6 address (our own listen address), no port.
+        v
+    } else {
+        v.rsplit_once(':').map_or(v, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                v
+            }
+        })
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn has_valid_token(state: &AdminState, req: &Request) -> bool {
+    let Some(token) = &state.token else {
+        return false;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Refuses requests for other hosts, and state changes without JSON or the token.
+async fn guard(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Some(host) = req.headers().get(header::HOST) {
+        let name = host.to_str().map(host_name).unwrap_or_default();
+        if !state.allowed_hosts.contains(&name) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this admin API does not serve that host name (add it to admin.allowed_hosts)\n",
+            )
+                .into_response();
+        }
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) && !has_valid_token(&state, &req) {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "state-changing requests need a JSON body (Content-Type: application/json)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Constant-time comparison of two byte strings (length is not secret).
@@ -42,16 +124,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
-        }
+    if state.token.is_some() && !has_valid_token(&state, &req) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
     }
     next.run(req).await
 }
@@ -73,13 +147,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/requiretls", post(one_requiretls))
         .route("/api/queue/{id}/transport", post(one_transport))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
 /// Binds the admin listener and serves until shutdown.
 pub async fn start(
     addr: &str,
-    state: AdminState,
+    mut state: AdminState,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr)
@@ -89,13 +164,39 @@ pub async fn start(
         .local_addr()
         .map_err(|e| format!("admin listener {addr}: {e}"))?;
     tracing::info!(listen = %local, "admin: listening");
+    let mut hosts: Vec<String> = state.allowed_hosts.iter().map(|h| host_name(h)).collect();
+    hosts.push(host_name(&local.ip().to_string()));
+    hosts.push("localhost".into());
+    state.allowed_hosts = Arc::new(hosts);
     let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "admin listener stopped");
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.changed() => return,
+            };
+            let stream = match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::debug!("admin: connection limit reached; closing a new connection");
+                continue;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            });
         }
     });
     Ok(local)
@@ -549,5 +650,20 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn host_names() {
+        for (value, want) in [
+            ("127.0.0.1:9025", "127.0.0.1"),
+            ("[::1]:9025", "::1"),
+            ("[::1]", "::1"),
+            ("LocalHost:9025", "localhost"),
+            ("relay.internal.", "relay.internal"),
+            ("evil.test:80", "evil.test"),
+            ("::1", "::1"),
+        ] {
+            assert_eq!(host_name(value), want, "{value}");
+        }
     }
 }

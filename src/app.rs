@@ -234,6 +234,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             token: admin_token,
             snapshot: snap.clone(),
             store: store_status.clone(),
+            allowed_hosts: Arc::new(config.admin.allowed_hosts.clone()),
         };
         Some(
             admin::start(&config.admin.listen, state, shutdown_rx.clone())

@@ -288,6 +288,10 @@ pub struct AdminConfig {
     /// File holding the bearer token; required when `listen` is not loopback.
     #[serde(default)]
     pub token_file: String,
+    /// Host header names served besides the listen address and `localhost` (requests
+    /// naming any other host are refused: DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -295,6 +299,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: default_admin_listen(),
             token_file: String::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

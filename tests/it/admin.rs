@@ -100,3 +100,104 @@ async fn queue_list_shows_the_remote_reply() -> Result<()> {
     ensure!(rcpt["next_attempt"].is_string(), "{v}");
     Ok(())
 }
+
+/// One raw HTTP/1.1 request with the given `Host` and extra header lines; the status.
+async fn raw_status(addr: std::net::SocketAddr, head: &str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(head.as_bytes()).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        Ok::<_, anyhow::Error>(crate::support::gateway::parse_http(&raw)?.status)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), fut).await?
+}
+
+/// DNS rebinding: a page on another name that resolves to 127.0.0.1 reaches the listener
+/// with its own Host header; that is refused. The listen address, localhost and
+/// `admin.allowed_hosts` are served.
+#[tokio::test]
+async fn admin_serves_only_its_own_host_names() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    let addr = gw.admin_addr();
+    let get =
+        |host: &str| format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let port = addr.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".into(),
+    ] {
+        let st = raw_status(addr, &get(&host)).await?;
+        ensure!(st == 200, "Host {host}: {st}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "attacker.test".into(),
+        format!("127.0.0.1.evil.test:{port}"),
+    ] {
+        let st = raw_status(addr, &get(&host)).await?;
+        ensure!(st == 421, "Host {host} must be refused, got {st}");
+    }
+    Ok(())
+}
+
+/// A cross-site form post (no JSON content type) cannot change the queue; the CLI's
+/// JSON requests can.
+#[tokio::test]
+async fn admin_state_changes_need_json() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    let addr = gw.admin_addr();
+    let post = |ctype: &str, body: &str| {
+        format!(
+            "POST /api/queue/retry HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for ctype in [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+    ] {
+        let st = raw_status(addr, &post(ctype, "{\"all\":true}")).await?;
+        ensure!(st == 415, "{ctype}: {st}");
+    }
+    let st = raw_status(addr, &post("application/json", "{\"all\":true}")).await?;
+    ensure!(st == 200, "JSON: {st}");
+    let out = gw.run_cli(&["queue", "retry", "--all"]).await?;
+    ensure!(out.code == Some(0), "CLI: {out}");
+    Ok(())
+}
+
+/// Idle connections do not pile up: each must send its headers within a few seconds,
+/// and the listener stays usable.
+#[tokio::test]
+async fn admin_drops_idle_connections() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(gw.admin_addr()).await?);
+    }
+    // Every one of them is closed by the gateway (EOF or reset), well within 20 s.
+    let all_closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        for s in &mut idle {
+            let mut b = [0u8; 64];
+            loop {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    })
+    .await;
+    ensure!(all_closed.is_ok(), "idle admin connections were kept open");
+    let health = gw.http_get("/healthz").await?;
+    ensure!(health.status == 200, "healthz after: {}", health.status);
+    Ok(())
+}
