@@ -2,7 +2,8 @@
 //! (SCRAM-SHA-256 and SCRAM-SHA-1 verifiers, the CRAM-MD5 HMAC state; never a plaintext
 //! password), built from the config (a password file or environment variable, turned
 //! into verifiers at load, or verifiers given directly) or, with the Redis store, from
-//! [`AccountRecord`] JSON.
+//! [`AccountRecord`] JSON. Each account may also be limited to the envelope senders it
+//! may use ([`SenderPolicy`]: `allowed_senders`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +31,9 @@ pub struct AccountRecord {
     /// `CRAM-MD5$<inner>:<outer>`: the HMAC-MD5 intermediate states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cram_md5: Option<String>,
+    /// MAIL FROM addresses this account may use (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_senders: Vec<String>,
 }
 
 impl std::fmt::Debug for AccountRecord {
@@ -38,6 +42,7 @@ impl std::fmt::Debug for AccountRecord {
             .field("scram_sha256", &self.scram_sha256.as_ref().map(|_| "<set>"))
             .field("scram_sha1", &self.scram_sha1.as_ref().map(|_| "<set>"))
             .field("cram_md5", &self.cram_md5.as_ref().map(|_| "<set>"))
+            .field("allowed_senders", &self.allowed_senders)
             .finish()
     }
 }
@@ -51,6 +56,7 @@ impl AccountRecord {
             scram_sha256: creds.scram_sha256.map(|v| v.to_string()),
             scram_sha1: creds.scram_sha1.map(|v| v.to_string()),
             cram_md5: creds.cram_md5.map(|v| v.to_string()),
+            allowed_senders: Vec::new(),
         })
     }
 
@@ -104,10 +110,82 @@ pub fn read_secret(file: &str, env: &str, what: &str) -> Result<Option<String>, 
     Ok(None)
 }
 
+/// One entry of `allowed_senders` / `trusted_senders`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SenderPattern {
+    /// This address (compared without case; the domain in IDNA form).
+    Address(String),
+    /// `@domain`: any address at exactly this domain.
+    Domain(String),
+    /// `.domain`: any address at this domain or below it.
+    Subdomains(String),
+}
+
+/// The envelope senders a client may use; empty allows any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderPolicy {
+    patterns: Vec<SenderPattern>,
+}
+
+/// An address with its domain normalised and the local part lowercased.
+fn normal_address(addr: &str) -> Option<String> {
+    let (local, domain) = addr.rsplit_once('@')?;
+    let domain = crate::routes::normalize_domain(domain).ok()?;
+    (!local.is_empty()).then(|| format!("{}@{domain}", local.to_lowercase()))
+}
+
+impl SenderPolicy {
+    /// Parses `"addr"`, `"@domain"`, `".domain"` entries; the error names the entry.
+    pub fn parse(entries: &[String]) -> Result<SenderPolicy, String> {
+        let mut patterns = Vec::with_capacity(entries.len());
+        for e in entries {
+            let e = e.trim();
+            let bad = || format!("{e:?} is not an address, @domain or .domain");
+            let p = if let Some(d) = e.strip_prefix('@') {
+                SenderPattern::Domain(crate::routes::normalize_domain(d).map_err(|_| bad())?)
+            } else if let Some(d) = e.strip_prefix('.') {
+                SenderPattern::Subdomains(crate::routes::normalize_domain(d).map_err(|_| bad())?)
+            } else {
+                SenderPattern::Address(normal_address(e).ok_or_else(bad)?)
+            };
+            patterns.push(p);
+        }
+        Ok(SenderPolicy { patterns })
+    }
+
+    /// Whether any sender is allowed (no entries).
+    pub fn is_open(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether `sender` (a MAIL FROM path, `""` for the null sender) is allowed. The null
+    /// sender always is: it is what notifications go out with.
+    pub fn allows(&self, sender: &str) -> bool {
+        if self.patterns.is_empty() || sender.is_empty() {
+            return true;
+        }
+        let Some(addr) = normal_address(sender) else {
+            return false;
+        };
+        let domain = addr.rsplit_once('@').map_or("", |(_, d)| d);
+        self.patterns.iter().any(|p| match p {
+            SenderPattern::Address(a) => *a == addr,
+            SenderPattern::Domain(d) => d == domain,
+            SenderPattern::Subdomains(d) => {
+                domain == d
+                    || domain
+                        .strip_suffix(d.as_str())
+                        .is_some_and(|head| head.ends_with('.'))
+            }
+        })
+    }
+}
+
 /// The accounts the submission server authenticates against.
 #[derive(Debug, Default, Clone)]
 pub struct Accounts {
     map: HashMap<String, StoredCredentials>,
+    senders: HashMap<String, SenderPolicy>,
 }
 
 impl Accounts {
@@ -119,16 +197,26 @@ impl Accounts {
         self.map.len()
     }
 
+    /// The senders `account` may use (any, for an account without a list).
+    pub fn senders(&self, account: &str) -> Option<&SenderPolicy> {
+        self.senders.get(account)
+    }
+
     /// Builds the accounts of a config: verifiers given in the file win; else the password
     /// (file or environment) is turned into verifiers.
     pub fn from_config(config: &Config) -> Result<Accounts, String> {
         let mut map = HashMap::new();
+        let mut senders = HashMap::new();
         for (name, a) in &config.accounts {
             let what = format!("accounts.{name}");
+            let policy = SenderPolicy::parse(&a.allowed_senders)
+                .map_err(|e| format!("{what}.allowed_senders: {e}"))?;
+            senders.insert(name.clone(), policy);
             let given = AccountRecord {
                 scram_sha256: non_empty(&a.scram_sha256),
                 scram_sha1: non_empty(&a.scram_sha1),
                 cram_md5: non_empty(&a.cram_md5),
+                allowed_senders: Vec::new(),
             };
             let record = if given != AccountRecord::default() {
                 given
@@ -147,20 +235,24 @@ impl Accounts {
             let creds = record.credentials().map_err(|e| format!("{what}: {e}"))?;
             map.insert(name.clone(), creds);
         }
-        Ok(Accounts { map })
+        Ok(Accounts { map, senders })
     }
 
     /// Accounts from stored records (the Redis store).
     pub fn from_records(records: &HashMap<String, AccountRecord>) -> Result<Accounts, String> {
         let mut map = HashMap::new();
+        let mut senders = HashMap::new();
         for (name, r) in records {
             map.insert(
                 name.clone(),
                 r.credentials()
                     .map_err(|e| format!("account {name}: {e}"))?,
             );
+            let policy = SenderPolicy::parse(&r.allowed_senders)
+                .map_err(|e| format!("account {name}: allowed_senders: {e}"))?;
+            senders.insert(name.clone(), policy);
         }
-        Ok(Accounts { map })
+        Ok(Accounts { map, senders })
     }
 }
 
@@ -201,5 +293,42 @@ mod tests {
             ..Default::default()
         };
         assert!(r.credentials().unwrap_err().contains("scram_sha256"));
+    }
+}
+
+#[cfg(test)]
+mod sender_tests {
+    use super::*;
+
+    #[test]
+    fn sender_patterns() {
+        let p = SenderPolicy::parse(&[
+            "App@Example.ORG".into(),
+            "@billing.example.net".into(),
+            ".example.com".into(),
+        ])
+        .unwrap();
+        for ok in [
+            "app@example.org",
+            "APP@example.org.",
+            "x@billing.example.net",
+            "x@example.com",
+            "x@mail.example.com",
+            "",
+        ] {
+            assert!(p.allows(ok), "{ok}");
+        }
+        for no in [
+            "other@example.org",
+            "x@sub.billing.example.net",
+            "x@notexample.com",
+            "x@example.com.evil.test",
+            "not-an-address",
+        ] {
+            assert!(!p.allows(no), "{no}");
+        }
+        assert!(SenderPolicy::default().allows("anyone@anywhere.test"));
+        assert!(SenderPolicy::parse(&["@".into()]).is_err());
+        assert!(SenderPolicy::parse(&["bad domain@x y".into()]).is_err());
     }
 }

@@ -201,6 +201,10 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             trusted_networks: parse_networks(&config.submission.trusted_networks)
                 .map_err(|e| anyhow!(e))?,
             tls: tls_server,
+            trusted_senders: crate::accounts::SenderPolicy::parse(
+                &config.submission.trusted_senders,
+            )
+            .map_err(|e| anyhow!("submission.trusted_senders: {e}"))?,
             limits: SessionLimits {
                 command_timeout: config.submission.command_timeout.0,
                 data_timeout: config.submission.data_timeout.0,

@@ -162,6 +162,13 @@ fn main() -> ExitCode {
                     routes,
                     c.store.kind
                 );
+                for (name, a) in &c.accounts {
+                    if a.allowed_senders.is_empty() {
+                        println!(
+                            "warning: accounts.{name} has no allowed_senders: it may use any sender address"
+                        );
+                    }
+                }
                 match relaygate::cli::routes::check_store(&config, &c) {
                     Ok(Some(line)) => {
                         println!("{line}");

@@ -203,6 +203,10 @@ pub struct SubmissionConfig {
     /// Most recipients in one transaction.
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
+    /// MAIL FROM allowed without AUTH (clients in `trusted_networks`): `"addr"`,
+    /// `"@domain"`, `".domain"`; empty allows any.
+    #[serde(default)]
+    pub trusted_senders: Vec<String>,
     /// Most simultaneous connections from one client address outside
     /// `trusted_networks`; further ones get 421.
     #[serde(default = "default_max_connections_per_ip")]
@@ -235,6 +239,7 @@ impl Default for SubmissionConfig {
             max_message_size: default_max_message_size(),
             max_connections: default_max_connections(),
             max_recipients: default_max_recipients(),
+            trusted_senders: Vec::new(),
             max_connections_per_ip: default_max_connections_per_ip(),
             command_timeout: default_command_timeout(),
             data_timeout: default_data_timeout(),
@@ -629,6 +634,10 @@ pub struct AccountConfig {
     /// CRAM-MD5 HMAC state (`CRAM-MD5$inner:outer`).
     #[serde(default)]
     pub cram_md5: String,
+    /// MAIL FROM this account may use: `"addr"`, `"@domain"`, `".domain"` (and
+    /// subdomains); empty allows any (check-config warns).
+    #[serde(default)]
+    pub allowed_senders: Vec<String>,
     /// Routes for mail this account submits.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,

@@ -112,6 +112,22 @@ impl Config {
                 );
             }
         }
+        if let Err(e) = crate::accounts::SenderPolicy::parse(&self.submission.trusted_senders) {
+            err(
+                find_line("trusted_senders"),
+                "submission.trusted_senders",
+                e,
+            );
+        }
+        for (name, a) in &self.accounts {
+            if let Err(e) = crate::accounts::SenderPolicy::parse(&a.allowed_senders) {
+                err(
+                    find_line("allowed_senders"),
+                    &format!("accounts.{name}.allowed_senders"),
+                    e,
+                );
+            }
+        }
         if self.queue.max_attempts == 0 {
             err(
                 find_line("max_attempts"),

@@ -330,14 +330,20 @@ impl StoreData {
                 scram_sha256: non_empty(&a.scram_sha256),
                 scram_sha1: non_empty(&a.scram_sha1),
                 cram_md5: non_empty(&a.cram_md5),
+                allowed_senders: Vec::new(),
             };
             if given != AccountRecord::default() {
-                data.accounts.insert(name.clone(), given);
+                let record = AccountRecord {
+                    allowed_senders: a.allowed_senders.clone(),
+                    ..given
+                };
+                data.accounts.insert(name.clone(), record);
                 continue;
             }
             match read_secret(&a.password_file, &a.password_env, &at) {
                 Ok(Some(pw)) => match AccountRecord::from_password(&pw) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        r.allowed_senders = a.allowed_senders.clone();
                         data.accounts.insert(name.clone(), r);
                     }
                     Err(e) => problems.push(Problem::new(&at, e)),

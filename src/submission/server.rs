@@ -29,6 +29,8 @@ pub struct SubmissionSettings {
     pub tls: Option<Arc<ServerConfig>>,
     /// Connections, time, junk and errors per client (`limits.rs`).
     pub limits: SessionLimits,
+    /// MAIL FROM allowed without AUTH from `trusted_networks` (`trusted_senders`).
+    pub trusted_senders: crate::accounts::SenderPolicy,
     /// Routes, transports and accounts in force (accounts are looked up at AUTH).
     pub snapshot: SnapshotCell,
     /// SASL server settings (host name, decoy secret for unknown users).
@@ -229,6 +231,7 @@ mod tests {
             trusted_networks: parse_networks(&["127.0.0.0/8".into(), "::1".into()]).unwrap(),
             tls: None,
             limits: SessionLimits::default(),
+            trusted_senders: Default::default(),
         };
         assert!(s.is_trusted("127.0.0.5".parse().unwrap()));
         assert!(s.is_trusted("::1".parse().unwrap()));

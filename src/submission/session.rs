@@ -27,6 +27,8 @@ use crate::message::{field_value, header_section, prepare, TraceInfo};
 use crate::model::{format_id, now_ms};
 use crate::queue::{NewMessage, Queue};
 
+mod auth_exchange;
+
 /// The socket, plain or after TLS.
 pub enum Conn {
     Plain(TcpStream),
@@ -359,125 +361,6 @@ impl Session {
         )
     }
 
-    /// Runs an AUTH exchange (RFC 4954). `Ok(false)` ends the session.
-    async fn auth(
-        &mut self,
-        reader: &mut BufReader<Conn>,
-        name: &str,
-        initial: Option<String>,
-    ) -> io::Result<bool> {
-        let offered = self.offered_mechanisms();
-        let refuse = match &self.phase {
-            _ if offered.is_empty() => Some(Reply::new(502, "5.5.1", "AUTH not available")),
-            Phase::Fresh => Some(Reply::new(503, "5.5.1", "send EHLO first")),
-            Phase::Mail(..) => Some(Reply::new(
-                503,
-                "5.5.1",
-                "AUTH not allowed during a transaction",
-            )),
-            Phase::Ready(_) if self.account.is_some() => {
-                Some(Reply::new(503, "5.5.1", "already authenticated"))
-            }
-            Phase::Ready(_) => None,
-        };
-        if let Some(r) = refuse {
-            self.reply(r);
-            return Ok(true);
-        }
-        let Some(mechanism) = Mechanism::from_wire(name).filter(|m| offered.contains(m)) else {
-            let plaintext_refused = matches!(
-                Mechanism::from_wire(name),
-                Some(Mechanism::Plain | Mechanism::Login)
-            );
-            self.reply(if plaintext_refused {
-                // RFC 4954 §6: the mechanism needs an encrypted session.
-                Reply::new(
-                    538,
-                    "5.7.11",
-                    "encryption required for requested authentication mechanism",
-                )
-            } else {
-                Reply::new(504, "5.5.4", "unrecognized authentication type")
-            });
-            return Ok(true);
-        };
-        let initial = match initial.as_deref().map(auth::decode) {
-            None => None,
-            Some(Some(bytes)) => Some(bytes),
-            Some(None) => {
-                self.reply(Reply::new(
-                    501,
-                    "5.5.2",
-                    "cannot decode the initial response",
-                ));
-                return Ok(true);
-            }
-        };
-        let snap = self.settings.snapshot.get();
-        let store: Arc<dyn CredentialStore> = snap.accounts.clone();
-        let channel = ServerChannel {
-            tls_exporter: self.tls_exporter.clone(),
-            plus_advertised: offered.iter().any(|m| m.is_plus()),
-        };
-        let mut server = new_server(mechanism, store, Arc::clone(&self.settings.sasl), &channel);
-        let mut step = server.start(initial.as_deref());
-        let mut line = Vec::with_capacity(512);
-        loop {
-            match step {
-                ServerStep::Challenge(bytes) => {
-                    self.out
-                        .extend_from_slice(format!("334 {}\r\n", auth::encode(&bytes)).as_bytes());
-                    self.flush(reader).await?;
-                    let read = tokio::time::timeout(
-                        self.settings.limits.command_timeout,
-                        read_line(reader, &mut line, 12 * 1024),
-                    )
-                    .await;
-                    match read {
-                        Ok(Ok(Line::Ok)) => {}
-                        Ok(Ok(Line::TooLong)) => {
-                            self.reply(Reply::new(500, "5.5.6", "authentication line too long"));
-                            return Ok(true);
-                        }
-                        Ok(Ok(Line::Eof)) | Ok(Err(_)) | Err(_) => return Ok(false),
-                    }
-                    let text = String::from_utf8_lossy(&line).to_string();
-                    if text.trim() == "*" {
-                        // RFC 4954 §4: the client cancelled.
-                        self.reply(Reply::new(501, "5.0.0", "authentication cancelled"));
-                        return Ok(true);
-                    }
-                    let Some(bytes) = auth::decode(&text) else {
-                        self.reply(Reply::new(501, "5.5.2", "cannot decode the response"));
-                        return Ok(true);
-                    };
-                    step = server.step(&bytes);
-                }
-                ServerStep::Success(who) => {
-                    self.settings.auth_throttle.succeeded(self.peer.ip());
-                    metrics::counter!("relaygate_sasl_server_total", "mechanism" => mechanism.as_str(), "result" => "success").increment(1);
-                    tracing::info!(client = %self.peer, account = %who.username, mechanism = mechanism.as_str(), "submission: authenticated");
-                    self.account = Some(who.username);
-                    self.reply(Reply::new(235, "2.7.0", "authentication succeeded"));
-                    return Ok(true);
-                }
-                ServerStep::Failure(why) => {
-                    let delay = self.settings.auth_throttle.failed(self.peer.ip());
-                    metrics::counter!("relaygate_sasl_server_total", "mechanism" => mechanism.as_str(), "result" => "failure").increment(1);
-                    tracing::info!(client = %self.peer, mechanism = mechanism.as_str(), reason = %why, delay_ms = delay.as_millis() as u64, "submission: authentication failed");
-                    tokio::time::sleep(delay).await;
-                    // The same answer for an unknown user and a wrong password.
-                    self.reply(Reply::new(
-                        535,
-                        "5.7.8",
-                        "authentication credentials invalid",
-                    ));
-                    return Ok(true);
-                }
-            }
-        }
-    }
-
     fn handle(&mut self, cmd: Command) -> Next {
         match cmd {
             Command::Ehlo(name) => {
@@ -565,6 +448,21 @@ impl Session {
             }
             Phase::Ready(h) => h.clone(),
         };
+        if !self.sender_allowed(&from) {
+            metrics::counter!("relaygate_submissions_refused_total", "reason" => "sender")
+                .increment(1);
+            let who = if self.account.is_some() {
+                "this account"
+            } else {
+                "this client"
+            };
+            self.reply(Reply::new(
+                553,
+                "5.7.1",
+                format!("sender address not allowed for {who}"),
+            ));
+            return Next::Continue;
+        }
         if params
             .size
             .is_some_and(|s| s > self.settings.max_message_size)
@@ -601,6 +499,23 @@ impl Session {
     }
 
     /// Answers RCPT; returns the reply code.
+    /// Sender identity: an account may use only its `allowed_senders`, a trusted client
+    /// without AUTH only `trusted_senders` (either list empty: any). Others cannot relay
+    /// at all (RCPT refuses them).
+    fn sender_allowed(&self, from: &str) -> bool {
+        match &self.account {
+            Some(account) => self
+                .settings
+                .snapshot
+                .get()
+                .accounts
+                .senders(account)
+                .is_none_or(|p| p.allows(from)),
+            None if self.trusted => self.settings.trusted_senders.allows(from),
+            None => true,
+        }
+    }
+
     fn rcpt(&mut self, to: String, params: RcptParams) -> u16 {
         let trusted = self.trusted || self.account.is_some();
         let max = self.settings.max_recipients;

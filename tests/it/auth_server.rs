@@ -236,3 +236,57 @@ async fn auth_before_starttls_does_not_carry_over() -> Result<()> {
     c.expect("RCPT TO:<x@dst.test>", 250).await?;
     Ok(())
 }
+
+/// Sender identity: an authenticated account may use only its `allowed_senders`, a
+/// trusted client without AUTH only `trusted_senders` (landed main let any account
+/// send as anyone).
+#[tokio::test]
+async fn senders_are_limited_per_account_and_for_trusted_clients() -> Result<()> {
+    let pki = Pki::new()?;
+    let sink = Sink::start().await?;
+    let pw = pki.dir.path().join("app.password");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.trusted_networks = Some(vec!["127.0.0.1/32".into()]);
+    opts.submission_toml = "trusted_senders = [\".src.test\"]\n".into();
+    opts.extra_toml.push_str(&format!(
+        "\n[accounts.app]\npassword_file = {}\nallowed_senders = [\"billing@example.org\", \"@app.example.org\"]\n",
+        toml_str(&pw.to_string_lossy())
+    ));
+    let gw = Gateway::start(opts).await?;
+
+    // A trusted client (127.0.0.1) without AUTH.
+    let mut c = SmtpClient::connect(gw.submission_addr()).await?;
+    c.ehlo("app.test").await?;
+    c.expect("MAIL FROM:<x@mail.src.test>", 250).await?;
+    c.expect("RSET", 250).await?;
+    let r = c.cmd("MAIL FROM:<ceo@example.org>").await?;
+    ensure!(
+        r.code == 553 && r.text().contains("5.7.1"),
+        "trusted client as ceo@: {r}"
+    );
+
+    // The account, from another loopback address (not trusted).
+    let mut c = SmtpClient::connect_from(gw.submission_addr(), [127, 0, 0, 2].into()).await?;
+    c.ehlo("app.test").await?;
+    use base64::Engine;
+    let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0app\0{PASSWORD}"));
+    c.expect(&format!("AUTH PLAIN {ir}"), 235).await?;
+    for ok in [
+        "billing@example.org",
+        "Billing@EXAMPLE.org",
+        "noreply@app.example.org",
+        "",
+    ] {
+        c.expect(&format!("MAIL FROM:<{ok}>"), 250).await?;
+        c.expect("RSET", 250).await?;
+    }
+    for no in ["ceo@example.org", "x@sub.app.example.org", "x@src.test"] {
+        let r = c.cmd(&format!("MAIL FROM:<{no}>")).await?;
+        ensure!(
+            r.code == 553 && r.text().contains("5.7.1"),
+            "account as {no}: {r}"
+        );
+    }
+    Ok(())
+}
