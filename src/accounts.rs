@@ -197,6 +197,22 @@ impl Accounts {
         self.map.len()
     }
 
+    /// The iteration count most accounts' SCRAM verifiers use ([`ITERATIONS`] when there
+    /// are none): the decoy shown to unknown users must use the same, or the count would
+    /// tell which accounts exist.
+    pub fn typical_iterations(&self) -> u32 {
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for c in self.map.values() {
+            for v in [&c.scram_sha256, &c.scram_sha1].into_iter().flatten() {
+                *counts.entry(v.iterations).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|&(iterations, n)| (n, iterations))
+            .map_or(ITERATIONS, |(iterations, _)| iterations)
+    }
+
     /// The senders `account` may use (any, for an account without a list).
     pub fn senders(&self, account: &str) -> Option<&SenderPolicy> {
         self.senders.get(account)

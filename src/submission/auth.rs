@@ -19,10 +19,26 @@ const MAX_DELAY: Duration = Duration::from_secs(8);
 /// Addresses remembered at most (oldest dropped), so a flood cannot grow the table.
 const MAX_TRACKED: usize = 10_000;
 
-/// Failed logins per client address.
-#[derive(Debug, Default)]
+/// SASL steps that may run at once on the blocking pool: password checks run PBKDF2
+/// with the verifier's iteration count, which must not stall the async threads, nor
+/// take every core when guessers hammer the listener.
+const VERIFY_SLOTS: usize = 2;
+
+/// Failed logins per client address, and the slots for password checks.
+#[derive(Debug)]
 pub struct AuthThrottle {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Held while a SASL step runs on the blocking pool.
+    pub verify_slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle {
+            failures: Mutex::default(),
+            verify_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(VERIFY_SLOTS)),
+        }
+    }
 }
 
 impl AuthThrottle {

@@ -290,3 +290,43 @@ async fn senders_are_limited_per_account_and_for_trusted_clients() -> Result<()>
     }
     Ok(())
 }
+
+/// SCRAM must not tell which accounts exist: an unknown user gets a decoy whose
+/// iteration count is the one the real accounts use (landed main always said 4096).
+#[tokio::test]
+async fn scram_decoy_has_the_real_iteration_count() -> Result<()> {
+    use base64::Engine;
+    use relaygate_transports::sasl::{ScramHash, ScramVerifier};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sink = Sink::start().await?;
+    let verifier =
+        ScramVerifier::from_password(ScramHash::Sha256, PASSWORD, b"0123456789abcdef", 20_000)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.extra_toml.push_str(&format!(
+        "\n[accounts.app]\nscram_sha256 = {}\n",
+        toml_str(&verifier.to_string())
+    ));
+    let gw = Gateway::start(opts).await?;
+    let mut iterations = Vec::new();
+    for user in ["app", "nobody", "admin"] {
+        let mut c = SmtpClient::connect(gw.submission_addr()).await?;
+        c.ehlo("app.test").await?;
+        let first = b64.encode(format!("n,,n={user},r=clientnonce0123"));
+        let r = c.cmd(&format!("AUTH SCRAM-SHA-256 {first}")).await?;
+        ensure!(r.code == 334, "{user}: {r}");
+        let challenge = String::from_utf8(b64.decode(r.lines[0].trim())?)?;
+        let i = challenge
+            .split(',')
+            .find_map(|f| f.strip_prefix("i="))
+            .context("no i= in the server-first message")?
+            .to_string();
+        iterations.push((user, i));
+        c.cmd("*").await?;
+    }
+    ensure!(
+        iterations.iter().all(|(_, i)| i == "20000"),
+        "iteration counts differ between real and unknown users: {iterations:?}"
+    );
+    Ok(())
+}

@@ -3,8 +3,29 @@
 //! on success.
 
 use super::*;
+use relaygate_transports::sasl::ServerMechanism;
 
 impl Session {
+    /// Runs one SASL step on the blocking pool, within the bounded password-check slots
+    /// (a step may run PBKDF2 with hundreds of thousands of iterations).
+    async fn sasl_step(
+        &self,
+        mut server: Box<dyn ServerMechanism>,
+        f: impl FnOnce(&mut dyn ServerMechanism) -> ServerStep + Send + 'static,
+    ) -> io::Result<(Box<dyn ServerMechanism>, ServerStep)> {
+        let slots = Arc::clone(&self.settings.auth_throttle.verify_slots);
+        let _slot = slots
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("password check slots closed"))?;
+        tokio::task::spawn_blocking(move || {
+            let step = f(server.as_mut());
+            (server, step)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("SASL step failed: {e}")))
+    }
+
     /// Runs an AUTH exchange (RFC 4954). `Ok(false)` ends the session.
     pub(super) async fn auth(
         &mut self,
@@ -65,8 +86,14 @@ impl Session {
             tls_exporter: self.tls_exporter.clone(),
             plus_advertised: offered.iter().any(|m| m.is_plus()),
         };
-        let mut server = new_server(mechanism, store, Arc::clone(&self.settings.sasl), &channel);
-        let mut step = server.start(initial.as_deref());
+        // Unknown users see a decoy with the iteration count real accounts use.
+        let mut sasl = (*self.settings.sasl).clone();
+        sasl.decoy_iterations = snap.accounts.typical_iterations();
+        drop(snap);
+        let server = new_server(mechanism, store, Arc::new(sasl), &channel);
+        let (mut server, mut step) = self
+            .sasl_step(server, move |s| s.start(initial.as_deref()))
+            .await?;
         let mut line = Vec::with_capacity(512);
         loop {
             match step {
@@ -97,7 +124,7 @@ impl Session {
                         self.reply(Reply::new(501, "5.5.2", "cannot decode the response"));
                         return Ok(true);
                     };
-                    step = server.step(&bytes);
+                    (server, step) = self.sasl_step(server, move |s| s.step(&bytes)).await?;
                 }
                 ServerStep::Success(who) => {
                     self.settings.auth_throttle.succeeded(self.peer.ip());
