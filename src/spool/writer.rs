@@ -148,20 +148,23 @@ impl Writer {
     }
 
     fn handle(&mut self, batch: Vec<WriteRequest>) {
+        let mut roll_error = None;
         if self.file.is_none() || self.size >= SEGMENT_LIMIT {
             if let Err(reason) = self.roll() {
-                if self.file.is_none() {
-                    let err = WriteError::NoSegment { reason };
-                    for req in batch {
-                        let _ = req.reply.send(Err(err.clone()));
-                    }
-                    return;
+                if self.file.is_some() {
+                    tracing::warn!(error = %reason, segment = self.segment,
+                        "spool: cannot start a new segment; the current one grows past its limit");
                 }
-                tracing::warn!(error = %reason, segment = self.segment,
-                    "spool: cannot start a new segment; the current one grows past its limit");
+                roll_error = Some(reason);
             }
         }
         let Some(file) = self.file.as_mut() else {
+            let err = WriteError::NoSegment {
+                reason: roll_error.unwrap_or_else(|| "no segment is open".into()),
+            };
+            for req in batch {
+                let _ = req.reply.send(Err(err.clone()));
+            }
             return;
         };
         self.buf.clear();
