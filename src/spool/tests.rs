@@ -493,3 +493,27 @@ async fn only_a_mostly_dead_segment_is_relocated() {
         "10 MiB live: relocate"
     );
 }
+
+/// A restart never deletes the previous run's newest segment: with no live body in it, it
+/// may still hold the removal of a message stored in an older one.
+#[tokio::test]
+async fn removals_in_a_segment_without_bodies_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, _) = open(dir.path());
+        spool.add_message(&msg(1), &body(1, 100)).await.unwrap();
+        spool.close();
+    }
+    {
+        let (spool, rec) = open(dir.path());
+        assert_eq!(rec.len(), 1);
+        spool.remove(1, rec[0].body, Vec::new());
+        spool.write(Vec::new()).await.unwrap();
+        spool.close();
+    }
+    for run in 0..3 {
+        let (spool, rec) = open(dir.path());
+        assert!(rec.is_empty(), "run {run}: a removed message came back");
+        spool.close();
+    }
+}

@@ -88,6 +88,11 @@ pub(super) struct Writer {
     /// Abandoned segments whose torn tail could not be cut: written at the head of the
     /// next segment.
     seals: Vec<Seal>,
+    /// A segment this writer abandoned and cut back to nothing: deleted once the next
+    /// one is started, so repeated failures do not leave a trail of empty files. (Only
+    /// one it emptied itself: a segment of an earlier run may hold removals and updates
+    /// for older segments, and goes only through collection, oldest first.)
+    emptied: Option<u64>,
     shared: Arc<Shared>,
     buf: Vec<u8>,
 }
@@ -102,6 +107,7 @@ impl Writer {
             file: None,
             size: 0,
             seals: Vec::new(),
+            emptied: None,
             shared,
             buf: Vec::with_capacity(1 << 20),
         }
@@ -219,13 +225,17 @@ impl Writer {
     /// record, or remember a seal where that fails too.
     fn poison(&mut self) {
         if let Some(mut f) = self.file.take() {
-            if let Err(e) = f.truncate(self.size) {
-                tracing::error!(error = %e, segment = self.segment, valid_len = self.size,
-                    "spool: cannot cut the abandoned segment back; the next segment seals it");
-                self.seals.push(Seal {
-                    segment: self.segment,
-                    valid_len: self.size,
-                });
+            match f.truncate(self.size) {
+                Ok(()) if self.size == 0 => self.emptied = Some(self.segment),
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, segment = self.segment, valid_len = self.size,
+                        "spool: cannot cut the abandoned segment back; the next segment seals it");
+                    self.seals.push(Seal {
+                        segment: self.segment,
+                        valid_len: self.size,
+                    });
+                }
             }
         }
     }
@@ -270,11 +280,7 @@ impl Writer {
         };
         match start() {
             Ok(len) => {
-                let old = self.segment;
-                let old_abandoned_empty = self.file.is_none()
-                    && self.size == 0
-                    && old > 0
-                    && !self.seals.iter().any(|s| s.segment == old);
+                let emptied = self.emptied.take();
                 self.file = Some(f);
                 self.segment = n;
                 self.size = len;
@@ -286,7 +292,7 @@ impl Writer {
                     let mut t = self.shared.table();
                     t.current = n;
                     t.live.entry(n).or_default();
-                    if old_abandoned_empty && t.live.get(&old).is_some_and(|l| l.messages == 0) {
+                    if let Some(old) = emptied {
                         t.live.remove(&old);
                         let _ = self.fs.remove(&segment_path(&self.dir, old));
                     }
