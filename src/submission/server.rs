@@ -71,8 +71,13 @@ pub struct SubmissionServer {
 impl SubmissionServer {
     pub fn new(settings: SubmissionSettings, queue: Arc<Queue>) -> SubmissionServer {
         let sessions = Arc::new(Semaphore::new(settings.limits.max_connections));
+        // Series known in advance are exported at 0 from the start (SPEC §3).
         for limit in limits::LIMIT_LABELS {
             metrics::counter!("relaygate_submission_limits_total", "limit" => limit).absolute(0);
+        }
+        for reason in ["relay", "size", "spool", "connections", "sender"] {
+            metrics::counter!("relaygate_submissions_refused_total", "reason" => reason)
+                .absolute(0);
         }
         SubmissionServer {
             settings: Arc::new(settings),
