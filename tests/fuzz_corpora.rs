@@ -15,6 +15,7 @@ type Target = fn(&[u8]);
 const TARGETS: &[(&str, Target)] = &[
     ("submission_command", targets::submission_command),
     ("submission_data", targets::submission_data),
+    ("message", targets::message),
     ("smtp_reply", targets::smtp_reply),
     ("sasl_server", targets::sasl_server),
     ("sasl_client", targets::sasl_client),

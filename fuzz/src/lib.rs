@@ -69,12 +69,24 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 // Submission server: command lines, DATA.
 
 /// `src/submission/proto.rs`: one command line per input line (MAIL/RCPT parameters,
-/// xtext, AUTH, ...), and the error replies built for refused lines.
+/// xtext, AUTH, ...), and the error replies built for refused lines. The domains of
+/// accepted addresses go where the queue and direct delivery take them: route domain
+/// normalization (IDNA) and address literals.
 pub fn submission_command(data: &[u8]) {
-    use relaygate::submission::proto::{parse_command, xtext_decode};
+    use relaygate::submission::proto::{parse_command, xtext_decode, Command};
     for line in lines(data) {
         match parse_command(line) {
             Ok(command) => {
+                if let Command::Mail { from: address, .. } | Command::Rcpt { to: address, .. } =
+                    &command
+                {
+                    let _ = relaygate::routes::address_domain(address);
+                    if let Some((_, domain)) = address.rsplit_once('@') {
+                        let _ = relaygate::routes::normalize_domain(domain);
+                        let _ =
+                            relaygate_transports::dns::destinations::parse_address_literal(domain);
+                    }
+                }
                 let _ = format!("{command:?}");
             }
             Err(error) => {
@@ -144,6 +156,78 @@ pub fn submission_data(data: &[u8]) {
             }
         );
         assert_eq!(next_hop.finish().body, received.body);
+    }
+}
+
+/// `src/message.rs` and `src/dsn.rs`: a submitted message (everything after the first
+/// line) gets its trace and missing header fields, and a DSN quotes its headers and the
+/// remote's reply (the first line) as diagnostic and status code.
+pub fn message(data: &[u8]) {
+    use relaygate::dsn::{build, status_of, Action, DsnInput, DsnRecipient};
+    use relaygate::message::{field_value, has_field, header_section, prepare, TraceInfo};
+    use relaygate::model::{MailParams, Overrides, RcptState, Recipient, StoredMessage};
+    let (first, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let reply = String::from_utf8_lossy(first);
+    let headers = header_section(body);
+    for name in ["Date", "Message-ID", "Subject", "TLS-Required", "From"] {
+        let _ = (has_field(headers, name), field_value(headers, name));
+    }
+    let trace = TraceInfo {
+        hostname: "gw.example",
+        helo: &reply,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        protocol: "ESMTPSA",
+        tls: Some("TLSv1.3"),
+        id: 7,
+        single_rcpt: Some(&reply),
+        now_ms: 1_798_761_600_000,
+    };
+    let prepared = prepare(body, &trace);
+    assert!(prepared.ends_with(body));
+    let recipient = Recipient {
+        address: "c@d.example".into(),
+        notify: Some("FAILURE,DELAY".into()),
+        orcpt: Some("rfc822;c@d.example".into()),
+        state: RcptState::Failed { at: 1 },
+        attempts: 3,
+        last: None,
+        history: Vec::new(),
+        delayed_dsn_sent: false,
+    };
+    let original = StoredMessage {
+        id: 7,
+        received_at: 1_798_761_600_000,
+        mail_from: "a@b.example".into(),
+        params: MailParams::default(),
+        account: Some("app".into()),
+        client: None,
+        size: body.len() as u64,
+        overrides: Overrides::default(),
+        rcpts: vec![recipient],
+    };
+    let rcpts = [DsnRecipient {
+        address: "c@d.example".into(),
+        orcpt: Some("rfc822;c@d.example".into()),
+        diagnostic: reply.to_string(),
+        remote_mta: Some("mx.d.example [192.0.2.2]".into()),
+        last_attempt_ms: 1_798_761_600_000,
+        will_retry_until_ms: Some(1_799_000_000_000),
+    }];
+    for action in [Action::Failed, Action::Delayed] {
+        let _ = status_of(&reply, action);
+        let dsn = build(&DsnInput {
+            hostname: "gw.example",
+            original: &original,
+            body,
+            action,
+            rcpts: &rcpts,
+            now_ms: 1_798_761_600_000,
+            dsn_id: 8,
+        });
+        assert!(!dsn.is_empty());
     }
 }
 
