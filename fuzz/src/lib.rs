@@ -655,7 +655,8 @@ pub fn mtasts(data: &[u8]) {
         return;
     };
     let _ = policy.cache_lifetime();
-    for pattern in &policy.mx {
+    // A few patterns are enough: all of them against all would make the target quadratic.
+    for pattern in policy.mx.iter().take(4) {
         let name = pattern.to_string();
         let host = name.replace('*', "mx");
         assert!(
