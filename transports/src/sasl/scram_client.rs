@@ -63,8 +63,10 @@ impl ScramClient {
         Self::with_client_nonce(hash, username, password, binding, cache, new_nonce())
     }
 
-    /// [`new`](Self::new) with a given client nonce: for the RFC test vectors only.
-    pub(crate) fn with_client_nonce(
+    /// [`new`](Self::new) with a given client nonce: for the RFC test vectors and the
+    /// fuzz targets (`fuzz/`) only.
+    #[doc(hidden)]
+    pub fn with_client_nonce(
         hash: ScramHash,
         username: &str,
         password: &str,

@@ -89,9 +89,10 @@ impl ScramServer {
         }
     }
 
-    /// Fixes the server part of the nonce: for the RFC test vectors only.
-    #[cfg(test)]
-    pub(crate) fn with_nonce_suffix(mut self, suffix: &str) -> Self {
+    /// Fixes the server part of the nonce: for the RFC test vectors and the fuzz targets
+    /// (`fuzz/`) only.
+    #[doc(hidden)]
+    pub fn with_nonce_suffix(mut self, suffix: &str) -> Self {
         self.nonce_suffix = Some(suffix.to_string());
         self
     }
