@@ -241,6 +241,42 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Test fixtures shared by the modules that store and replay messages.
+#[cfg(test)]
+impl Recipient {
+    /// A fresh pending recipient.
+    pub fn pending(address: &str) -> Recipient {
+        Recipient {
+            address: address.into(),
+            notify: None,
+            orcpt: None,
+            state: RcptState::Pending { next_attempt: 0 },
+            attempts: 0,
+            last: None,
+            history: Vec::new(),
+            delayed_dsn_sent: false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl StoredMessage {
+    /// A one-recipient message `a@b` → `c@d` with id `id`.
+    pub fn sample(id: MsgId) -> StoredMessage {
+        StoredMessage {
+            id,
+            received_at: 1,
+            mail_from: "a@b".into(),
+            params: MailParams::default(),
+            account: None,
+            client: None,
+            size: 5,
+            overrides: Overrides::default(),
+            rcpts: vec![Recipient::pending("c@d")],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,16 +293,7 @@ mod tests {
 
     #[test]
     fn notify() {
-        let mut r = Recipient {
-            address: "a@b".into(),
-            notify: None,
-            orcpt: None,
-            state: RcptState::Pending { next_attempt: 0 },
-            attempts: 0,
-            last: None,
-            history: Vec::new(),
-            delayed_dsn_sent: false,
-        };
+        let mut r = Recipient::pending("a@b");
         assert!(r.wants_notify("FAILURE") && r.wants_notify("DELAY") && !r.wants_notify("SUCCESS"));
         r.notify = Some("NEVER".into());
         assert!(!r.wants_notify("FAILURE"));

@@ -256,29 +256,9 @@ pub fn decode(buf: &[u8]) -> Result<(Decoded, usize), DecodeStop> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MailParams, RcptState};
 
     fn msg() -> StoredMessage {
-        StoredMessage {
-            id: 7,
-            received_at: 1,
-            mail_from: "a@b".into(),
-            params: MailParams::default(),
-            account: None,
-            client: None,
-            size: 5,
-            overrides: Overrides::default(),
-            rcpts: vec![Recipient {
-                address: "c@d".into(),
-                notify: None,
-                orcpt: None,
-                state: RcptState::Pending { next_attempt: 0 },
-                attempts: 0,
-                last: None,
-                history: Vec::new(),
-                delayed_dsn_sent: false,
-            }],
-        }
+        StoredMessage::sample(7)
     }
 
     #[test]

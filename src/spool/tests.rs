@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use super::fs::{Fault, FaultFs, FaultOp};
 use super::*;
-use crate::model::{MailParams, Overrides, RcptState, Recipient};
 use record::RecipientUpdate;
 
 const ENOSPC: i32 = 28;
@@ -18,26 +17,7 @@ const ENFILE: i32 = 23;
 const EIO: i32 = 5;
 
 fn msg(id: MsgId) -> StoredMessage {
-    StoredMessage {
-        id,
-        received_at: 1,
-        mail_from: "a@b".into(),
-        params: MailParams::default(),
-        account: None,
-        client: None,
-        size: 5,
-        overrides: Overrides::default(),
-        rcpts: vec![Recipient {
-            address: "c@d".into(),
-            notify: None,
-            orcpt: None,
-            state: RcptState::Pending { next_attempt: 0 },
-            attempts: 0,
-            last: None,
-            history: Vec::new(),
-            delayed_dsn_sent: false,
-        }],
-    }
+    StoredMessage::sample(id)
 }
 
 /// A body that names its message, padded to `len` bytes.
