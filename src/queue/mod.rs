@@ -118,7 +118,8 @@ struct State {
     messages: HashMap<MsgId, Entry>,
     /// Pending, idle, unheld recipients, oldest due first.
     due: BTreeSet<DueKey>,
-    /// Due recipients waiting for a free slot at their destination, per destination.
+    /// Due recipients waiting for a free slot, under the key that was full (their
+    /// destination or their transport).
     parked: HashMap<std::sync::Arc<str>, BTreeSet<DueKey>>,
     holds: Vec<holds::HoldRule>,
 }
