@@ -192,6 +192,13 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     );
     let scheduler_task = tokio::spawn(scheduler.run(shutdown_rx.clone()));
 
+    let auth_guard = Arc::new(crate::submission::auth_guard::AuthGuard::new(
+        crate::submission::auth_guard::AuthPolicy {
+            max_failures: config.submission.auth_max_failures,
+            max_failures_per_ip: config.submission.auth_max_failures_per_ip,
+            lockout: config.submission.auth_lockout.0,
+        },
+    ));
     let submission = SubmissionServer::new(
         SubmissionSettings {
             hostname: config.hostname.clone(),
@@ -216,7 +223,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             },
             snapshot: snap.clone(),
             sasl: Arc::new(sasl_settings(&config.hostname, &data_dir)?),
-            auth_throttle: Default::default(),
+            auth_guard: Arc::clone(&auth_guard),
         },
         Arc::clone(&queue),
     );
@@ -239,6 +246,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             snapshot: snap.clone(),
             store: store_status.clone(),
             allowed_hosts: Arc::new(config.admin.allowed_hosts.clone()),
+            auth_guard: Arc::clone(&auth_guard),
         };
         Some(
             admin::start(&config.admin.listen, state, shutdown_rx.clone())

@@ -62,6 +62,17 @@ enum Command {
         #[command(subcommand)]
         action: relaygate::cli::queue::QueueAction,
     },
+    /// Failed logins on the submission listener: list lockouts, clear them (through the
+    /// running gateway's admin API).
+    Lockouts {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        /// Admin API base URL (default: from the config / the running gateway).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: relaygate::cli::lockouts::LockoutsAction,
+    },
     /// Routes in the configured store (Redis, or the config file: list/explain only).
     Routes {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
@@ -231,6 +242,14 @@ fn main() -> ExitCode {
         }
         Command::Dnscheck(args) => relaygate::cli::dnscheck::run(args),
         Command::SocksTest(args) => relaygate::cli::socks_test::run(args),
+        Command::Lockouts {
+            config,
+            admin,
+            action,
+        } => exit_code(
+            relaygate::cli::admin_target(&config, admin.as_deref())
+                .and_then(|target| relaygate::cli::lockouts::run(&target, action)),
+        ),
         Command::Queue {
             config,
             admin,

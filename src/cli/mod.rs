@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod admin_client;
 pub mod auth_test;
 pub mod dnscheck;
+pub mod lockouts;
 pub mod queue;
 pub mod routes;
 pub mod sendmail;

@@ -226,6 +226,17 @@ pub struct SubmissionConfig {
     /// Syntax and protocol errors tolerated before 421.
     #[serde(default = "default_max_errors")]
     pub max_errors: u32,
+    /// Failed logins for one account from one client address before that pair is
+    /// locked out for `auth_lockout`.
+    #[serde(default = "default_auth_max_failures")]
+    pub auth_max_failures: u32,
+    /// Failed logins from one client address (any account; IPv6 per /64) before the
+    /// address is locked out; not applied to `trusted_networks`.
+    #[serde(default = "default_auth_max_failures_per_ip")]
+    pub auth_max_failures_per_ip: u32,
+    /// How long a lockout lasts (`relaygate lockouts clear` ends it sooner).
+    #[serde(default = "default_auth_lockout")]
+    pub auth_lockout: HumanDuration,
 }
 
 impl Default for SubmissionConfig {
@@ -246,6 +257,9 @@ impl Default for SubmissionConfig {
             session_timeout: default_session_timeout(),
             max_junk_commands: default_max_junk_commands(),
             max_errors: default_max_errors(),
+            auth_max_failures: default_auth_max_failures(),
+            auth_max_failures_per_ip: default_auth_max_failures_per_ip(),
+            auth_lockout: default_auth_lockout(),
         }
     }
 }
@@ -282,6 +296,15 @@ fn default_max_junk_commands() -> u32 {
 }
 fn default_max_errors() -> u32 {
     20
+}
+fn default_auth_max_failures() -> u32 {
+    10
+}
+fn default_auth_max_failures_per_ip() -> u32 {
+    30
+}
+fn default_auth_lockout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(900))
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -94,6 +94,12 @@ impl Config {
                 self.submission.max_connections_per_ip == 0,
             ),
             ("max_errors", self.submission.max_errors == 0),
+            ("auth_max_failures", self.submission.auth_max_failures == 0),
+            (
+                "auth_max_failures_per_ip",
+                self.submission.auth_max_failures_per_ip == 0,
+            ),
+            ("auth_lockout", self.submission.auth_lockout.0.is_zero()),
             (
                 "command_timeout",
                 self.submission.command_timeout.0.is_zero(),

@@ -66,7 +66,7 @@ pub fn hit(limit: &'static str) {
 }
 
 /// Every limit label, for exporting the series at 0 from start.
-pub const LIMIT_LABELS: [&str; 8] = [
+pub const LIMIT_LABELS: [&str; 9] = [
     "connections",
     "connections_per_ip",
     "command_timeout",
@@ -75,6 +75,7 @@ pub const LIMIT_LABELS: [&str; 8] = [
     "write_timeout",
     "junk_commands",
     "errors",
+    "auth_lockout",
 ];
 
 /// One session's counters.

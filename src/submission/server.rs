@@ -13,7 +13,7 @@ use tokio::sync::{watch, Semaphore};
 
 use relaygate_transports::sasl::ServerSettings;
 
-use super::auth::AuthThrottle;
+use super::auth_guard::AuthGuard;
 use super::limits::{self, Connections, SessionLimits};
 use super::session::{Conn, Session};
 use crate::queue::Queue;
@@ -35,8 +35,9 @@ pub struct SubmissionSettings {
     pub snapshot: SnapshotCell,
     /// SASL server settings (host name, decoy secret for unknown users).
     pub sasl: Arc<ServerSettings>,
-    /// Failed logins per client address.
-    pub auth_throttle: Arc<AuthThrottle>,
+    /// Failed logins: waits and lockouts per (account, address) and per address; the
+    /// admin API shares it to list and clear lockouts.
+    pub auth_guard: Arc<AuthGuard>,
 }
 
 impl SubmissionSettings {
@@ -229,7 +230,7 @@ mod tests {
         let s = SubmissionSettings {
             snapshot,
             sasl: Arc::new(ServerSettings::with_random_secret("h")),
-            auth_throttle: Default::default(),
+            auth_guard: Default::default(),
             hostname: "h".into(),
             max_message_size: 1,
             max_recipients: 1,

@@ -92,6 +92,44 @@ async fn non_reading_pipeliner_is_bounded_and_dropped() -> Result<()> {
     Ok(())
 }
 
+/// The same pipeliner against the default config, amplified: each `EHLO` line of 8 bytes
+/// gets a reply of several hundred, and each write ends mid-line in small paced writes,
+/// so every read of the gateway ends mid-line. Landed main answered only when its input
+/// buffer was empty, so it never wrote and kept every reply (this test measured it past
+/// +32 MiB after about 1 MB sent); now replies go out at 16 KiB, the gateway stops
+/// reading when the client does not take them, and its memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_reading_ehlo_pipeliner_does_not_grow_memory() -> Result<()> {
+    let (_sink, gw) = gateway("").await?;
+    let pid = gw.pid().context("pid")?;
+    let before = rss_kib(pid)?;
+    let mut stream = tokio::net::TcpStream::connect(gw.submission_addr()).await?;
+    stream.write_all(b"EH").await?;
+    let chunk = "LO a\r\n".to_string() + &"EHLO a\r\n".repeat(250) + "EH";
+    let chunk = chunk.as_bytes();
+    let mut pacing = tokio::time::interval(Duration::from_millis(5));
+    let (mut sent, mut peak) = (0usize, before);
+    let started = Instant::now();
+    // Bounded: 3 MB or 40 s; stops early when the gateway stops reading (a write blocked
+    // for 3 s) or once memory has clearly grown.
+    while sent < 3 << 20 && started.elapsed() < Duration::from_secs(40) {
+        pacing.tick().await;
+        match tokio::time::timeout(Duration::from_secs(3), stream.write_all(chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+        peak = peak.max(rss_kib(pid)?);
+        if peak > before + 32 * 1024 {
+            break;
+        }
+    }
+    ensure!(
+        peak < before + 32 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB after {sent} bytes from one client"
+    );
+    Ok(())
+}
+
 /// 100 NOOP/RSET/VRFY/HELP (the default `max_junk_commands`) are fine; one more gets
 /// 421 and the connection ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The AUTH exchange of a submission session (RFC 4954): challenges and responses
-//! through the SASL server mechanisms, the failed-login throttle, the account recorded
-//! on success.
+//! through the SASL server mechanisms, the failed-login waits and lockouts of
+//! `auth_guard` (the same wait for success and failure), the account recorded on
+//! success.
 
 use super::*;
 use relaygate_transports::sasl::ServerMechanism;
@@ -13,7 +14,7 @@ impl Session {
         mut server: Box<dyn ServerMechanism>,
         f: impl FnOnce(&mut dyn ServerMechanism) -> ServerStep + Send + 'static,
     ) -> io::Result<(Box<dyn ServerMechanism>, ServerStep)> {
-        let slots = Arc::clone(&self.settings.auth_throttle.verify_slots);
+        let slots = Arc::clone(&self.settings.auth_guard.verify_slots);
         let _slot = slots
             .acquire_owned()
             .await
@@ -49,6 +50,15 @@ impl Session {
         };
         if let Some(r) = refuse {
             self.reply(r);
+            return Ok(true);
+        }
+        if self
+            .settings
+            .auth_guard
+            .address_locked(self.peer.ip(), self.trusted)
+        {
+            tracing::info!(client = %self.peer, "submission: AUTH refused, the address is locked out");
+            self.reply(locked_out());
             return Ok(true);
         }
         let Some(mechanism) = Mechanism::from_wire(name).filter(|m| offered.contains(m)) else {
@@ -127,7 +137,18 @@ impl Session {
                     (server, step) = self.sasl_step(server, move |s| s.step(&bytes)).await?;
                 }
                 ServerStep::Success(who) => {
-                    self.settings.auth_throttle.succeeded(self.peer.ip());
+                    let settled = self.settings.auth_guard.settle(
+                        self.peer.ip(),
+                        self.trusted,
+                        Some(&who.username),
+                        true,
+                    );
+                    tokio::time::sleep(settled.delay).await;
+                    if settled.locked {
+                        tracing::info!(client = %self.peer, account = %who.username, mechanism = mechanism.as_str(), "submission: AUTH refused, locked out");
+                        self.reply(locked_out());
+                        return Ok(true);
+                    }
                     metrics::counter!("relaygate_sasl_server_total", "mechanism" => mechanism.as_str(), "result" => "success").increment(1);
                     tracing::info!(client = %self.peer, account = %who.username, mechanism = mechanism.as_str(), "submission: authenticated");
                     self.account = Some(who.username);
@@ -135,19 +156,30 @@ impl Session {
                     return Ok(true);
                 }
                 ServerStep::Failure(why) => {
-                    let delay = self.settings.auth_throttle.failed(self.peer.ip());
+                    let settled = self.settings.auth_guard.settle(
+                        self.peer.ip(),
+                        self.trusted,
+                        why.username(),
+                        false,
+                    );
                     metrics::counter!("relaygate_sasl_server_total", "mechanism" => mechanism.as_str(), "result" => "failure").increment(1);
-                    tracing::info!(client = %self.peer, mechanism = mechanism.as_str(), reason = %why, delay_ms = delay.as_millis() as u64, "submission: authentication failed");
-                    tokio::time::sleep(delay).await;
-                    // The same answer for an unknown user and a wrong password.
-                    self.reply(Reply::new(
-                        535,
-                        "5.7.8",
-                        "authentication credentials invalid",
-                    ));
+                    tracing::info!(client = %self.peer, mechanism = mechanism.as_str(), reason = %why, delay_ms = settled.delay.as_millis() as u64, "submission: authentication failed");
+                    // The same wait as a success with this history would get.
+                    tokio::time::sleep(settled.delay).await;
+                    self.reply(if settled.locked {
+                        locked_out()
+                    } else {
+                        // The same answer for an unknown user and a wrong password.
+                        Reply::new(535, "5.7.8", "authentication credentials invalid")
+                    });
                     return Ok(true);
                 }
             }
         }
     }
+}
+
+/// The answer while a lockout holds (RFC 4954 §6: 454 4.7.0, temporary).
+fn locked_out() -> Reply {
+    Reply::new(454, "4.7.0", "too many failed logins, try again later")
 }

@@ -26,9 +26,16 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lines of each log printed when the gateway is dropped.
 const LOG_TAIL_LINES: usize = 120;
 
-/// The path of the binary under test.
+/// The path of the binary under test: this build's, or `$RELAYGATE_TEST_BINARY` (to
+/// show that a test fails on an older build).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_relaygate")
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("RELAYGATE_TEST_BINARY")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_relaygate").to_string())
+    })
 }
 
 /// What goes into the generated config.

@@ -244,6 +244,27 @@ impl ServerFailure {
         }
     }
 
+    /// The account name the client gave, when the failure is about its credentials
+    /// (for counting failures per account; never part of the reply).
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            ServerFailure::UnknownUser { username, .. }
+            | ServerFailure::InvalidCredentials { username, .. } => Some(username),
+            ServerFailure::AuthzidRefused { authcid, .. } => Some(authcid),
+            ServerFailure::Malformed { .. }
+            | ServerFailure::InvalidUsername { .. }
+            | ServerFailure::Downgrade { .. }
+            | ServerFailure::ChannelBindingMismatch { .. }
+            | ServerFailure::UnsupportedChannelBindingType { .. }
+            | ServerFailure::ChannelBindingNotSupported { .. }
+            | ServerFailure::ChannelBindingRequired { .. }
+            | ServerFailure::ExtensionNotSupported { .. }
+            | ServerFailure::NonceMismatch { .. }
+            | ServerFailure::InitialResponseNotAllowed { .. }
+            | ServerFailure::ExchangeOver { .. } => None,
+        }
+    }
+
     /// The SCRAM `server-error-value` for this failure (RFC 5802 §7), for a protocol
     /// that carries `e=`; SMTP answers 535 instead.
     pub fn scram_error(&self) -> &'static str {

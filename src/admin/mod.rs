@@ -1,5 +1,5 @@
-//! The admin HTTP listener: `/healthz`, `/metrics` (Prometheus text) and the queue API
-//! under `/api/queue`. Loopback by default; any other address needs a bearer token,
+//! The admin HTTP listener: `/healthz`, `/metrics` (Prometheus text), the queue API
+//! under `/api/queue` and the login lockouts under `/api/auth` (`lockouts.rs`). Loopback by default; any other address needs a bearer token,
 //! compared in constant time.
 //!
 //! A browser on the same machine must not be able to use it: requests whose `Host`
@@ -30,6 +30,9 @@ use crate::model::{format_id, parse_id, rfc3339, AttemptInfo, RcptState, StoredM
 use crate::queue::{OpError, Queue, Selector};
 use crate::routes::address_domain;
 use crate::snapshot::SnapshotCell;
+use crate::submission::auth_guard::AuthGuard;
+
+mod lockouts;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -42,6 +45,8 @@ pub struct AdminState {
     /// `admin.allowed_hosts`, lowercase (the listen address and `localhost` are added at
     /// start).
     pub allowed_hosts: Arc<Vec<String>>,
+    /// Failed logins and lockouts of the submission listener.
+    pub auth_guard: Arc<AuthGuard>,
 }
 
 /// Connections the admin listener holds at once; more are closed at once.
@@ -146,6 +151,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/drop", post(one_drop))
         .route("/api/queue/{id}/requiretls", post(one_requiretls))
         .route("/api/queue/{id}/transport", post(one_transport))
+        .route("/api/auth/lockouts", get(lockouts::list))
+        .route("/api/auth/lockouts/clear", post(lockouts::clear))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
