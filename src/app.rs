@@ -327,10 +327,7 @@ fn spawn_mtasts_refresh(snap: SnapshotCell, mut shutdown: watch::Receiver<bool>)
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let cache = match snap.get().transports.get(crate::queue::scheduler::DIRECT) {
-                Some(snapshot::TransportEntry::Direct(direct)) => direct.mtasts_cache().cloned(),
-                Some(snapshot::TransportEntry::Smarthost(_)) | None => None,
-            };
+            let cache = snap.get().mtasts.clone();
             let Some(cache) = cache else { continue };
             let now = std::time::SystemTime::now();
             for (domain, outcome) in cache.refresh_all_due(now).await {

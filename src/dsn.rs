@@ -24,15 +24,24 @@ impl Action {
     }
 }
 
-/// One recipient's line in the report.
-#[derive(Debug, Clone)]
+/// One recipient's line in the report, from the recorded result's fields.
+#[derive(Debug, Clone, Default)]
 pub struct DsnRecipient {
     pub address: String,
     pub orcpt: Option<String>,
     /// The remote's reply or our own reason, e.g. "550 5.1.1 no such user".
     pub diagnostic: String,
+    /// The remote server said `diagnostic` (`Diagnostic-Code: smtp`); else it is our
+    /// own reason (`x-local`).
+    pub remote_reply: bool,
+    /// The enhanced status code (class, subject, detail), when known.
+    pub status: Option<[u16; 3]>,
+    /// The reply code, when known (its class stands in for a missing status).
+    pub code: Option<u16>,
     /// "host [ip]" of the remote MTA, when a connection was made.
     pub remote_mta: Option<String>,
+    /// The remote MTA's host name (`Remote-MTA: dns;`).
+    pub remote_host: Option<String>,
     pub last_attempt_ms: i64,
     /// For delayed DSNs: when we give up.
     pub will_retry_until_ms: Option<i64>,
@@ -49,36 +58,19 @@ pub struct DsnInput<'a> {
     pub dsn_id: u64,
 }
 
-/// The status code of a reply: its enhanced code when it has one (RFC 3463), else
-/// derived from the basic code's class.
-pub fn status_of(reply: &str, action: Action) -> String {
-    let mut parts = reply.split_whitespace();
-    let basic = parts.next().unwrap_or("");
-    // Our own reasons start with the status code itself ("5.7.30 host: ...").
-    let enhanced = if basic.contains('.') {
-        Some(basic)
-    } else {
-        parts.next()
+/// The `Status:` of a recipient (RFC 3464 §2.3.4): its enhanced code (RFC 3463), with
+/// class 4 in a delay report; without one, X.0.0 of the reply code's class.
+pub fn status_of(r: &DsnRecipient, action: Action) -> String {
+    let class_of_code = match r.code {
+        Some(c) if (400..500).contains(&c) => 4,
+        _ => 5,
     };
-    if let Some(enh) = enhanced {
-        let nums: Vec<&str> = enh.split('.').collect();
-        if nums.len() == 3
-            && matches!(nums[0], "2" | "4" | "5")
-            && nums[1..]
-                .iter()
-                .all(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
-        {
-            let class = match action {
-                Action::Delayed => "4",
-                Action::Failed => nums[0],
-            };
-            return format!("{class}.{}.{}", nums[1], nums[2]);
-        }
-    }
-    match (action, basic.as_bytes().first()) {
-        (Action::Delayed, _) => "4.0.0".into(),
-        (Action::Failed, Some(b'4')) => "4.0.0".into(),
-        (Action::Failed, _) => "5.0.0".into(),
+    match (r.status, action) {
+        (Some([_, s, d]), Action::Delayed) => format!("4.{s}.{d}"),
+        (Some([c @ (4 | 5), s, d]), Action::Failed) => format!("{c}.{s}.{d}"),
+        (Some([_, s, d]), Action::Failed) => format!("{class_of_code}.{s}.{d}"),
+        (None, Action::Delayed) => "4.0.0".into(),
+        (None, Action::Failed) => format!("{class_of_code}.0.0"),
     }
 }
 
@@ -173,17 +165,11 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         }
         m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", r.address));
         m.push_str(&format!("Action: {}\r\n", input.action.as_str()));
-        m.push_str(&format!(
-            "Status: {}\r\n",
-            status_of(&r.diagnostic, input.action)
-        ));
-        if let Some(mta) = &r.remote_mta {
-            let host = mta.split_whitespace().next().unwrap_or(mta);
+        m.push_str(&format!("Status: {}\r\n", status_of(r, input.action)));
+        if let Some(host) = &r.remote_host {
             m.push_str(&format!("Remote-MTA: dns; {}\r\n", clean(host)));
         }
-        let first = r.diagnostic.split_whitespace().next().unwrap_or("");
-        let is_smtp_reply = first.len() == 3 && first.bytes().all(|b| b.is_ascii_digit());
-        let diag_type = if is_smtp_reply { "smtp" } else { "x-local" };
+        let diag_type = if r.remote_reply { "smtp" } else { "x-local" };
         m.push_str(&format!(
             "Diagnostic-Code: {diag_type}; {}\r\n",
             clean(&r.diagnostic)
@@ -243,21 +229,24 @@ mod tests {
         }
     }
 
+    fn rcpt(status: Option<[u16; 3]>, code: Option<u16>) -> DsnRecipient {
+        DsnRecipient {
+            status,
+            code,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn status_codes() {
-        assert_eq!(status_of("550 5.1.1 no", Action::Failed), "5.1.1");
-        assert_eq!(status_of("451 4.7.1 later", Action::Delayed), "4.7.1");
-        assert_eq!(status_of("550 no", Action::Failed), "5.0.0");
-        assert_eq!(status_of("connection refused", Action::Failed), "5.0.0");
-        assert_eq!(
-            status_of("5.7.30 mx: REQUIRETLS not honoured", Action::Failed),
-            "5.7.30"
-        );
-        assert_eq!(
-            status_of("4.4.1 mx: connect failed", Action::Delayed),
-            "4.4.1"
-        );
-        assert_eq!(status_of("451 x", Action::Failed), "4.0.0");
+        let s = |st, code, action| status_of(&rcpt(st, code), action);
+        assert_eq!(s(Some([5, 1, 1]), Some(550), Action::Failed), "5.1.1");
+        assert_eq!(s(Some([4, 7, 1]), Some(451), Action::Delayed), "4.7.1");
+        assert_eq!(s(None, Some(550), Action::Failed), "5.0.0");
+        assert_eq!(s(None, None, Action::Failed), "5.0.0");
+        assert_eq!(s(Some([5, 7, 30]), Some(554), Action::Failed), "5.7.30");
+        assert_eq!(s(Some([5, 1, 1]), Some(550), Action::Delayed), "4.1.1");
+        assert_eq!(s(None, Some(451), Action::Failed), "4.0.0");
     }
 
     #[test]
@@ -268,7 +257,11 @@ mod tests {
             address: "r@x.org".into(),
             orcpt: Some("rfc822;R@x.org".into()),
             diagnostic: "550 5.1.1 user unknown".into(),
+            remote_reply: true,
+            status: Some([5, 1, 1]),
+            code: Some(550),
             remote_mta: Some("mx.x.org [192.0.2.1]".into()),
+            remote_host: Some("mx.x.org".into()),
             last_attempt_ms: 0,
             will_retry_until_ms: None,
         }];

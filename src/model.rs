@@ -70,6 +70,45 @@ pub struct AttemptInfo {
     /// next attempt starts with the address family not used last (SPEC §2).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dialed: BTreeMap<String, Vec<IpAddr>>,
+    /// The result as data, for DSNs, the admin API and failover (absent in records
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultInfo>,
+}
+
+/// One attempt's result as data: the reply's code and enhanced code, the command it
+/// answered, who said it, the kind of failure and the remote host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultInfo {
+    /// The reply code (ours for failures without a remote reply: 451 or 554).
+    pub code: u16,
+    /// The enhanced status code (RFC 3463) as class, subject, detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhanced: Option<[u16; 3]>,
+    /// The command the reply answered ("RCPT TO", "end of data", "connect", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The remote server said it (else it was made up here).
+    #[serde(default)]
+    pub remote_reply: bool,
+    /// The kind of failure (`connect`, `tls`, `auth`, `recipient`, ...); none when
+    /// delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The remote host name, when a host was reached or tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_host: Option<String>,
+    /// The remote's reply as one line, when the attempt's text is an error's context
+    /// around it (a refused greeting, a refused login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_line: Option<String>,
+}
+
+impl ResultInfo {
+    /// The enhanced code as text ("5.1.1").
+    pub fn enhanced_text(&self) -> Option<String> {
+        self.enhanced.map(|[c, s, d]| format!("{c}.{s}.{d}"))
+    }
 }
 
 /// Delivery state of one recipient.

@@ -22,7 +22,7 @@ use relaygate_transports::smarthost::{
 };
 use relaygate_transports::socks::{SocksConfig, SocksConnector, SocksDialer};
 use relaygate_transports::Connector;
-use relaygate_transports::{TcpConnector, Timeouts, TlsRoots};
+use relaygate_transports::{TcpConnector, Timeouts, TlsRoots, Transport};
 
 use crate::config::{Config, RouteConfig, StoreKind, TransportConfig, TransportKind};
 use crate::routes::{normalize_domain, Route, RouteTable};
@@ -34,20 +34,20 @@ use crate::store::redis::RedisStore;
 /// fail at once for this long instead of trying the same password again.
 pub const AUTH_FAILURE_HOLDDOWN: Duration = Duration::from_secs(60);
 
-/// A transport ready to use.
-pub enum TransportEntry {
-    Smarthost(Arc<SmarthostTransport>),
-    /// Direct MX delivery (one transport shared by `direct` and every `kind = "direct"`).
-    Direct(Arc<DirectTransport>),
-}
+/// Name used for direct delivery when no route (or an empty transport) matched.
+pub const DIRECT: &str = "direct";
 
 pub struct Snapshot {
     pub routes: RouteTable,
-    pub transports: HashMap<String, TransportEntry>,
+    /// Every transport by name, behind the one seam (direct delivery under `direct`
+    /// unless the operator named a transport so).
+    pub transports: HashMap<String, Arc<dyn Transport>>,
     /// The transport configs as written (for listing and explain).
     pub configs: HashMap<String, TransportConfig>,
     /// Accounts that may authenticate on the submission listener.
     pub accounts: Arc<crate::accounts::Accounts>,
+    /// Direct delivery's MTA-STS policy cache (refreshed in the background).
+    pub mtasts: Option<Arc<PolicyCache>>,
 }
 
 /// The current snapshot, replaced whole on reload, with a generation counter that
@@ -118,7 +118,7 @@ pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String
     let direct = direct_transport(config, &shared, &config.hostname, Arc::new(TcpDialer))?;
     let mut transports = HashMap::new();
     for (name, t) in &config.transports {
-        let entry = match t.kind {
+        let entry: Arc<dyn Transport> = match t.kind {
             TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
                 let sh = smarthost_config(config, name, t)?;
                 let connector: Arc<dyn Connector> = if t.socks_proxy.is_empty() {
@@ -132,9 +132,9 @@ pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String
                     })?;
                     Arc::new(SocksConnector::new(socks_config(&t.socks_proxy, proxy)?))
                 };
-                TransportEntry::Smarthost(Arc::new(SmarthostTransport::new(sh, tls, connector)))
+                Arc::new(SmarthostTransport::new(sh, tls, connector))
             }
-            TransportKind::Direct => TransportEntry::Direct(Arc::clone(&direct)),
+            TransportKind::Direct => Arc::clone(&direct) as Arc<dyn Transport>,
             TransportKind::Socks => {
                 // The whole direct algorithm, every connection through the proxy, with
                 // the EHLO name that matches the proxy's egress IP.
@@ -144,21 +144,23 @@ pub fn build(config: &Config, tls: &TlsClientConfigs) -> Result<Snapshot, String
                     &t.remote_hostname
                 };
                 let dialer = Arc::new(SocksDialer::new(socks_config(name, t)?));
-                TransportEntry::Direct(direct_transport(config, &shared, ehlo, dialer)?)
+                direct_transport(config, &shared, ehlo, dialer)?
             }
         };
         transports.insert(name.clone(), entry);
     }
     // No route, or a route with an empty transport, means "direct" (unless the operator
     // named a transport so).
+    let mtasts = direct.mtasts_cache().cloned();
     transports
-        .entry(crate::queue::scheduler::DIRECT.to_string())
-        .or_insert_with(|| TransportEntry::Direct(Arc::clone(&direct)));
+        .entry(DIRECT.to_string())
+        .or_insert_with(|| direct as Arc<dyn Transport>);
     Ok(Snapshot {
         routes,
         transports,
         configs: config.transports.clone().into_iter().collect(),
         accounts: Arc::new(crate::accounts::Accounts::from_config(config)?),
+        mtasts,
     })
 }
 

@@ -212,12 +212,16 @@ pub fn message(data: &[u8]) {
         address: "c@d.example".into(),
         orcpt: Some("rfc822;c@d.example".into()),
         diagnostic: reply.to_string(),
+        remote_reply: true,
+        status: Some([5, 1, 1]),
+        code: Some(550),
         remote_mta: Some("mx.d.example [192.0.2.2]".into()),
+        remote_host: Some("mx.d.example".into()),
         last_attempt_ms: 1_798_761_600_000,
         will_retry_until_ms: Some(1_799_000_000_000),
     }];
     for action in [Action::Failed, Action::Delayed] {
-        let _ = status_of(&reply, action);
+        let _ = status_of(&rcpts[0], action);
         let dsn = build(&DsnInput {
             hostname: "gw.example",
             original: &original,

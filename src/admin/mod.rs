@@ -265,13 +265,22 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 fn attempt_json(a: &AttemptInfo) -> Value {
-    json!({
+    let mut v = json!({
         "at": rfc3339(a.at),
         "transport": a.transport,
         "remote": a.remote,
         "tls": a.tls,
         "reply": a.reply,
-    })
+    });
+    if let Some(r) = &a.result {
+        v["code"] = json!(r.code);
+        v["enhanced"] = json!(r.enhanced_text());
+        v["stage"] = json!(r.stage);
+        v["remote_reply"] = json!(r.remote_reply);
+        v["reason"] = json!(r.reason);
+        v["remote_host"] = json!(r.remote_host);
+    }
+    v
 }
 
 /// One message with every recorded attempt of every recipient (`queue show`).
@@ -314,6 +323,9 @@ pub fn message_json(m: &StoredMessage) -> Value {
                 RcptState::Delivered { .. } | RcptState::Failed { .. } => Value::Null,
             },
             "last_reply": r.last.as_ref().map(|l| l.reply.clone()),
+            "last_code": r.last.as_ref().and_then(|l| l.result.as_ref()).map(|x| x.code),
+            "last_enhanced": r.last.as_ref().and_then(|l| l.result.as_ref()).and_then(|x| x.enhanced_text()),
+            "last_reason": r.last.as_ref().and_then(|l| l.result.as_ref()).and_then(|x| x.reason.clone()),
             "transport": r.last.as_ref().map(|l| l.transport.clone()),
             "remote": r.last.as_ref().and_then(|l| l.remote.clone()),
         })).collect::<Vec<_>>(),
@@ -635,7 +647,7 @@ async fn one_transport(
         "" | "default" => None,
         name => {
             let snap = state.snapshot.get();
-            if name != crate::queue::scheduler::DIRECT && !snap.transports.contains_key(name) {
+            if name != crate::snapshot::DIRECT && !snap.transports.contains_key(name) {
                 let mut known: Vec<&String> = snap.transports.keys().collect();
                 known.sort();
                 return bad_request(format!(

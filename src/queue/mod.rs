@@ -462,11 +462,20 @@ impl Queue {
 
     fn dsn_recipient(&self, r: &Recipient, action: Action, now: i64) -> DsnRecipient {
         let last = r.last.clone().unwrap_or_default();
+        let result = last.result.unwrap_or_default();
         DsnRecipient {
             address: r.address.clone(),
             orcpt: r.orcpt.clone(),
-            diagnostic: last.reply,
+            // The remote's own line when the attempt's text wraps it in our context.
+            diagnostic: match (result.remote_reply, result.remote_line) {
+                (true, Some(line)) => line,
+                _ => last.reply,
+            },
+            remote_reply: result.remote_reply,
+            status: result.enhanced,
+            code: (result.code > 0).then_some(result.code),
             remote_mta: last.remote,
+            remote_host: result.remote_host,
             last_attempt_ms: if last.at > 0 { last.at } else { now },
             will_retry_until_ms: match action {
                 Action::Delayed => Some(retry::last_attempt_at(
@@ -656,6 +665,7 @@ mod tests {
             reply: "451 later".into(),
             tls: None,
             dialed: Default::default(),
+            result: None,
         }
     }
 
@@ -744,6 +754,14 @@ mod tests {
                     verdict: Verdict::Permanent,
                     info: AttemptInfo {
                         reply: "550 5.1.1 no".into(),
+                        result: Some(crate::model::ResultInfo {
+                            code: 550,
+                            enhanced: Some([5, 1, 1]),
+                            stage: Some("RCPT TO".into()),
+                            remote_reply: true,
+                            reason: Some("recipient".into()),
+                            ..Default::default()
+                        }),
                         ..info()
                     },
                 },

@@ -221,9 +221,8 @@ impl Queue {
                 address: r.address.clone(),
                 orcpt: r.orcpt.clone(),
                 diagnostic: "message deleted from the queue by the administrator".into(),
-                remote_mta: None,
                 last_attempt_ms: r.last.as_ref().map_or(now_ms(), |l| l.at),
-                will_retry_until_ms: None,
+                ..Default::default()
             })
             .collect();
         tracing::info!(queue_id = %format_id(id), dsn, recipients = pending.len(), "queue: message dropped by the administrator");

@@ -3,32 +3,26 @@
 //! (global, and per destination). Results go back to the queue, which decides what
 //! happens next.
 //!
-//! Grouping: recipients of one message that resolve to the same smarthost share one
-//! transaction; for direct delivery they are grouped by recipient domain and handed to
-//! the direct transport (`relaygate_transports::direct`), which tries the domain's MX
-//! hosts under DANE, MTA-STS and REQUIRETLS; its per-host facts become the
-//! `queue_destination*`, `queue_tlsrequiredno_ignored_total`,
-//! `queue_requiretls_unsupported_total`, `queue_mtasts_mx_mismatch_total`,
-//! `queue_connection_total` and `queue_plaintext_fallback_total` metrics.
+//! Grouping: recipients of one message with the same destination share one batch; the
+//! transport says what a destination is (one per smarthost, one per recipient domain
+//! for direct delivery). Every transport is reached through the one seam,
+//! `relaygate_transports::Transport`: the scheduler knows no transport kind, and the
+//! metrics a kind owns are emitted by it. Each recipient's structured result is kept
+//! as data in its attempt record.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relaygate_transports::direct::{
-    DaneHost, DialedIps, DirectRequest, DirectResult, DirectTransport, SkipReason,
-};
-use relaygate_transports::smarthost::SmarthostTransport;
-use relaygate_transports::{OutboundMessage, OutboundRcpt, RcptOutcome, Severity};
+use relaygate_transports::direct::DialedIps;
+use relaygate_transports::transport::RcptResult as TransportResult;
+use relaygate_transports::{Batch, EnhancedCode, OutboundMessage, OutboundRcpt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{Claim, Placement, Queue, RcptResult, Verdict};
-use crate::model::{format_id, now_ms, AttemptInfo, Ret, StoredMessage};
+use crate::model::{format_id, now_ms, AttemptInfo, ResultInfo, Ret, StoredMessage};
 use crate::routes::{address_domain, select, RouteQuery};
-use crate::snapshot::{Snapshot, SnapshotCell, TransportEntry};
-
-/// Name used for direct delivery when no route (or an empty transport) matched.
-pub const DIRECT: &str = "direct";
+use crate::snapshot::{Snapshot, SnapshotCell, DIRECT};
 
 /// The concurrency limits of the scheduler.
 #[derive(Debug, Clone, Copy)]
@@ -240,49 +234,33 @@ impl Scheduler {
 
     /// Makes one attempt for the job's recipients and reports a result for each.
     async fn attempt(&self, job: &Job) -> Vec<RcptResult> {
-        let all = |verdict: Verdict, reply: String, remote: Option<String>| -> Vec<RcptResult> {
+        let msg = &job.message;
+        let local = |status: EnhancedCode, text: String| -> Vec<RcptResult> {
+            let r = TransportResult::local(status, &text);
             job.rcpts
                 .iter()
-                .map(|&index| RcptResult {
-                    index,
-                    verdict,
-                    info: AttemptInfo {
-                        at: now_ms(),
-                        transport: job.transport.clone(),
-                        remote: remote.clone(),
-                        reply: reply.clone(),
-                        tls: None,
-                        dialed: Default::default(),
-                    },
-                })
+                .map(|&index| record(job, index, &r, &DialedIps::new()))
                 .collect()
         };
-        let snap = self.snapshot.get();
-        let transport = match snap.transports.get(&job.transport) {
-            Some(TransportEntry::Smarthost(t)) => Chosen::Smarthost(Arc::clone(t)),
-            Some(TransportEntry::Direct(d)) => Chosen::Direct(Arc::clone(d)),
-            None => {
-                return all(
-                    Verdict::Temporary,
-                    format!("transport {:?} is not configured", job.transport),
-                    None,
-                )
-            }
+        let transport = self.snapshot.get().transports.get(&job.transport).cloned();
+        let Some(transport) = transport else {
+            // RFC 3463 X.3.5: system incorrectly configured.
+            return local(
+                EnhancedCode::new(4, 3, 5),
+                format!("transport {:?} is not configured", job.transport),
+            );
         };
-        drop(snap);
         let body = match self.queue.spool().read_body(job.body).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(queue_id = %format_id(job.message.id), error = %e, "cannot read message body");
-                return all(
-                    Verdict::Temporary,
+                tracing::error!(queue_id = %format_id(msg.id), error = %e, "cannot read message body");
+                return local(
+                    EnhancedCode::new(4, 3, 0),
                     format!("local error reading the spool: {e}"),
-                    None,
                 );
             }
         };
-        let msg = &job.message;
-        let outbound = OutboundMessage {
+        let message = OutboundMessage {
             mail_from: msg.mail_from.clone(),
             rcpts: job
                 .rcpts
@@ -303,54 +281,85 @@ impl Scheduler {
             }),
             envid: msg.params.envid.as_deref().map(xtext_encode),
         };
-        let transport = match transport {
-            Chosen::Smarthost(t) => t,
-            Chosen::Direct(d) => return self.attempt_direct(job, &d, outbound).await,
-        };
-        match transport.deliver(&outbound).await {
-            Ok(delivery) => {
-                metrics::counter!("relaygate_queue_connection_total", "result" => "ok")
-                    .increment(1);
-                let remote = match delivery.remote.addr {
-                    Some(a) => format!("{} [{}]", delivery.remote.host, a.ip()),
-                    None => delivery.remote.host.clone(),
-                };
-                let tls = delivery.remote.tls.mode().to_string();
-                job.rcpts
-                    .iter()
-                    .zip(delivery.outcomes)
-                    .map(|(&index, outcome)| {
-                        let verdict = match &outcome {
-                            RcptOutcome::Delivered(_) => Verdict::Delivered,
-                            RcptOutcome::Transient(_) => Verdict::Temporary,
-                            RcptOutcome::Permanent(_) => Verdict::Permanent,
-                        };
-                        RcptResult {
-                            index,
-                            verdict,
-                            info: AttemptInfo {
-                                at: now_ms(),
-                                transport: job.transport.clone(),
-                                remote: Some(remote.clone()),
-                                reply: outcome.reply().to_string(),
-                                tls: Some(tls.clone()),
-                                dialed: Default::default(),
-                            },
-                        }
-                    })
-                    .collect()
-            }
-            Err(e) => {
-                metrics::counter!("relaygate_queue_connection_total", "result" => "error")
-                    .increment(1);
-                let verdict = match e.severity() {
-                    Severity::Temporary => Verdict::Temporary,
-                    Severity::Permanent => Verdict::Permanent,
-                };
-                // Our own failures carry their status code first, so DSNs report it.
-                all(verdict, format!("{} {e}", e.status_code()), None)
+        // The addresses dialed on earlier attempts come from the first recipient's
+        // attempt log (recipients of one destination are attempted together); this
+        // attempt's go into every recipient's record, so the next one starts with the
+        // other address family.
+        let first = job.rcpts.first().and_then(|&i| msg.rcpts.get(i));
+        let mut dialed = DialedIps::new();
+        for info in first.into_iter().flat_map(|r| r.attempts_log()) {
+            for (host, ips) in &info.dialed {
+                dialed.entry(host.clone()).or_default().extend(ips);
             }
         }
+        let attempt = job
+            .rcpts
+            .iter()
+            .filter_map(|&i| msg.rcpts.get(i))
+            .map(|r| r.attempts)
+            .min()
+            .unwrap_or(0)
+            + 1;
+        let batch = Batch {
+            domain: first
+                .map(|r| address_domain(&r.address))
+                .unwrap_or_default(),
+            // RFC 8689 §5: the header counts only without REQUIRETLS (the transport
+            // checks that too, against the effective REQUIRETLS after overrides).
+            tls_required_no: msg.params.tls_required_no && !message.requiretls,
+            message,
+            attempt,
+            dialed,
+        };
+        let result = transport.deliver(&batch).await;
+        if result.rcpts.len() != job.rcpts.len() {
+            tracing::error!(queue_id = %format_id(msg.id), transport = %job.transport, expected = job.rcpts.len(), got = result.rcpts.len(), "transport returned a result per recipient of another count");
+            return local(
+                EnhancedCode::new(4, 3, 0),
+                "internal error: the transport lost track of recipients".into(),
+            );
+        }
+        job.rcpts
+            .iter()
+            .zip(&result.rcpts)
+            .map(|(&index, r)| record(job, index, r, &result.dialed))
+            .collect()
+    }
+}
+
+/// The queue's record of one recipient's result.
+fn record(job: &Job, index: usize, r: &TransportResult, dialed: &DialedIps) -> RcptResult {
+    let verdict = match r.verdict {
+        relaygate_transports::Verdict::Delivered => Verdict::Delivered,
+        relaygate_transports::Verdict::Temporary => Verdict::Temporary,
+        relaygate_transports::Verdict::Permanent => Verdict::Permanent,
+    };
+    RcptResult {
+        index,
+        verdict,
+        info: AttemptInfo {
+            at: now_ms(),
+            transport: job.transport.clone(),
+            remote: r.remote.as_ref().map(ToString::to_string),
+            reply: r.text(),
+            tls: r.remote.as_ref().map(|m| m.tls.clone()),
+            dialed: dialed.clone(),
+            result: Some(ResultInfo {
+                code: r.reply.code,
+                enhanced: r
+                    .reply
+                    .enhanced
+                    .map(|e| [u16::from(e.class), e.subject, e.detail]),
+                stage: r.reply.stage.map(|s| s.to_string()),
+                remote_reply: r.remote_reply(),
+                reason: r.reason.map(|k| k.as_str().to_string()),
+                remote_host: r.remote.as_ref().map(|m| m.host.clone()),
+                remote_line: match (&r.context, r.remote_reply()) {
+                    (Some(_), true) => Some(r.reply.to_string()),
+                    _ => None,
+                },
+            }),
+        },
     }
 }
 
@@ -391,147 +400,14 @@ fn placement(snap: &Snapshot, msg: &StoredMessage, idx: usize) -> Placement {
             }
         }
     };
-    let is_smarthost = matches!(
-        snap.transports.get(transport.as_ref()),
-        Some(TransportEntry::Smarthost(_))
-    );
-    let destination = if is_smarthost {
-        Arc::clone(&transport)
-    } else {
-        Arc::from(format!("{transport}/{to_domain}"))
+    let destination: Arc<str> = match snap.transports.get(transport.as_ref()) {
+        Some(t) => Arc::from(t.destination(&transport, &to_domain)),
+        None => Arc::from(format!("{transport}/{to_domain}")),
     };
     Placement {
         destination,
         transport,
         route,
-    }
-}
-
-/// The transport an attempt goes through.
-enum Chosen {
-    Smarthost(Arc<SmarthostTransport>),
-    Direct(Arc<DirectTransport>),
-}
-
-impl Scheduler {
-    /// Direct delivery for the job's recipients, all at one domain. The addresses dialed
-    /// on earlier attempts come from the first recipient's attempt log (recipients of one
-    /// domain are attempted together), and this attempt's go into every recipient's
-    /// attempt info, so the next attempt starts with the other address family.
-    async fn attempt_direct(
-        &self,
-        job: &Job,
-        transport: &DirectTransport,
-        message: OutboundMessage,
-    ) -> Vec<RcptResult> {
-        let msg = &job.message;
-        let first = job.rcpts.first().and_then(|&i| msg.rcpts.get(i));
-        let mut dialed = DialedIps::new();
-        for info in first.into_iter().flat_map(|r| r.attempts_log()) {
-            for (host, ips) in &info.dialed {
-                dialed.entry(host.clone()).or_default().extend(ips);
-            }
-        }
-        let attempt = job
-            .rcpts
-            .iter()
-            .filter_map(|&i| msg.rcpts.get(i))
-            .map(|r| r.attempts)
-            .min()
-            .unwrap_or(0)
-            + 1;
-        let request = DirectRequest {
-            domain: first
-                .map(|r| address_domain(&r.address))
-                .unwrap_or_default(),
-            // RFC 8689 §5: the header counts only without REQUIRETLS (the transport
-            // checks that too, against the effective REQUIRETLS after overrides).
-            tls_required_no: msg.params.tls_required_no && !message.requiretls,
-            message,
-            attempt,
-            dialed,
-        };
-        let result = transport.deliver(&request).await;
-        direct_metrics(&result);
-        job.rcpts
-            .iter()
-            .zip(result.rcpts)
-            .map(|(&index, r)| RcptResult {
-                index,
-                verdict: match &r.outcome {
-                    RcptOutcome::Delivered(_) => Verdict::Delivered,
-                    RcptOutcome::Transient(_) => Verdict::Temporary,
-                    RcptOutcome::Permanent(_) => Verdict::Permanent,
-                },
-                info: AttemptInfo {
-                    at: now_ms(),
-                    transport: job.transport.clone(),
-                    remote: r.remote.as_ref().map(ToString::to_string),
-                    reply: r.outcome.reply().to_string(),
-                    // "verified+dane" and the like: the TLS used and the policies behind it.
-                    tls: r.remote.as_ref().map(|m| m.tls_mode()),
-                    dialed: result.dialed.clone(),
-                },
-            })
-            .collect()
-    }
-}
-
-/// The SPEC §3 counters of one direct attempt, from the transport's per-host facts.
-fn direct_metrics(result: &DirectResult) {
-    for host in &result.hosts {
-        if host.looked_up {
-            metrics::counter!("relaygate_queue_destinations_total").increment(1);
-        }
-        if host.authentic {
-            metrics::counter!("relaygate_queue_destinations_authentic_total").increment(1);
-        }
-        match host.dane {
-            Some(DaneHost::Verify) => {
-                metrics::counter!("relaygate_queue_destination_dane_required_total").increment(1);
-            }
-            Some(DaneHost::Unverified) => {
-                metrics::counter!("relaygate_queue_destination_dane_required_total").increment(1);
-                metrics::counter!("relaygate_queue_destination_dane_starttlsunverified_total")
-                    .increment(1);
-            }
-            Some(DaneHost::LookupFailed) => {
-                metrics::counter!("relaygate_queue_destination_dane_gathertlsa_errors_total")
-                    .increment(1);
-            }
-            Some(DaneHost::NotApplicable) | None => {}
-        }
-        match host.skip_reason {
-            Some(SkipReason::RequireTlsNoPolicy) => {
-                metrics::counter!("relaygate_queue_requiretls_unsupported_total",
-                    "reason" => "nopolicy")
-                .increment(1);
-            }
-            Some(SkipReason::MtaStsMx | SkipReason::TlsaLookup) | None => {}
-        }
-        if host.requiretls_refused {
-            metrics::counter!("relaygate_queue_requiretls_unsupported_total",
-                "reason" => "norequiretls")
-            .increment(1);
-        }
-        if host.mtasts_mismatch {
-            let mode = result.mtasts.map_or("none", |m| m.as_str());
-            metrics::counter!("relaygate_queue_mtasts_mx_mismatch_total", "mode" => mode)
-                .increment(1);
-        }
-    }
-    for ignored in result.ignored() {
-        metrics::counter!("relaygate_queue_tlsrequiredno_ignored_total",
-            "ignored" => ignored.label())
-        .increment(1);
-    }
-    for connect in result.connections() {
-        metrics::counter!("relaygate_queue_connection_total", "result" => connect.label())
-            .increment(1);
-    }
-    let fallbacks = result.plaintext_fallbacks();
-    if fallbacks > 0 {
-        metrics::counter!("relaygate_queue_plaintext_fallback_total").increment(fallbacks as u64);
     }
 }
 

@@ -226,6 +226,7 @@ mod tests {
             transports: Default::default(),
             configs: Default::default(),
             accounts: Default::default(),
+            mtasts: None,
         });
         let s = SubmissionSettings {
             snapshot,

@@ -106,11 +106,9 @@ mod tests {
     fn caps(lines: &[&str]) -> Capabilities {
         let mut all = vec!["mx.example greets you".to_string()];
         all.extend(lines.iter().map(|s| s.to_string()));
-        Capabilities::from_ehlo_reply(&Reply {
-            code: 250,
-            enhanced: None,
-            lines: all,
-        })
+        let mut reply = Reply::new(250, None, "");
+        reply.lines = all;
+        Capabilities::from_ehlo_reply(&reply)
     }
 
     #[test]

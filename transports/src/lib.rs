@@ -70,11 +70,12 @@ pub mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;
+pub mod transport;
 
 pub use ehlo::Capabilities;
 pub use message::{OutboundMessage, OutboundRcpt, Ret};
-pub use outcome::{classify, RcptOutcome, ReplyClass, Severity, Stage, TransportError};
-pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
+pub use outcome::{classify, RcptOutcome, ReasonKind, ReplyClass, Severity, Stage, TransportError};
+pub use reply::{EnhancedCode, Origin, Reply, ReplyError, ReplyParser};
 pub use session::{
     AuthParams, AuthPlan, BindingUse, ConnectParams, Secret, Session, SessionState, Timeouts,
 };
@@ -84,3 +85,4 @@ pub use smarthost::{
 };
 pub use stream::{Connector, Io, Stream, TcpConnector};
 pub use tls::{TlsInfo, TlsRoots, TlsSetupError};
+pub use transport::{Batch, BatchResult, RcptResult, RemoteEnd, Transport, Verdict};

@@ -10,7 +10,7 @@
 use std::{fmt, io};
 
 use crate::{
-    reply::Reply,
+    reply::{EnhancedCode, Reply},
     sasl::{Mechanism, SaslError},
 };
 
@@ -133,6 +133,119 @@ impl fmt::Display for Stage {
             Stage::Quit => "QUIT",
             Stage::Auth => "AUTH",
         })
+    }
+}
+
+/// What kind of failure a result is, for the queue's decisions (failover, DSNs, logs).
+/// Decided here and nowhere else: [`ReasonKind::of_reply`] for replies,
+/// [`TransportError::reason`] for errors that end a whole attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonKind {
+    /// No connection (resolution, refused, unreachable, proxy).
+    Connect,
+    /// The greeting or EHLO was refused.
+    Greeting,
+    /// TLS could not be set up or verified, or a policy needing it could not be met.
+    Tls,
+    /// Login refused or impossible.
+    Auth,
+    /// The remote asks us to slow down (congestion, rate).
+    Throttle,
+    /// The remote's sending quota for us is used up (provider replies; classified by
+    /// the provider table).
+    Quota,
+    /// Refused by policy (sender, security, reputation).
+    Policy,
+    /// This recipient's address or mailbox.
+    Recipient,
+    /// This message (size, content, encoding, international addresses).
+    Message,
+    /// The remote broke the protocol, or the reply says nothing more specific.
+    Protocol,
+    /// A failure on our side (no such transport, local storage).
+    Local,
+}
+
+impl ReasonKind {
+    /// The label used in records, the admin API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonKind::Connect => "connect",
+            ReasonKind::Greeting => "greeting",
+            ReasonKind::Tls => "tls",
+            ReasonKind::Auth => "auth",
+            ReasonKind::Throttle => "throttle",
+            ReasonKind::Quota => "quota",
+            ReasonKind::Policy => "policy",
+            ReasonKind::Recipient => "recipient",
+            ReasonKind::Message => "message",
+            ReasonKind::Protocol => "protocol",
+            ReasonKind::Local => "local",
+        }
+    }
+
+    /// Reads a label back (records, the admin API).
+    pub fn from_label(s: &str) -> Option<ReasonKind> {
+        [
+            ReasonKind::Connect,
+            ReasonKind::Greeting,
+            ReasonKind::Tls,
+            ReasonKind::Auth,
+            ReasonKind::Throttle,
+            ReasonKind::Quota,
+            ReasonKind::Policy,
+            ReasonKind::Recipient,
+            ReasonKind::Message,
+            ReasonKind::Protocol,
+            ReasonKind::Local,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The kind of a negative reply: by the command it answered where that decides it
+    /// (greeting, TLS, AUTH), else by its enhanced code's subject (RFC 3463 §3), else
+    /// by the command again.
+    pub fn of_reply(reply: &Reply) -> ReasonKind {
+        match reply.stage {
+            Some(Stage::Connect) => return ReasonKind::Connect,
+            Some(Stage::Greeting | Stage::Ehlo | Stage::Helo) => return ReasonKind::Greeting,
+            Some(Stage::TlsHandshake | Stage::StartTls) => return ReasonKind::Tls,
+            Some(Stage::Auth) => return ReasonKind::Auth,
+            Some(
+                Stage::Mail
+                | Stage::Rcpt
+                | Stage::Data
+                | Stage::DataBlock
+                | Stage::DataEnd
+                | Stage::Rset
+                | Stage::Quit,
+            )
+            | None => {}
+        }
+        if let Some(e) = reply.enhanced {
+            match (e.subject, e.detail) {
+                // X.2.3: message length exceeds an administrative limit.
+                (2, 3) => return ReasonKind::Message,
+                (1, _) | (2, _) => return ReasonKind::Recipient,
+                (3, 4) => return ReasonKind::Message,
+                // X.4.5: mail system congestion.
+                (4, 5) => return ReasonKind::Throttle,
+                (4, _) => return ReasonKind::Connect,
+                // X.5.3: too many recipients (this one, not now).
+                (5, 3) => return ReasonKind::Recipient,
+                (6, _) => return ReasonKind::Message,
+                (7, 8) => return ReasonKind::Auth,
+                (7, _) => return ReasonKind::Policy,
+                _ => {}
+            }
+        }
+        match reply.stage {
+            Some(Stage::Rcpt) => ReasonKind::Recipient,
+            Some(Stage::Mail) => ReasonKind::Policy,
+            Some(Stage::Data | Stage::DataBlock | Stage::DataEnd) => ReasonKind::Message,
+            Some(_) | None => ReasonKind::Protocol,
+        }
     }
 }
 
@@ -349,6 +462,11 @@ impl TransportError {
     /// The enhanced status code (RFC 3463) that describes this failure in a DSN: the
     /// remote's own when it gave one, else ours.
     pub fn status_code(&self) -> String {
+        self.status().to_string()
+    }
+
+    /// [`TransportError::status_code`] as data.
+    pub fn status(&self) -> EnhancedCode {
         let class = match self.severity() {
             Severity::Temporary => 4,
             Severity::Permanent => 5,
@@ -357,34 +475,113 @@ impl TransportError {
             // A 535 is permanent for the server but temporary for us: keep its detail
             // with our class, so a delayed DSN does not say 5.x.
             if let Some(e) = reply.enhanced {
-                return format!("{class}.{}.{}", e.subject, e.detail);
+                return EnhancedCode::new(class, e.subject, e.detail);
             }
         }
         if let Some(e) = self.reply().and_then(|r| r.enhanced) {
-            return e.to_string();
+            return e;
         }
-        let rest = match self {
-            TransportError::Connect { .. } => "4.1",
-            TransportError::Timeout { .. } | TransportError::Io { .. } => "4.2",
+        let (subject, detail) = match self {
+            TransportError::Connect { .. } => (4, 1),
+            TransportError::Timeout { .. } | TransportError::Io { .. } => (4, 2),
             TransportError::Tls { .. }
             | TransportError::StartTlsUnavailable { .. }
-            | TransportError::StartTlsRejected { .. } => "7.10",
-            TransportError::GreetingRejected { .. } | TransportError::EhloRejected { .. } => "0.0",
-            TransportError::Protocol { .. } => "5.0",
-            TransportError::MessageTooLarge { .. } => "3.4",
-            TransportError::EightBitUnsupported { .. } => "6.3",
-            TransportError::SmtpUtf8Unsupported { .. } => "6.7",
+            | TransportError::StartTlsRejected { .. } => (7, 10),
+            TransportError::GreetingRejected { .. } | TransportError::EhloRejected { .. } => (0, 0),
+            TransportError::Protocol { .. } => (5, 0),
+            TransportError::MessageTooLarge { .. } => (3, 4),
+            TransportError::EightBitUnsupported { .. } => (6, 3),
+            TransportError::SmtpUtf8Unsupported { .. } => (6, 7),
             // RFC 8689 §5: REQUIRETLS could not be honoured.
-            TransportError::RequireTlsUnsupported { .. } => "7.30",
+            TransportError::RequireTlsUnsupported { .. } => (7, 30),
             // RFC 4954 §6: 5.7.8 authentication credentials invalid.
-            TransportError::AuthFailed { .. } => "7.8",
+            TransportError::AuthFailed { .. } => (7, 8),
             // RFC 3463: X.7.4 security features not supported.
-            TransportError::NoCommonMechanism { .. } => "7.4",
+            TransportError::NoCommonMechanism { .. } => (7, 4),
             // RFC 5248: X.7.11 encryption required for the authentication mechanism.
-            TransportError::AuthWithoutTls { .. } => "7.11",
-            TransportError::Sasl { .. } => "7.0",
+            TransportError::AuthWithoutTls { .. } => (7, 11),
+            TransportError::Sasl { .. } => (7, 0),
         };
-        format!("{class}.{rest}")
+        EnhancedCode::new(class, subject, detail)
+    }
+
+    /// Where in the exchange it happened.
+    pub fn stage(&self) -> Stage {
+        match self {
+            TransportError::Connect { .. } => Stage::Connect,
+            TransportError::Timeout { stage, .. } | TransportError::Io { stage, .. } => *stage,
+            TransportError::Tls { .. } => Stage::TlsHandshake,
+            TransportError::StartTlsUnavailable { .. }
+            | TransportError::StartTlsRejected { .. } => Stage::StartTls,
+            TransportError::GreetingRejected { .. } => Stage::Greeting,
+            TransportError::EhloRejected { .. } => Stage::Ehlo,
+            TransportError::Protocol { command, .. } => *command,
+            TransportError::MessageTooLarge { .. }
+            | TransportError::EightBitUnsupported { .. }
+            | TransportError::SmtpUtf8Unsupported { .. }
+            | TransportError::RequireTlsUnsupported { .. } => Stage::Mail,
+            TransportError::AuthFailed { .. }
+            | TransportError::NoCommonMechanism { .. }
+            | TransportError::AuthWithoutTls { .. }
+            | TransportError::Sasl { .. } => Stage::Auth,
+        }
+    }
+
+    /// The kind of failure (see [`ReasonKind`]).
+    pub fn reason(&self) -> ReasonKind {
+        match self {
+            TransportError::Connect { .. } => ReasonKind::Connect,
+            TransportError::Timeout { stage, .. } | TransportError::Io { stage, .. } => match stage
+            {
+                Stage::Connect => ReasonKind::Connect,
+                Stage::Greeting | Stage::Ehlo | Stage::Helo => ReasonKind::Greeting,
+                Stage::TlsHandshake | Stage::StartTls => ReasonKind::Tls,
+                Stage::Auth => ReasonKind::Auth,
+                Stage::Mail
+                | Stage::Rcpt
+                | Stage::Data
+                | Stage::DataBlock
+                | Stage::DataEnd
+                | Stage::Rset
+                | Stage::Quit => ReasonKind::Protocol,
+            },
+            TransportError::Tls { .. }
+            | TransportError::StartTlsUnavailable { .. }
+            | TransportError::StartTlsRejected { .. }
+            | TransportError::RequireTlsUnsupported { .. } => ReasonKind::Tls,
+            TransportError::GreetingRejected { reply, .. }
+            | TransportError::EhloRejected { reply, .. } => match reply.enhanced {
+                Some(e) if (e.subject, e.detail) == (4, 5) => ReasonKind::Throttle,
+                _ => ReasonKind::Greeting,
+            },
+            TransportError::Protocol { .. } => ReasonKind::Protocol,
+            TransportError::MessageTooLarge { .. }
+            | TransportError::EightBitUnsupported { .. }
+            | TransportError::SmtpUtf8Unsupported { .. } => ReasonKind::Message,
+            TransportError::AuthFailed { .. }
+            | TransportError::NoCommonMechanism { .. }
+            | TransportError::AuthWithoutTls { .. }
+            | TransportError::Sasl { .. } => ReasonKind::Auth,
+        }
+    }
+
+    /// The error as a reply for a result: the remote's reply when there is one, else a
+    /// reply made up here (origin `Local`) with our status and the error's text.
+    pub fn as_reply(&self) -> Reply {
+        match self.reply() {
+            Some(r) => {
+                let mut r = r.clone();
+                r.stage = r.stage.or(Some(self.stage()));
+                r
+            }
+            None => {
+                let code = match self.severity() {
+                    Severity::Temporary => 451,
+                    Severity::Permanent => 554,
+                };
+                Reply::new(code, Some(self.status()), &self.to_string()).at(self.stage())
+            }
+        }
     }
 
     /// The remote reply behind this error, if there is one.

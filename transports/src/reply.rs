@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::outcome::Stage;
+
 /// Longest reply line accepted, including the CRLF. RFC 5321 §4.5.3.1.5 says 512 octets;
 /// real servers send longer lines, so we allow more but stay bounded.
 pub const MAX_LINE_LEN: usize = 4096;
@@ -72,7 +74,10 @@ impl fmt::Display for EnhancedCode {
 }
 
 /// One complete SMTP reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Equality compares what was said (code, enhanced code, lines), not the context
+/// (`stage`, `origin`).
+#[derive(Debug, Clone)]
 pub struct Reply {
     /// The three-digit reply code.
     pub code: u16,
@@ -80,7 +85,29 @@ pub struct Reply {
     pub enhanced: Option<EnhancedCode>,
     /// Text of each line after "NNN-" / "NNN ", with the enhanced code stripped.
     pub lines: Vec<String>,
+    /// The command it answered, when known (the session records it as it reads).
+    pub stage: Option<Stage>,
+    /// Whether the remote said it or we made it up.
+    pub origin: Origin,
 }
+
+/// Who produced a reply: the remote server, or this side (a synthesized reply such as
+/// "too many recipients" or "invalid recipient").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Read from the remote server.
+    Remote,
+    /// Synthesized here.
+    Local,
+}
+
+impl PartialEq for Reply {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.enhanced == other.enhanced && self.lines == other.lines
+    }
+}
+
+impl Eq for Reply {}
 
 impl Reply {
     /// Builds a one-line reply (used for replies we synthesize ourselves).
@@ -89,7 +116,15 @@ impl Reply {
             code,
             enhanced,
             lines: vec![text.to_string()],
+            stage: None,
+            origin: Origin::Local,
         }
+    }
+
+    /// The same reply, noted as the answer to `stage`.
+    pub fn at(mut self, stage: Stage) -> Self {
+        self.stage = Some(stage);
+        self
     }
 
     /// 2xx or 3xx: the command was accepted (RFC 5321 §4.2.1).
@@ -265,6 +300,8 @@ fn finish(code: u16, lines: Vec<String>) -> Reply {
         code,
         enhanced,
         lines,
+        stage: None,
+        origin: Origin::Remote,
     }
 }
 

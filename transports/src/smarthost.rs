@@ -582,3 +582,47 @@ async fn reap(pool: Weak<Mutex<PoolInner>>, idle_timeout: Duration) {
 fn lock(pool: &Mutex<PoolInner>) -> std::sync::MutexGuard<'_, PoolInner> {
     pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+impl crate::transport::Transport for SmarthostTransport {
+    fn kind(&self) -> &'static str {
+        "smarthost"
+    }
+
+    /// One smarthost is one destination, whatever the recipients' domains.
+    fn destination(&self, name: &str, _domain: &str) -> String {
+        name.to_string()
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        batch: &'a crate::transport::Batch,
+    ) -> crate::transport::BoxFuture<'a, crate::transport::BatchResult> {
+        use crate::transport::{BatchResult, RcptResult, RemoteEnd};
+        Box::pin(async move {
+            match SmarthostTransport::deliver(self, &batch.message).await {
+                Ok(delivery) => {
+                    metrics::counter!("relaygate_queue_connection_total", "result" => "ok")
+                        .increment(1);
+                    let remote = RemoteEnd {
+                        host: delivery.remote.host.clone(),
+                        ip: delivery.remote.addr.map(|a| a.ip()),
+                        tls: delivery.remote.tls.mode().to_string(),
+                    };
+                    BatchResult {
+                        rcpts: delivery
+                            .outcomes
+                            .into_iter()
+                            .map(|o| RcptResult::from_outcome(o, Some(remote.clone())))
+                            .collect(),
+                        dialed: Default::default(),
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("relaygate_queue_connection_total", "result" => "error")
+                        .increment(1);
+                    BatchResult::all(batch, RcptResult::from_error(&e, None))
+                }
+            }
+        })
+    }
+}

@@ -53,7 +53,9 @@
 
 mod dial;
 mod host;
+mod metrics;
 pub mod plan;
+mod seam;
 pub mod tls_record;
 mod verify;
 

@@ -450,7 +450,7 @@ impl Session {
         let mut buf = [0u8; 4096];
         loop {
             match self.parser.next_reply() {
-                Ok(Some(reply)) => return Ok(reply),
+                Ok(Some(reply)) => return Ok(reply.at(stage)),
                 Ok(None) => {}
                 Err(e) => return Err(self.protocol(stage, e.to_string())),
             }

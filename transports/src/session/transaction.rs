@@ -31,7 +31,7 @@ impl Session {
         };
         self.check_message(msg, &caps)?;
         let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; msg.rcpts.len()];
-        if let Some(reply) = envelope_defect(msg) {
+        if let Some(reply) = envelope_defect(msg).map(|r| r.at(Stage::Mail)) {
             return Ok(vec![RcptOutcome::Permanent(reply); msg.rcpts.len()]);
         }
         let mut batch = Vec::new();
@@ -41,7 +41,8 @@ impl Session {
                     .iter()
                     .all(|p| p.as_deref().is_none_or(command::is_safe_param));
             if !valid {
-                let reply = synthesized(501, EnhancedCode::new(5, 1, 3), "invalid recipient");
+                let reply = synthesized(501, EnhancedCode::new(5, 1, 3), "invalid recipient")
+                    .at(Stage::Rcpt);
                 outcomes[i] = Some(RcptOutcome::Permanent(reply));
             } else if caps.limits_rcptmax.is_some_and(|max| batch.len() >= max) {
                 // RFC 9422 §4.2: no more than RCPTMAX recipients per transaction; the
@@ -50,7 +51,8 @@ impl Session {
                     452,
                     EnhancedCode::new(4, 5, 3),
                     "too many recipients for one transaction",
-                );
+                )
+                .at(Stage::Rcpt);
                 outcomes[i] = Some(RcptOutcome::Transient(reply));
             } else {
                 batch.push(i);
