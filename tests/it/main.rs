@@ -24,6 +24,7 @@ mod operations;
 mod redis;
 mod redis_layout;
 mod requiretls;
+mod results;
 mod sendmail;
 mod socks;
 mod spool;

@@ -198,3 +198,81 @@ pub trait Transport: Send + Sync {
     /// Makes one attempt for the batch.
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, BatchResult>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Stage;
+
+    fn remote(code: u16, enhanced: Option<EnhancedCode>, stage: Stage) -> Reply {
+        let mut r = Reply::new(code, enhanced, "text").at(stage);
+        r.origin = Origin::Remote;
+        r
+    }
+
+    #[test]
+    fn reasons_of_replies() {
+        let e = |c, s, d| Some(EnhancedCode::new(c, s, d));
+        for (reply, want) in [
+            (remote(550, e(5, 1, 1), Stage::Rcpt), ReasonKind::Recipient),
+            (remote(552, e(5, 2, 2), Stage::Rcpt), ReasonKind::Recipient),
+            (remote(552, e(5, 3, 4), Stage::DataEnd), ReasonKind::Message),
+            (remote(451, e(4, 4, 5), Stage::Rcpt), ReasonKind::Throttle),
+            (remote(550, e(5, 7, 1), Stage::Mail), ReasonKind::Policy),
+            (remote(554, None, Stage::DataEnd), ReasonKind::Message),
+            (remote(550, None, Stage::Rcpt), ReasonKind::Recipient),
+            (remote(553, None, Stage::Mail), ReasonKind::Policy),
+            (
+                remote(421, e(4, 7, 0), Stage::Greeting),
+                ReasonKind::Greeting,
+            ),
+            (remote(535, e(5, 7, 8), Stage::Auth), ReasonKind::Auth),
+            (remote(452, e(4, 5, 3), Stage::Rcpt), ReasonKind::Recipient),
+        ] {
+            assert_eq!(ReasonKind::of_reply(&reply), want, "{reply}");
+            assert_eq!(ReasonKind::from_label(want.as_str()), Some(want));
+        }
+    }
+
+    #[test]
+    fn results_from_outcomes_and_errors() {
+        let r = RcptResult::from_outcome(
+            RcptOutcome::Permanent(remote(550, Some(EnhancedCode::new(5, 1, 1)), Stage::Rcpt)),
+            None,
+        );
+        assert_eq!(r.verdict, Verdict::Permanent);
+        assert_eq!(r.reason, Some(ReasonKind::Recipient));
+        assert!(r.remote_reply());
+        assert_eq!(r.reply.stage, Some(Stage::Rcpt));
+        assert_eq!(r.text(), "550 5.1.1 text");
+
+        // An error without a reply: a local reply with our status, the error as text.
+        let e = TransportError::Connect {
+            host: "mx.example".into(),
+            port: 25,
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let r = RcptResult::from_error(&e, None);
+        assert_eq!(r.verdict, Verdict::Temporary);
+        assert_eq!(r.reason, Some(ReasonKind::Connect));
+        assert!(!r.remote_reply());
+        assert_eq!(r.reply.code, 451);
+        assert_eq!(r.reply.enhanced, Some(EnhancedCode::new(4, 4, 1)));
+        assert_eq!(r.reply.stage, Some(Stage::Connect));
+        assert!(
+            r.text().starts_with("4.4.1 mx.example:25: connect failed"),
+            "{}",
+            r.text()
+        );
+
+        // An error around a remote reply keeps the reply as data.
+        let e = TransportError::GreetingRejected {
+            host: "smtp.example".into(),
+            reply: remote(421, Some(EnhancedCode::new(4, 7, 0)), Stage::Greeting),
+        };
+        let r = RcptResult::from_error(&e, None);
+        assert!(r.remote_reply());
+        assert_eq!((r.reply.code, r.reason), (421, Some(ReasonKind::Greeting)));
+        assert!(r.text().contains("greeting rejected"), "{}", r.text());
+    }
+}

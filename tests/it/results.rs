@@ -1,0 +1,111 @@
+//! Structured results (issue 13): each attempt is recorded as data — reply code,
+//! enhanced status, the command it answered, whether the remote said it, the kind of
+//! failure — and the admin API and DSNs read those fields.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+
+use crate::support::deadline;
+use crate::support::gateway::{Gateway, GatewayOptions};
+use crate::support::sink::Sink;
+use crate::support::smtp_client::{simple_message, submit};
+
+const SENDER: &str = "sender@src.test";
+
+/// The first recipient's latest attempt, from `GET /api/queue/{id}`, once it has one.
+async fn latest_attempt(gw: &Gateway) -> Result<Value> {
+    let end = deadline(30);
+    loop {
+        let msgs = gw.queue_messages().await?;
+        if let Some(id) = msgs.first().and_then(|m| m["id"].as_str()) {
+            let resp = gw.http_get(&format!("/api/queue/{id}")).await?;
+            let v: Value = serde_json::from_slice(&resp.body)?;
+            if let Some(last) = v["rcpts"][0]["history"].as_array().and_then(|h| h.last()) {
+                return Ok(last.clone());
+            }
+        }
+        ensure!(std::time::Instant::now() < end, "no attempt recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_recipient_is_recorded_as_data() -> Result<()> {
+    let sink = Sink::start().await?;
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.first_retry = "1h".into();
+    let gw = Gateway::start(opts).await?;
+    let rcpt = "x+451@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", "r-1"),
+    )
+    .await?;
+    let a = latest_attempt(&gw).await?;
+    ensure!(a["code"] == 451, "{a}");
+    ensure!(a["enhanced"] == "4.3.0", "{a}");
+    ensure!(a["stage"] == "RCPT TO", "{a}");
+    ensure!(a["remote_reply"] == true, "{a}");
+    ensure!(a["reason"] == "recipient", "{a}");
+    ensure!(a["remote_host"] == "127.0.0.1", "{a}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_failure_is_ours_and_says_so() -> Result<()> {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut opts = GatewayOptions::relay_to(port);
+    opts.first_retry = "1h".into();
+    let gw = Gateway::start(opts).await?;
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &["a@dst.test"],
+        &simple_message(SENDER, "a@dst.test", "s", "c-1"),
+    )
+    .await?;
+    let a = latest_attempt(&gw).await?;
+    ensure!(a["remote_reply"] == false, "{a}");
+    ensure!(a["reason"] == "connect", "{a}");
+    ensure!(a["stage"] == "connect", "{a}");
+    ensure!(a["enhanced"] == "4.4.1", "{a}");
+    let reply = a["reply"].as_str().context("reply")?;
+    ensure!(
+        reply.starts_with("4.4.1 ") && reply.contains("connect failed"),
+        "{reply}"
+    );
+    Ok(())
+}
+
+/// A rejection at the end of DATA: the DSN's Status and Diagnostic-Code come from the
+/// recorded fields (the remote's enhanced code, type smtp).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_rejection_reaches_the_dsn_from_fields() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    let rcpt = "x+data550@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", "d-1"),
+    )
+    .await?;
+    let msgs = sink
+        .wait_for(deadline(60), |m| m.iter().any(|m| m.is_bounce()))
+        .await?;
+    let dsn = msgs.iter().find(|m| m.is_bounce()).context("dsn")?;
+    let text = dsn.text();
+    ensure!(text.contains("Status: 5.6.0\r\n"), "{text}");
+    ensure!(
+        text.contains("Diagnostic-Code: smtp; 550 5.6.0 magic data reject\r\n"),
+        "{text}"
+    );
+    ensure!(text.contains("Remote-MTA: dns; 127.0.0.1\r\n"), "{text}");
+    Ok(())
+}
