@@ -109,3 +109,40 @@ async fn a_data_rejection_reaches_the_dsn_from_fields() -> Result<()> {
     ensure!(text.contains("Remote-MTA: dns; 127.0.0.1\r\n"), "{text}");
     Ok(())
 }
+
+/// A smarthost that takes two recipients per transaction: the other three go in further
+/// transactions of the same attempt (landed main handled this only on the direct path:
+/// through a smarthost they waited a full retry interval, here an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smarthost_452_too_many_recipients_go_in_the_same_attempt() -> Result<()> {
+    let sink = Sink::start().await?;
+    sink.set_mode(crate::support::sink::Mode::RcptsPerTransaction(2));
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.first_retry = "1h".into();
+    let gw = Gateway::start(opts).await?;
+    let rcpts: Vec<String> = (0..5).map(|i| format!("r{i}@dst.test")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &refs,
+        &simple_message(SENDER, &rcpts[0], "s", "m-1"),
+    )
+    .await?;
+    let msgs = sink
+        .wait_for(deadline(30), |m| {
+            rcpts.iter().all(|r| m.iter().any(|x| x.has_rcpt(r)))
+        })
+        .await?;
+    ensure!(
+        msgs.len() == 3,
+        "three transactions (2+2+1): {}",
+        sink.summary()
+    );
+    for r in &rcpts {
+        let copies = msgs.iter().filter(|m| m.has_rcpt(r)).count();
+        ensure!(copies == 1, "{r} delivered {copies} times");
+    }
+    gw.wait_queue_empty(deadline(10)).await?;
+    Ok(())
+}

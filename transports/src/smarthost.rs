@@ -284,7 +284,22 @@ impl SmarthostTransport {
             tls: conn.tls.clone(),
             reused,
         };
-        let result = conn.session.send_message(msg).await;
+        // Recipients refused with 452 go into further transactions on this connection.
+        let result = match conn.session.send_message_all(msg).await {
+            (outcomes, None) => Ok(outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(lost))
+                .collect()),
+            // Nothing was answered: the error is the attempt's (and a pooled connection
+            // may be retried on a fresh one).
+            (outcomes, Some(e)) if outcomes.iter().all(Option::is_none) => Err(e),
+            // Some recipients were answered before the connection failed: they keep
+            // their outcome, the rest get the error's.
+            (outcomes, Some(e)) => Ok(outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| error_outcome(&e)))
+                .collect::<Vec<RcptOutcome>>()),
+        };
         match &result {
             Ok(outcomes) => {
                 let delivered = outcomes
@@ -624,5 +639,22 @@ impl crate::transport::Transport for SmarthostTransport {
                 }
             }
         })
+    }
+}
+
+/// A recipient the session gave no outcome without an error (cannot happen): retried.
+fn lost() -> RcptOutcome {
+    RcptOutcome::Transient(Reply::new(
+        451,
+        Some(crate::reply::EnhancedCode::new(4, 3, 0)),
+        "no outcome for this recipient",
+    ))
+}
+
+/// The outcome a connection error gives a recipient it left unanswered.
+fn error_outcome(e: &TransportError) -> RcptOutcome {
+    match e.severity() {
+        crate::outcome::Severity::Temporary => RcptOutcome::Transient(e.as_reply()),
+        crate::outcome::Severity::Permanent => RcptOutcome::Permanent(e.as_reply()),
     }
 }

@@ -97,6 +97,9 @@ pub enum Mode {
     /// Announce STARTTLS (even without a certificate), answer it with 220, then answer
     /// the client's TLS hello with bytes that are not TLS and close: a broken TLS server.
     BrokenTls,
+    /// Accept at most this many RCPTs per transaction; further ones get
+    /// `452 4.5.3 too many recipients` (RFC 5321 §4.5.3.1.10).
+    RcptsPerTransaction(usize),
 }
 
 #[derive(Default)]
@@ -379,7 +382,7 @@ async fn run_session(
     match mode {
         Mode::CloseConnections => return Ok(()),
         Mode::Greeting(reply) => return send(&mut stream, &format!("{reply}\r\n")).await,
-        Mode::Normal | Mode::RejectAll(_) | Mode::BrokenTls => {}
+        Mode::Normal | Mode::RejectAll(_) | Mode::BrokenTls | Mode::RcptsPerTransaction(_) => {}
     }
     send(&mut stream, "220 sink.test ESMTP relaygate test sink\r\n").await?;
     let mut conn: Conn = BufReader::new(Box::new(stream));
@@ -514,6 +517,12 @@ async fn run_session(
                         return Ok(());
                     }
                     continue;
+                }
+                if let Mode::RcptsPerTransaction(max) = mode {
+                    if tx.rcpts.len() >= max {
+                        out.push_str("452 4.5.3 too many recipients\r\n");
+                        continue;
+                    }
                 }
                 match magic(&addr) {
                     Some(m) if !m.at_data && m.first.is_none_or(|n| seen <= n) => {

@@ -16,7 +16,7 @@ use super::plan::{dial_share, verdict_of, verdict_of_error, HostVerdict, TlsPoli
 use crate::dns::Host;
 use crate::message::OutboundMessage;
 use crate::outcome::{Stage, TransportError};
-use crate::session::{server_name, Session, SessionState, Timeouts};
+use crate::session::{server_name, Session, Timeouts};
 use crate::stream::Stream;
 use crate::tls::TlsInfo;
 
@@ -322,56 +322,30 @@ fn tls_name(host: &Host) -> Result<ServerName<'static>, TransportError> {
     }
 }
 
-/// Runs transactions until every recipient has an answer. Recipients refused with 452
-/// (too many recipients, RFC 5321 §4.5.3.1.10; beyond LIMITS RCPTMAX, RFC 9422 §4.2) go
-/// into a new transaction on the same connection as long as each one makes progress.
+/// Runs transactions until every recipient has an answer (the session sends the
+/// recipients refused with 452 again in another transaction).
 async fn transactions(
     session: &mut Session,
     plan: &HostPlan<'_>,
     msg: &OutboundMessage,
     report: &mut SessionReport,
 ) -> Vec<HostVerdict> {
-    let mut verdicts: Vec<Option<HostVerdict>> = vec![None; msg.rcpts.len()];
-    let mut todo: Vec<usize> = (0..msg.rcpts.len()).collect();
-    loop {
-        let batch = OutboundMessage {
-            rcpts: todo.iter().map(|&i| msg.rcpts[i].clone()).collect(),
-            ..msg.clone()
-        };
-        let outcomes = match session.send_message(&batch).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                if matches!(e, TransportError::RequireTlsUnsupported { .. }) {
-                    // RFC 8689 §4.2.1: the server did not announce REQUIRETLS.
-                    report.requiretls_refused = true;
-                }
-                report.error = Some(e.to_string());
-                for &i in &todo {
-                    verdicts[i] = Some(verdict_of_error(&e));
-                }
-                break;
-            }
-        };
-        let mut again = Vec::new();
-        for (&i, outcome) in todo.iter().zip(outcomes) {
-            if outcome.reply().code == 452 {
-                again.push(i);
-            }
-            verdicts[i] = Some(verdict_of(outcome, plan.relax_policy));
+    let (outcomes, error) = session.send_message_all(msg).await;
+    if let Some(e) = &error {
+        if matches!(e, TransportError::RequireTlsUnsupported { .. }) {
+            // RFC 8689 §4.2.1: the server did not announce REQUIRETLS.
+            report.requiretls_refused = true;
         }
-        if again.is_empty() || again.len() == todo.len() {
-            break;
-        }
-        if session.state() == SessionState::InTransaction && session.rset().await.is_err() {
-            break;
-        }
-        if session.state() != SessionState::Ready {
-            break;
-        }
-        tracing::debug!(host = %session.host(), rcpts = again.len(),
-            "452 for some recipients: another transaction for them");
-        todo = again;
+        report.error = Some(e.to_string());
     }
+    let verdicts: Vec<Option<HostVerdict>> = outcomes
+        .into_iter()
+        .map(|o| match (o, &error) {
+            (Some(outcome), _) => Some(verdict_of(outcome, plan.relax_policy)),
+            (None, Some(e)) => Some(verdict_of_error(e)),
+            (None, None) => None,
+        })
+        .collect();
     verdicts
         .into_iter()
         .map(|v| {

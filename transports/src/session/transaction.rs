@@ -10,9 +10,54 @@ use crate::{
     reply::{EnhancedCode, Reply},
 };
 
-use super::{synthesized, Session, State, TxnEnd, BODY_CHUNK};
+use super::{synthesized, Session, SessionState, State, TxnEnd, BODY_CHUNK};
 
 impl Session {
+    /// Runs as many transactions on this connection as it takes to get an answer for
+    /// every recipient: recipients refused with 452 (too many recipients, RFC 5321
+    /// §4.5.3.1.10, or beyond LIMITS RCPTMAX, RFC 9422 §4.2) go into the next
+    /// transaction, as long as each one makes progress. Every transport kind uses this,
+    /// so the excess never waits for a whole retry interval.
+    ///
+    /// Returns an outcome per recipient, in order; `None` for recipients a connection
+    /// error left without one, with that error.
+    pub async fn send_message_all(
+        &mut self,
+        msg: &OutboundMessage,
+    ) -> (Vec<Option<RcptOutcome>>, Option<TransportError>) {
+        let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; msg.rcpts.len()];
+        let mut todo: Vec<usize> = (0..msg.rcpts.len()).collect();
+        loop {
+            let batch = OutboundMessage {
+                rcpts: todo.iter().map(|&i| msg.rcpts[i].clone()).collect(),
+                ..msg.clone()
+            };
+            let got = match self.send_message(&batch).await {
+                Ok(got) => got,
+                Err(e) => return (outcomes, Some(e)),
+            };
+            let mut again = Vec::new();
+            for (&i, outcome) in todo.iter().zip(got) {
+                if outcome.reply().code == 452 {
+                    again.push(i);
+                }
+                outcomes[i] = Some(outcome);
+            }
+            if again.is_empty() || again.len() == todo.len() {
+                return (outcomes, None);
+            }
+            if self.state() == SessionState::InTransaction && self.rset().await.is_err() {
+                return (outcomes, None);
+            }
+            if self.state() != SessionState::Ready {
+                return (outcomes, None);
+            }
+            tracing::debug!(host = %self.host(), rcpts = again.len(),
+                "452 for some recipients: another transaction for them");
+            todo = again;
+        }
+    }
+
     /// Runs one transaction for `msg` and returns an outcome per recipient, in order.
     ///
     /// Checks the message against the server first (SIZE, 8BITMIME, SMTPUTF8,
