@@ -11,6 +11,7 @@
 //! recipients, groups them into transactions and runs them.
 
 mod claim;
+mod dsn_out;
 pub mod holds;
 mod ops;
 pub mod retry;
@@ -401,6 +402,10 @@ impl Queue {
             (decisions, e.msg.clone(), e.body)
         };
 
+        if original.mail_from.is_empty() && original.params.smtputf8 {
+            self.downgrade_refused_dsn(&original, body_ref, &decisions)
+                .await;
+        }
         for action in [Action::Failed, Action::Delayed] {
             let rcpts: Vec<DsnRecipient> = decisions
                 .iter()
@@ -458,75 +463,6 @@ impl Queue {
         }
         drop(st);
         self.wake.notify_one();
-    }
-
-    fn dsn_recipient(&self, r: &Recipient, action: Action, now: i64) -> DsnRecipient {
-        let last = r.last.clone().unwrap_or_default();
-        let result = last.result.unwrap_or_default();
-        DsnRecipient {
-            address: r.address.clone(),
-            orcpt: r.orcpt.clone(),
-            // The remote's own line when the attempt's text wraps it in our context.
-            diagnostic: match (result.remote_reply, result.remote_line) {
-                (true, Some(line)) => line,
-                _ => last.reply,
-            },
-            remote_reply: result.remote_reply,
-            status: result.enhanced,
-            code: (result.code > 0).then_some(result.code),
-            remote_mta: last.remote,
-            remote_host: result.remote_host,
-            last_attempt_ms: if last.at > 0 { last.at } else { now },
-            will_retry_until_ms: match action {
-                Action::Delayed => Some(retry::last_attempt_at(
-                    now,
-                    self.settings.first_retry,
-                    r.attempts,
-                    self.settings.max_attempts,
-                )),
-                Action::Failed => None,
-            },
-        }
-    }
-
-    async fn send_dsn(
-        &self,
-        original: &StoredMessage,
-        body_ref: BodyRef,
-        action: Action,
-        rcpts: &[DsnRecipient],
-        now: i64,
-    ) -> Result<(), SpoolError> {
-        let body = self.spool.read_body(body_ref).await?;
-        let dsn_id = self.next_id();
-        let dsn_body = dsn::build(&dsn::DsnInput {
-            hostname: &self.settings.hostname,
-            original,
-            body: &body,
-            action,
-            rcpts,
-            now_ms: now,
-            dsn_id,
-        });
-        let eight_bit = dsn_body.iter().any(|&b| b >= 0x80);
-        self.enqueue(
-            dsn_id,
-            NewMessage {
-                mail_from: String::new(),
-                params: MailParams {
-                    eight_bit,
-                    ..Default::default()
-                },
-                account: None,
-                client: None,
-                rcpts: vec![(original.mail_from.clone(), None, None)],
-                body: dsn_body,
-            },
-        )
-        .await?;
-        tracing::info!(queue_id = %format_id(original.id), dsn_id = %format_id(dsn_id),
-            action = ?action, to = %original.mail_from, "queue: DSN queued");
-        Ok(())
     }
 
     /// A copy of every message, for the admin API.

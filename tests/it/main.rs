@@ -19,6 +19,7 @@ mod durability;
 mod fleet_cache;
 mod harness;
 mod hostile;
+mod intl_dsn;
 mod mtasts;
 mod operations;
 mod redis;

@@ -111,6 +111,8 @@ struct State {
     mode: Mode,
     /// Announce REQUIRETLS (RFC 8689) in the EHLO reply inside TLS.
     requiretls: bool,
+    /// Do not announce SMTPUTF8 (RFC 6531), and refuse the parameter.
+    no_smtputf8: bool,
 }
 
 struct Shared {
@@ -186,6 +188,11 @@ impl Sink {
     }
 
     /// Announce REQUIRETLS in the EHLO reply of TLS sessions (or stop announcing it).
+    /// Announce SMTPUTF8 (the default) or not.
+    pub fn set_smtputf8(&self, on: bool) {
+        self.shared.lock().no_smtputf8 = !on;
+    }
+
     pub fn set_requiretls(&self, on: bool) {
         self.shared.lock().requiretls = on;
     }
@@ -427,6 +434,9 @@ async fn run_session(
                 }
                 if tls && shared.lock().requiretls {
                     caps.push("REQUIRETLS".into());
+                }
+                if shared.lock().no_smtputf8 {
+                    caps.retain(|c| c != "SMTPUTF8");
                 }
                 let last = caps.len() - 1;
                 for (i, cap) in caps.iter().enumerate() {

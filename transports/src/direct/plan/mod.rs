@@ -134,21 +134,11 @@ pub fn verdict_of_error(err: &TransportError) -> HostVerdict {
         (_, Severity::Temporary) => 451,
         (_, Severity::Permanent) => 554,
     };
-    let reply = Reply::new(code, parse_status(&err.status_code()), &err.to_string());
+    let reply = Reply::new(code, Some(err.status()), &err.to_string()).at(err.stage());
     match severity {
         Severity::Temporary => HostVerdict::Deferred(reply),
         Severity::Permanent => HostVerdict::HostRefused(reply),
     }
-}
-
-/// Parses "4.4.1"-style status text.
-fn parse_status(text: &str) -> Option<EnhancedCode> {
-    let mut parts = text.split('.');
-    let class = parts.next()?.parse().ok()?;
-    let subject = parts.next()?.parse().ok()?;
-    let detail = parts.next()?.parse().ok()?;
-    (parts.next().is_none() && matches!(class, 2 | 4 | 5))
-        .then_some(EnhancedCode::new(class, subject, detail))
 }
 
 /// The reply for a recipient domain or host that DNS rules out (or cannot resolve now).
@@ -417,9 +407,6 @@ mod tests {
             HostVerdict::HostRefused(r) => assert_eq!(r.code, 554),
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse_status("4.7.10"), Some(EnhancedCode::new(4, 7, 10)));
-        assert_eq!(parse_status("4.7"), None);
-        assert_eq!(parse_status("3.1.1"), None);
     }
 
     #[test]

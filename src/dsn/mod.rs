@@ -2,6 +2,14 @@
 //! what the sender gets back when recipients fail or are delayed. Pure: facts in, the
 //! message bytes out. The queue decides when one is due and submits it to itself with a
 //! null sender, so a DSN is never answered by another DSN.
+//!
+//! International mail (SMTPUTF8, or a UTF-8 address) gets the RFC 6533 form:
+//! `message/global-delivery-status` with `utf-8` address types, the original returned as
+//! `message/global` or `message/global-headers`, sent with SMTPUTF8. When the sender's
+//! path cannot take SMTPUTF8, `downgrade.rs` turns it into the ASCII form.
+
+mod downgrade;
+pub use downgrade::downgrade;
 
 use crate::message::{field_value, header_section};
 use crate::model::{format_id, rfc5322_date, Ret, StoredMessage};
@@ -80,9 +88,28 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
+/// Whether the DSN for `original` takes the international form of RFC 6533 (and must
+/// be sent with SMTPUTF8): the message was sent with SMTPUTF8, or an address is UTF-8.
+pub fn is_international(original: &StoredMessage, rcpts: &[DsnRecipient]) -> bool {
+    original.params.smtputf8
+        || !original.mail_from.is_ascii()
+        || rcpts.iter().any(|r| !r.address.is_ascii())
+}
+
+/// `Final-Recipient` / address type and value (RFC 3464 §2.3.2; RFC 6533 §3: `utf-8`
+/// for an address that is not ASCII).
+fn address_field(address: &str) -> String {
+    if address.is_ascii() {
+        format!("rfc822; {address}")
+    } else {
+        format!("utf-8; {address}")
+    }
+}
+
 /// Builds the DSN message (headers and body, CRLF line ends).
 pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
     let o = input.original;
+    let global = is_international(o, input.rcpts);
     let boundary = format!("{}/{}", format_id(input.dsn_id), input.hostname);
     let subject = match input.action {
         Action::Failed => "Delivery Status Notification (Failure)",
@@ -147,8 +174,14 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
     m.push_str(&format!("Queue id: {}\r\n\r\n", format_id(o.id)));
 
     // Machine-readable part (RFC 3464 §2.2, §2.3).
+    // RFC 6533 §6.2: the UTF-8 form of the status part.
+    let status_type = if global {
+        "message/global-delivery-status"
+    } else {
+        "message/delivery-status"
+    };
     m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "--{boundary}\r\nContent-Type: {status_type}\r\n\r\n"
     ));
     m.push_str(&format!("Reporting-MTA: dns; {}\r\n", input.hostname));
     if let Some(envid) = &o.params.envid {
@@ -163,7 +196,10 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         if let Some(orcpt) = &r.orcpt {
             m.push_str(&format!("Original-Recipient: {}\r\n", clean(orcpt)));
         }
-        m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", r.address));
+        m.push_str(&format!(
+            "Final-Recipient: {}\r\n",
+            address_field(&r.address)
+        ));
         m.push_str(&format!("Action: {}\r\n", input.action.as_str()));
         m.push_str(&format!("Status: {}\r\n", status_of(r, input.action)));
         if let Some(host) = &r.remote_host {
@@ -189,9 +225,15 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         && o.params.ret != Some(Ret::Hdrs)
         && input.body.len() <= FULL_RETURN_LIMIT;
     let mut out = m.into_bytes();
+    // RFC 6532 §3.7 / RFC 6533 §6.3, 6.4: an international original is message/global.
+    let (full_type, headers_type) = if global {
+        ("message/global", "message/global-headers")
+    } else {
+        ("message/rfc822", "text/rfc822-headers")
+    };
     if full {
         out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes(),
+            format!("--{boundary}\r\nContent-Type: {full_type}\r\n\r\n").as_bytes(),
         );
         out.extend_from_slice(input.body);
         if !input.body.ends_with(b"\r\n") {
@@ -199,7 +241,7 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         }
     } else {
         out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
+            format!("--{boundary}\r\nContent-Type: {headers_type}\r\n\r\n").as_bytes(),
         );
         out.extend_from_slice(orig_headers);
     }
@@ -291,5 +333,104 @@ mod tests {
             assert!(out.contains(needle), "missing {needle:?} in\n{out}");
         }
         assert!(out.ends_with("--\r\n"));
+    }
+}
+
+#[cfg(test)]
+mod intl_tests {
+    use super::*;
+    use crate::model::{MailParams, Overrides};
+
+    fn intl() -> StoredMessage {
+        StoredMessage {
+            id: 1,
+            received_at: 0,
+            mail_from: "sender@s.org".into(),
+            params: MailParams {
+                smtputf8: true,
+                ..Default::default()
+            },
+            account: None,
+            client: None,
+            size: 10,
+            overrides: Overrides::default(),
+            rcpts: vec![],
+        }
+    }
+
+    fn report(body: &[u8], rcpt: &str) -> String {
+        let rcpts = vec![DsnRecipient {
+            address: rcpt.into(),
+            diagnostic: "550 5.1.1 用户不存在".into(),
+            remote_reply: true,
+            status: Some([5, 1, 1]),
+            code: Some(550),
+            ..Default::default()
+        }];
+        String::from_utf8(build(&DsnInput {
+            hostname: "gw.test",
+            original: &intl(),
+            body,
+            action: Action::Failed,
+            rcpts: &rcpts,
+            now_ms: 0,
+            dsn_id: 2,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn international_form_and_its_downgrade() {
+        let body = "Subject: 你好\r\nFrom: sender@s.org\r\n\r\nbody\r\n".as_bytes();
+        let out = report(body, "用户@例子.广告");
+        for needle in [
+            "Content-Type: message/global-delivery-status\r\n",
+            "Final-Recipient: utf-8; 用户@例子.广告\r\n",
+            "Content-Type: message/global\r\n\r\nSubject: 你好\r\n",
+        ] {
+            assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+        }
+        let down = String::from_utf8(downgrade(out.as_bytes()).unwrap()).unwrap();
+        for needle in [
+            "Content-Type: message/delivery-status\r\n",
+            "Final-Recipient: utf-8; \\x{7528}\\x{6237}@\\x{4F8B}\\x{5B50}.\\x{5E7F}\\x{544A}\r\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 \\x{7528}",
+            "Content-Type: text/rfc822-headers\r\n\r\nFrom: sender@s.org\r\n",
+        ] {
+            assert!(down.contains(needle), "missing {needle:?} in\n{down}");
+        }
+        assert!(!down.contains("message/global"), "{down}");
+        assert!(!down.contains("Subject: 你好"), "{down}");
+        assert!(down.ends_with("--\r\n"), "{down}");
+        // The machine-readable part is ASCII now.
+        let status_part = down
+            .split("Content-Type: message/delivery-status\r\n")
+            .nth(1)
+            .unwrap()
+            .split("\r\n--")
+            .next()
+            .unwrap();
+        assert!(status_part.is_ascii(), "{status_part}");
+    }
+
+    #[test]
+    fn ascii_reports_are_left_alone() {
+        let mut o = intl();
+        o.params.smtputf8 = false;
+        let rcpts = vec![DsnRecipient {
+            address: "r@x.org".into(),
+            ..Default::default()
+        }];
+        assert!(!is_international(&o, &rcpts));
+        let out = build(&DsnInput {
+            hostname: "gw.test",
+            original: &o,
+            body: b"Subject: a\r\n\r\nb\r\n",
+            action: Action::Failed,
+            rcpts: &rcpts,
+            now_ms: 0,
+            dsn_id: 2,
+        });
+        assert!(downgrade(&out).is_none());
     }
 }
