@@ -13,8 +13,6 @@ use relaygate_transports::sasl::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-
 /// PBKDF2 iterations for verifiers derived here (RFC 7677 §4: at least 4096).
 pub const ITERATIONS: u32 = 4096;
 
@@ -218,42 +216,6 @@ impl Accounts {
         self.senders.get(account)
     }
 
-    /// Builds the accounts of a config: verifiers given in the file win; else the password
-    /// (file or environment) is turned into verifiers.
-    pub fn from_config(config: &Config) -> Result<Accounts, String> {
-        let mut map = HashMap::new();
-        let mut senders = HashMap::new();
-        for (name, a) in &config.accounts {
-            let what = format!("accounts.{name}");
-            let policy = SenderPolicy::parse(&a.allowed_senders)
-                .map_err(|e| format!("{what}.allowed_senders: {e}"))?;
-            senders.insert(name.clone(), policy);
-            let given = AccountRecord {
-                scram_sha256: non_empty(&a.scram_sha256),
-                scram_sha1: non_empty(&a.scram_sha1),
-                cram_md5: non_empty(&a.cram_md5),
-                allowed_senders: Vec::new(),
-            };
-            let record = if given != AccountRecord::default() {
-                given
-            } else {
-                match read_secret(&a.password_file, &a.password_env, &what)? {
-                    Some(pw) => {
-                        AccountRecord::from_password(&pw).map_err(|e| format!("{what}: {e}"))?
-                    }
-                    None => {
-                        return Err(format!(
-                            "{what}: set password_file, password_env or verifiers"
-                        ))
-                    }
-                }
-            };
-            let creds = record.credentials().map_err(|e| format!("{what}: {e}"))?;
-            map.insert(name.clone(), creds);
-        }
-        Ok(Accounts { map, senders })
-    }
-
     /// Accounts from stored records (the Redis store).
     pub fn from_records(records: &HashMap<String, AccountRecord>) -> Result<Accounts, String> {
         let mut map = HashMap::new();
@@ -270,10 +232,6 @@ impl Accounts {
         }
         Ok(Accounts { map, senders })
     }
-}
-
-fn non_empty(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_string())
 }
 
 impl CredentialStore for Accounts {

@@ -26,7 +26,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, StoreKind};
 use crate::queue::scheduler::{Limits, Scheduler};
 use crate::queue::{Queue, QueueSettings};
-use crate::snapshot::{self, SnapshotCell};
+use crate::snapshot::SnapshotCell;
 use crate::spool::Spool;
 use crate::store::StoreStatus;
 use crate::submission::limits::SessionLimits;
@@ -156,16 +156,17 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             holds_file: Some(data_dir.join("holds.json")),
         },
     ));
-    let tls = tls_configs(&config)?;
+    // Everything snapshot builds use from outside (stores, resolver, roots), opened once.
+    let runtime = crate::runtime::Runtime::open(&config).map_err(|e| anyhow!("{e}"))?;
     let metrics_handle = crate::metrics::install();
     let (snap, store_status, store_runner) = match config.store.kind {
         StoreKind::File => (
-            SnapshotCell::new(snapshot::build(&config, &tls).map_err(|e| anyhow!("{e}"))?),
+            SnapshotCell::new(file_snapshot(&config, &runtime).map_err(|e| anyhow!("{e}"))?),
             StoreStatus::file(),
             None,
         ),
         StoreKind::Redis => {
-            let started = crate::store::live::start(&config, &tls)
+            let started = crate::store::live::start(&config, &runtime)
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
             (
@@ -295,7 +296,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(config_path, &config, &snap, store_handle.as_ref()),
+            _ = hup.recv() => reload(config_path, &config, &runtime, &snap, store_handle.as_ref()),
         }
     }
 
@@ -341,12 +342,31 @@ fn spawn_mtasts_refresh(snap: SnapshotCell, mut shutdown: watch::Receiver<bool>)
     });
 }
 
+/// The snapshot of the file store: the config's routes, transports and accounts as
+/// store data, validated and built like the Redis store's.
+fn file_snapshot(
+    config: &Config,
+    rt: &crate::runtime::Runtime,
+) -> Result<crate::snapshot::Snapshot, String> {
+    let join = |problems: Vec<crate::store::data::Problem>| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let data = crate::store::StoreData::from_config(config, true).map_err(join)?;
+    data.validate().map_err(join)?;
+    crate::runtime::build(&data, config, rt)
+}
+
 /// Reloads routes and transports; listeners, data_dir and the like need a restart.
 /// With the Redis store, routes and transports stay those of Redis: the new config is
 /// handed to the store task, which rebuilds the snapshot with it and reloads Redis.
 fn reload(
     config_path: &Path,
     running: &Config,
+    runtime: &crate::runtime::Runtime,
     snap: &SnapshotCell,
     store: Option<&crate::store::live::StoreHandle>,
 ) {
@@ -367,15 +387,15 @@ fn reload(
         {
             tracing::warn!("reload: [store] changes take effect at the next restart");
         }
-        match tls_configs(&fresh) {
-            Ok(tls) => store.reconfigure(fresh, tls),
+        match runtime.reconfigure(&fresh) {
+            Ok(rt) => store.reconfigure(fresh, rt),
             Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
         }
         return;
     }
-    let built = tls_configs(&fresh)
-        .map_err(|e| e.to_string())
-        .and_then(|tls| snapshot::build(&fresh, &tls));
+    let built = runtime
+        .reconfigure(&fresh)
+        .and_then(|rt| file_snapshot(&fresh, &rt));
     match built {
         Ok(s) => {
             snap.set(s);

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod routes;
+pub mod runtime;
 pub mod secrets;
 pub mod snapshot;
 pub mod spool;

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::Runtime;
 use redis::PushKind;
-use relaygate_transports::smarthost::TlsClientConfigs;
 use tokio::sync::{watch, Notify};
 
 use super::data::{format_problems, Problem, StoreData};
@@ -30,7 +30,7 @@ use super::redis::{Conn, RedisStore};
 use super::status::StoreStatus;
 use super::StoreError;
 use crate::config::Config;
-use crate::snapshot::{self, Snapshot, SnapshotCell};
+use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// A full reload happens every this many version checks, even when the version did
 /// not move (it catches edits made without `INCR`).
@@ -76,13 +76,9 @@ fn count(result: &'static str) {
 }
 
 /// Validates and builds a snapshot from store data.
-pub fn build(
-    data: &StoreData,
-    config: &Config,
-    tls: &TlsClientConfigs,
-) -> Result<Snapshot, Vec<Problem>> {
+pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot, Vec<Problem>> {
     data.validate()?;
-    snapshot::build_from(data, config, tls).map_err(|e| vec![Problem::new("snapshot", e)])
+    crate::runtime::build(data, config, rt).map_err(|e| vec![Problem::new("snapshot", e)])
 }
 
 /// A store whose version counter vanished was reset (flushed, or restarted without
@@ -126,7 +122,7 @@ pub struct Started {
 }
 
 /// Loads the first snapshot: from Redis, else from the persisted one.
-pub async fn start(config: &Config, tls: &TlsClientConfigs) -> Result<Started, StoreError> {
+pub async fn start(config: &Config, rt: &Runtime) -> Result<Started, StoreError> {
     let store = Arc::new(RedisStore::open(&config.store, &config.tls)?);
     let source = format!("{} {}", store.display(), store.keys().prefix());
     let status = StoreStatus::redis(&source);
@@ -146,7 +142,7 @@ pub async fn start(config: &Config, tls: &TlsClientConfigs) -> Result<Started, S
             }
         }
         let data = raw.decode().map_err(StoreError::Invalid)?;
-        let snap = build(&data, config, tls).map_err(StoreError::Invalid)?;
+        let snap = build(&data, config, rt).map_err(StoreError::Invalid)?;
         Ok((raw.version, data, snap))
     }
     .await;
@@ -179,7 +175,7 @@ pub async fn start(config: &Config, tls: &TlsClientConfigs) -> Result<Started, S
                 }
             };
             let snap =
-                build(&persisted.data, config, tls).map_err(|problems| StoreError::Persisted {
+                build(&persisted.data, config, rt).map_err(|problems| StoreError::Persisted {
                     path: path.clone(),
                     message: format_problems(&problems),
                 })?;
@@ -206,7 +202,7 @@ pub async fn start(config: &Config, tls: &TlsClientConfigs) -> Result<Started, S
             data_dir,
             source,
             config: Arc::new(config.clone()),
-            tls: tls.clone(),
+            rt: rt.clone(),
             snap: None,
             backoff: Backoff::new(),
             delay: None,
@@ -227,7 +223,7 @@ async fn save(data_dir: &std::path::Path, source: &str, applied: &Applied) {
 }
 
 /// A config re-read on SIGHUP, with its TLS client configs.
-type ConfigUpdate = Option<(Arc<Config>, TlsClientConfigs)>;
+type ConfigUpdate = Option<(Arc<Config>, Runtime)>;
 
 /// Asks a running store task to rebuild with a new config (SIGHUP).
 #[derive(Clone)]
@@ -238,8 +234,8 @@ pub struct StoreHandle {
 impl StoreHandle {
     /// Rebuilds the snapshot from the store data in force with this config (new
     /// hostname, TLS roots, ...), and reloads from Redis.
-    pub fn reconfigure(&self, config: Config, tls: TlsClientConfigs) {
-        let _ = self.config_tx.send(Some((Arc::new(config), tls)));
+    pub fn reconfigure(&self, config: Config, rt: Runtime) {
+        let _ = self.config_tx.send(Some((Arc::new(config), rt)));
     }
 }
 
@@ -254,7 +250,7 @@ pub struct Runner {
     data_dir: PathBuf,
     source: String,
     config: Arc<Config>,
-    tls: TlsClientConfigs,
+    rt: Runtime,
     snap: Option<SnapshotCell>,
     backoff: Backoff,
     /// Wait this long before the next connection attempt.
@@ -356,12 +352,12 @@ impl Runner {
 
     /// Takes a new config and rebuilds the snapshot in force with it.
     fn take_config(&mut self, config_rx: &mut watch::Receiver<ConfigUpdate>) {
-        let Some((config, tls)) = config_rx.borrow_and_update().clone() else {
+        let Some((config, rt)) = config_rx.borrow_and_update().clone() else {
             return;
         };
         self.config = config;
-        self.tls = tls;
-        match build(&self.applied.data, &self.config, &self.tls) {
+        self.rt = rt;
+        match build(&self.applied.data, &self.config, &self.rt) {
             Ok(s) => {
                 if let Some(cell) = &self.snap {
                     cell.set(s);
@@ -445,7 +441,7 @@ impl Runner {
             }
             return;
         }
-        let snap = match build(&next.data, &self.config, &self.tls) {
+        let snap = match build(&next.data, &self.config, &self.rt) {
             Ok(s) => s,
             Err(problems) => return self.reject(raw.version, format_problems(&problems)),
         };

@@ -6,7 +6,8 @@
 //! account routes, accounts), validated as a whole ([`StoreData::validate`]): a route
 //! naming a missing transport, a bad domain or a bad verifier rejects the whole
 //! snapshot, with the route named by list and index (`routes:global[1]`). An accepted
-//! snapshot becomes a [`crate::snapshot::Snapshot`] (`snapshot::build_from`), which the
+//! snapshot becomes a [`crate::snapshot::Snapshot`] (`runtime::build`, the same factory for
+//! both stores, with the handles of `runtime::Runtime` passed in), which the
 //! queue reads at every attempt: selection never talks to Redis.
 //!
 //! With Redis ([`redis`]), the gateway loads the whole store with one Lua script
