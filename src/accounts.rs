@@ -128,7 +128,7 @@ pub struct SenderPolicy {
 /// An address with its domain normalised and the local part lowercased.
 fn normal_address(addr: &str) -> Option<String> {
     let (local, domain) = addr.rsplit_once('@')?;
-    let domain = crate::routes::normalize_domain(domain).ok()?;
+    let domain = crate::address::normalize_domain(domain).ok()?;
     (!local.is_empty()).then(|| format!("{}@{domain}", local.to_lowercase()))
 }
 
@@ -140,9 +140,9 @@ impl SenderPolicy {
             let e = e.trim();
             let bad = || format!("{e:?} is not an address, @domain or .domain");
             let p = if let Some(d) = e.strip_prefix('@') {
-                SenderPattern::Domain(crate::routes::normalize_domain(d).map_err(|_| bad())?)
+                SenderPattern::Domain(crate::address::normalize_domain(d).map_err(|_| bad())?)
             } else if let Some(d) = e.strip_prefix('.') {
-                SenderPattern::Subdomains(crate::routes::normalize_domain(d).map_err(|_| bad())?)
+                SenderPattern::Subdomains(crate::address::normalize_domain(d).map_err(|_| bad())?)
             } else {
                 SenderPattern::Address(normal_address(e).ok_or_else(bad)?)
             };

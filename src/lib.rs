@@ -24,6 +24,7 @@
 //! crate, which knows nothing about the queue.
 
 pub mod accounts;
+pub mod address;
 pub mod admin;
 pub mod app;
 pub mod cli;

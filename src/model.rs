@@ -45,11 +45,8 @@ pub struct MailParams {
     pub tls_required_no: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Ret {
-    Full,
-    Hdrs,
-}
+/// RET (RFC 3461 §4.3): the transports' type, stored as is.
+pub use relaygate_transports::Ret;
 
 /// The outcome of the latest attempt for a recipient.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,39 +8,7 @@
 
 use std::collections::HashMap;
 
-/// Lowercases a domain and converts it to its ASCII (IDNA) form.
-pub fn normalize_domain(domain: &str) -> Result<String, String> {
-    let trimmed = domain.trim().trim_end_matches('.');
-    if trimmed.is_empty() {
-        return Err("empty domain".into());
-    }
-    if trimmed.starts_with('[') && trimmed.ends_with(']') {
-        // An address literal (RFC 5321 §4.1.3) compares as written, lowercased.
-        return Ok(trimmed.to_ascii_lowercase());
-    }
-    let ascii =
-        idna::domain_to_ascii(trimmed).map_err(|_| format!("{domain:?} is not a valid domain"))?;
-    if ascii.is_empty()
-        || ascii
-            .split('.')
-            .any(|label| label.is_empty() || label.len() > 63)
-        || !ascii
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-    {
-        return Err(format!("{domain:?} is not a valid domain"));
-    }
-    Ok(ascii)
-}
-
-/// The domain part of an address (after the last `@`), normalized; empty for the null
-/// sender or an address without a domain.
-pub fn address_domain(address: &str) -> String {
-    match address.rsplit_once('@') {
-        Some((_, d)) => normalize_domain(d).unwrap_or_else(|_| d.to_ascii_lowercase()),
-        None => String::new(),
-    }
-}
+use crate::address::normalize_domain;
 
 /// One entry of `from_domain`/`to_domain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +284,7 @@ mod tests {
 
     #[test]
     fn normalization() {
+        use crate::address::address_domain;
         assert_eq!(normalize_domain("Example.ORG.").unwrap(), "example.org");
         assert_eq!(address_domain("User@Example.Org"), "example.org");
         assert_eq!(address_domain(""), "");

@@ -73,16 +73,17 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// accepted addresses go where the queue and direct delivery take them: route domain
 /// normalization (IDNA) and address literals.
 pub fn submission_command(data: &[u8]) {
-    use relaygate::submission::proto::{parse_command, xtext_decode, Command};
+    use relaygate::address::xtext_decode;
+    use relaygate::submission::proto::{parse_command, Command};
     for line in lines(data) {
         match parse_command(line) {
             Ok(command) => {
                 if let Command::Mail { from: address, .. } | Command::Rcpt { to: address, .. } =
                     &command
                 {
-                    let _ = relaygate::routes::address_domain(address);
+                    let _ = relaygate::address::address_domain(address);
                     if let Some((_, domain)) = address.rsplit_once('@') {
-                        let _ = relaygate::routes::normalize_domain(domain);
+                        let _ = relaygate::address::normalize_domain(domain);
                         let _ =
                             relaygate_transports::dns::destinations::parse_address_literal(domain);
                     }

@@ -26,9 +26,9 @@ use tokio::sync::watch;
 
 use serde::Deserialize;
 
+use crate::address::address_domain;
 use crate::model::{format_id, parse_id, rfc3339, AttemptInfo, RcptState, StoredMessage};
 use crate::queue::{OpError, Queue, Selector};
-use crate::routes::address_domain;
 use crate::snapshot::SnapshotCell;
 use crate::submission::auth_guard::AuthGuard;
 

@@ -95,7 +95,7 @@ impl ListChoice {
             (Some(a), _) if a.is_empty() => bail!("--account must not be empty"),
             (Some(a), _) => RouteList::Account(a.clone()),
             (None, Some(d)) => RouteList::Domain(
-                crate::routes::normalize_domain(d).map_err(|e| anyhow!("--domain: {e}"))?,
+                crate::address::normalize_domain(d).map_err(|e| anyhow!("--domain: {e}"))?,
             ),
             (None, None) => RouteList::Global,
         })

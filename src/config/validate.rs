@@ -205,7 +205,7 @@ impl Config {
             check_routes(&d.routes, &format!("domains.{domain:?}.routes"));
         }
         for domain in self.domains.keys() {
-            if crate::routes::normalize_domain(domain).is_err() {
+            if crate::address::normalize_domain(domain).is_err() {
                 errors.push(ConfigError {
                     file: path.to_path_buf(),
                     line: find_line(domain),

@@ -5,6 +5,8 @@
 //! `text/rfc822-headers` without the header fields that are not ASCII. Pure, and only
 //! for DSNs [`super::build`] made (it relies on their layout).
 
+use crate::address::utf8_addr_xtext;
+
 /// The ASCII form of a DSN built in the international form, or `None` when `dsn` is not
 /// one, or its recipient (the original sender, in `To:`) is not ASCII and so needs
 /// SMTPUTF8 whatever we do.
@@ -41,20 +43,6 @@ pub fn downgrade(dsn: &[u8]) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
-/// RFC 6533 §3 `utf-8-addr-xtext`: `\x{HEX}` for every character outside printable
-/// ASCII and for `\`, `+` and `=`.
-fn xtext(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if (c.is_ascii_graphic() || c == ' ') && !matches!(c, '\\' | '+' | '=') {
-            out.push(c);
-        } else {
-            out.push_str(&format!("\\x{{{:X}}}", c as u32));
-        }
-    }
-    out
-}
-
 /// The per-message and per-recipient fields, ASCII: `utf-8` addresses in xtext, other
 /// non-ASCII characters escaped.
 fn status_fields(body: &str) -> String {
@@ -69,7 +57,7 @@ fn status_fields(body: &str) -> String {
             };
             for field in ["Final-Recipient: utf-8; ", "Original-Recipient: utf-8;"] {
                 if let Some(addr) = content.strip_prefix(field) {
-                    return format!("{field}{}{end}", xtext(addr));
+                    return format!("{field}{}{end}", utf8_addr_xtext(addr));
                 }
             }
             let escaped: String = content
@@ -113,18 +101,4 @@ fn ascii_header_fields(part: &str, boundary: &str) -> String {
         out.push_str(&closing);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn xtext_escapes() {
-        assert_eq!(
-            xtext("用户@例子.广告"),
-            "\\x{7528}\\x{6237}@\\x{4F8B}\\x{5B50}.\\x{5E7F}\\x{544A}"
-        );
-        assert_eq!(xtext("a+b=c\\d@x"), "a\\x{2B}b\\x{3D}c\\x{5C}d@x");
-    }
 }

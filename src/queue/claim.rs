@@ -248,7 +248,7 @@ mod tests {
     }
 
     fn by_domain(msg: &StoredMessage, idx: usize) -> Placement {
-        let d = crate::routes::address_domain(&msg.rcpts[idx].address);
+        let d = crate::address::address_domain(&msg.rcpts[idx].address);
         Placement {
             destination: Arc::from(d.as_str()),
             transport: Arc::from("direct"),

@@ -133,7 +133,7 @@ impl State {
         if self.holds.is_empty() {
             return false;
         }
-        let domain = crate::routes::address_domain(&rcpt.address);
+        let domain = crate::address::address_domain(&rcpt.address);
         self.holds
             .iter()
             .any(|h| h.matches(msg.account.as_deref(), &domain))

@@ -4,9 +4,9 @@
 
 use super::holds::{self, HoldRule};
 use super::{Queue, Slot, State};
+use crate::address::{address_domain, normalize_domain};
 use crate::dsn::{Action, DsnRecipient};
 use crate::model::{format_id, now_ms, MsgId, RcptState, StoredMessage};
-use crate::routes::{address_domain, normalize_domain};
 use crate::spool::record::{self, OverridesUpdate};
 
 /// Which messages an action applies to.

@@ -20,8 +20,9 @@ use relaygate_transports::{Batch, EnhancedCode, OutboundMessage, OutboundRcpt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{Claim, Placement, Queue, RcptResult, Verdict};
-use crate::model::{format_id, now_ms, AttemptInfo, ResultInfo, Ret, StoredMessage};
-use crate::routes::{address_domain, select, RouteQuery};
+use crate::address::{address_domain, orcpt_xtext, xtext_encode};
+use crate::model::{format_id, now_ms, AttemptInfo, ResultInfo, StoredMessage};
+use crate::routes::{select, RouteQuery};
 use crate::snapshot::{Snapshot, SnapshotCell, DIRECT};
 
 /// The concurrency limits of the scheduler.
@@ -275,10 +276,7 @@ impl Scheduler {
             eight_bit: msg.params.eight_bit,
             smtputf8: msg.params.smtputf8,
             requiretls: msg.overrides.requiretls.unwrap_or(msg.params.requiretls),
-            ret: msg.params.ret.map(|r| match r {
-                Ret::Full => relaygate_transports::Ret::Full,
-                Ret::Hdrs => relaygate_transports::Ret::Hdrs,
-            }),
+            ret: msg.params.ret,
             envid: msg.params.envid.as_deref().map(xtext_encode),
         };
         // The addresses dialed on earlier attempts come from the first recipient's
@@ -416,36 +414,5 @@ fn attempt_label(n: u32) -> String {
         "5+".into()
     } else {
         n.to_string()
-    }
-}
-
-/// Encodes xtext (RFC 3461 §4): "+", "=", controls and non-ASCII as "+XX".
-pub fn xtext_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
-fn orcpt_xtext(orcpt: &str) -> String {
-    match orcpt.split_once(';') {
-        Some((kind, addr)) => format!("{kind};{}", xtext_encode(addr)),
-        None => xtext_encode(orcpt),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn xtext() {
-        assert_eq!(xtext_encode("a+b=c d"), "a+2Bb+3Dc+20d");
-        assert_eq!(orcpt_xtext("rfc822;a+b@c"), "rfc822;a+2Bb@c");
     }
 }

@@ -14,8 +14,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{read_secret, AccountRecord};
+use crate::address::normalize_domain;
 use crate::config::{transport_problems, Config, RouteConfig, TransportConfig};
-use crate::routes::{normalize_domain, DomainPattern, Route, RouteTable};
+use crate::routes::{DomainPattern, Route, RouteTable};
 
 /// A route as stored: the JSON object of a route list entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

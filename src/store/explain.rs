@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use super::data::{RouteList, RouteSpec, StoreData};
-use crate::routes::{address_domain, Mismatch, RouteLevel, RouteQuery};
+use crate::address::address_domain;
+use crate::routes::{Mismatch, RouteLevel, RouteQuery};
 
 /// One route looked at, in evaluation order.
 #[derive(Debug, Clone)]

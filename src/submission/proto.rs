@@ -2,6 +2,7 @@
 //! parameter parsing of MAIL and RCPT (SIZE, BODY, SMTPUTF8, REQUIRETLS, RET, ENVID,
 //! NOTIFY, ORCPT). Replies are built by [`Reply`].
 
+use crate::address::xtext_decode;
 use std::fmt::Write as _;
 
 /// Longest command line we accept, CRLF included. RFC 5321 §4.5.3.1.4 sets 512 octets as
@@ -285,7 +286,7 @@ fn validate_mailbox(path: &str) -> Result<(), ParseError> {
         if !domain.ends_with(']') {
             return Err(err(501, "5.1.3", "bad address literal"));
         }
-    } else if crate::routes::normalize_domain(domain).is_err() {
+    } else if crate::address::normalize_domain(domain).is_err() {
         return Err(err(501, "5.1.2", "bad domain in address"));
     }
     Ok(())
@@ -296,24 +297,6 @@ fn params(s: &str) -> impl Iterator<Item = (String, Option<&str>)> {
         Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
         None => (p.to_ascii_uppercase(), None),
     })
-}
-
-/// Decodes xtext (RFC 3461 §4): "+XX" hex escapes.
-pub fn xtext_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'+' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {

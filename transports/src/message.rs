@@ -48,8 +48,9 @@ impl OutboundRcpt {
     }
 }
 
-/// What a failure DSN should return of the message (RFC 3461 §4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a failure DSN should return of the message (RFC 3461 §4.3). One type from
+/// submission to delivery (the queue stores it as `"Full"` / `"Hdrs"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Ret {
     /// The whole message.
     Full,

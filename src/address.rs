@@ -1,0 +1,127 @@
+//! The vocabulary of addresses: domains (IDNA, normalisation), the domain of an
+//! address, and the xtext encodings of DSN parameters (RFC 3461 §4) and of UTF-8
+//! addresses in DSNs (RFC 6533 §3). Pure functions, used from submission to delivery.
+
+/// Lowercases a domain and converts it to its ASCII (IDNA) form.
+pub fn normalize_domain(domain: &str) -> Result<String, String> {
+    let trimmed = domain.trim().trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err("empty domain".into());
+    }
+    if trimmed.starts_with('[') && trimmed.ends_with(']') {
+        // An address literal (RFC 5321 §4.1.3) compares as written, lowercased.
+        return Ok(trimmed.to_ascii_lowercase());
+    }
+    let ascii =
+        idna::domain_to_ascii(trimmed).map_err(|_| format!("{domain:?} is not a valid domain"))?;
+    if ascii.is_empty()
+        || ascii
+            .split('.')
+            .any(|label| label.is_empty() || label.len() > 63)
+        || !ascii
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        return Err(format!("{domain:?} is not a valid domain"));
+    }
+    Ok(ascii)
+}
+
+/// The domain part of an address (after the last `@`), normalized; empty for the null
+/// sender or an address without a domain.
+pub fn address_domain(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((_, d)) => normalize_domain(d).unwrap_or_else(|_| d.to_ascii_lowercase()),
+        None => String::new(),
+    }
+}
+
+/// Decodes xtext (RFC 3461 §4): "+XX" hex escapes.
+pub fn xtext_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'+' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Encodes xtext (RFC 3461 §4): "+", "=", controls and non-ASCII as "+XX".
+pub fn xtext_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An ORCPT value with its address xtext-encoded (RFC 3461 §4.2): `type;xtext`.
+pub fn orcpt_xtext(orcpt: &str) -> String {
+    match orcpt.split_once(';') {
+        Some((kind, addr)) => format!("{kind};{}", xtext_encode(addr)),
+        None => xtext_encode(orcpt),
+    }
+}
+
+/// RFC 6533 §3 `utf-8-addr-xtext`: `\x{HEX}` for every character outside printable
+/// ASCII and for `\`, `+` and `=`.
+pub fn utf8_addr_xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if (c.is_ascii_graphic() || c == ' ') && !matches!(c, '\\' | '+' | '=') {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:X}}}", c as u32));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xtext_both_ways() {
+        assert_eq!(xtext_encode("a+b=c d"), "a+2Bb+3Dc+20d");
+        assert_eq!(xtext_decode("a+2Bb+3Dc+20d").as_deref(), Some("a+b=c d"));
+        assert_eq!(xtext_decode("bad+2"), None);
+        assert_eq!(orcpt_xtext("rfc822;a+b@c"), "rfc822;a+2Bb@c");
+        for s in ["plain", "ü@例子", "+=+", "tab\there"] {
+            assert_eq!(xtext_decode(&xtext_encode(s)).as_deref(), Some(s));
+        }
+    }
+
+    #[test]
+    fn utf8_address_xtext() {
+        assert_eq!(
+            utf8_addr_xtext("用户@例子.广告"),
+            "\\x{7528}\\x{6237}@\\x{4F8B}\\x{5B50}.\\x{5E7F}\\x{544A}"
+        );
+        assert_eq!(utf8_addr_xtext("a+b=c\\d@x"), "a\\x{2B}b\\x{3D}c\\x{5C}d@x");
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(normalize_domain("Example.ORG.").unwrap(), "example.org");
+        assert_eq!(
+            normalize_domain("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert!(normalize_domain("").is_err());
+        assert_eq!(address_domain("a@Bücher.Example"), "xn--bcher-kva.example");
+        assert_eq!(address_domain(""), "");
+    }
+}
