@@ -109,11 +109,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether this is about reaching Redis (as opposed to what it holds: a key of the
-    /// wrong type, reported by the load script, is about the data).
+    /// wrong type, reported by the load script with its own error code, is a `Shape`).
     pub fn is_connection(&self) -> bool {
         match self {
-            StoreError::Redis { source, .. } => !source.to_string().contains("relaygate: key"),
-            StoreError::Timeout { .. } | StoreError::Down { .. } => true,
+            StoreError::Redis { .. } | StoreError::Timeout { .. } | StoreError::Down { .. } => true,
             StoreError::Url { .. }
             | StoreError::Shape { .. }
             | StoreError::Layout { .. }

@@ -50,7 +50,7 @@ pub const LOAD_SCRIPT: &str = r#"
 local function check(k, want)
   local t = redis.call('TYPE', k)['ok']
   if t ~= 'none' and t ~= want then
-    error('relaygate: key ' .. k .. ' holds a ' .. t .. ', not a ' .. want)
+    error({err = 'RELAYGATE key ' .. k .. ' holds a ' .. t .. ', not a ' .. want})
   end
 end
 local function starts(s, p)
@@ -69,8 +69,8 @@ local lists = {}
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   if k ~= KEYS[4] then
     if not (starts(k, ARGV[2]) or starts(k, ARGV[3])) then
-      error('relaygate: key ' .. KEYS[5] .. ' names ' .. k ..
-        ', which is not a route list of this prefix (SREM it)')
+      error({err = 'RELAYGATE key ' .. KEYS[5] .. ' names ' .. k ..
+        ', which is not a route list of this prefix (SREM it)'})
     end
     check(k, 'list')
     lists[#lists + 1] = k
@@ -99,14 +99,14 @@ pub const WRITE_SCRIPT: &str = r#"
 local function check(k, want)
   local t = redis.call('TYPE', k)['ok']
   if t ~= 'none' and t ~= want then
-    error('relaygate: key ' .. k .. ' holds a ' .. t .. ', not a ' .. want)
+    error({err = 'RELAYGATE key ' .. k .. ' holds a ' .. t .. ', not a ' .. want})
   end
 end
 check(KEYS[3], 'string')
 local layout = redis.call('GET', KEYS[3]) or '1'
 if layout ~= ARGV[3] then
-  error('relaygate: key ' .. KEYS[3] .. ' says layout ' .. layout .. ', not ' .. ARGV[3] ..
-    ': load the store first (that migrates it)')
+  error({err = 'RELAYGATE key ' .. KEYS[3] .. ' says layout ' .. layout .. ', not ' .. ARGV[3] ..
+    ': load the store first (that migrates it)'})
 end
 local cur = redis.call('GET', KEYS[1]) or '0'
 if ARGV[1] ~= '' and cur ~= ARGV[1] then
@@ -261,6 +261,10 @@ enum Target {
         seeds: Vec<Client>,
     },
 }
+
+/// The error code our Lua scripts raise for data they cannot take
+/// (`error({err = 'RELAYGATE ...'})`).
+pub const SCRIPT_ERROR_CODE: &str = "RELAYGATE";
 
 /// A Redis store: how to reach it and its key names. Cheap to keep; connections are
 /// made by [`RedisStore::connect`] and [`RedisStore::subscribe`].
@@ -457,7 +461,19 @@ impl RedisStore {
         &self.display
     }
 
+    /// A Redis error as ours: our scripts report data they cannot take with the error
+    /// code `RELAYGATE` ([`SCRIPT_ERROR_CODE`]), which is about the data, not about
+    /// reaching Redis.
     fn redis_err(&self, e: redis::RedisError) -> StoreError {
+        if e.code() == Some(SCRIPT_ERROR_CODE) {
+            let detail = e.detail().unwrap_or_default();
+            // Redis appends where the script failed ("script: <sha>, on @user_script:1.").
+            let message = detail.split(" script: ").next().unwrap_or(detail).trim();
+            return StoreError::Shape {
+                target: self.display.clone(),
+                message: message.to_string(),
+            };
+        }
         StoreError::Redis {
             target: self.display.clone(),
             source: e,
