@@ -45,11 +45,48 @@ impl std::fmt::Debug for AccountRecord {
     }
 }
 
+/// Why account data was refused; each names the field (and the account, where known).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// Verifiers cannot be derived from the password (SASLprep refused it).
+    #[error("{0}")]
+    Password(String),
+    /// A stored verifier does not parse.
+    #[error("{field}: {reason}")]
+    Verifier { field: &'static str, reason: String },
+    /// An `allowed_senders` entry is not an address, `@domain` or `.domain`.
+    #[error("{0:?} is not an address, @domain or .domain")]
+    Sender(String),
+    /// In this field.
+    #[error("{field}: {source}")]
+    Field {
+        field: &'static str,
+        #[source]
+        source: Box<AccountError>,
+    },
+    /// The same, for a named account.
+    #[error("account {account}: {source}")]
+    Account {
+        account: String,
+        #[source]
+        source: Box<AccountError>,
+    },
+}
+
+impl AccountError {
+    fn of(account: &str, e: AccountError) -> AccountError {
+        AccountError::Account {
+            account: account.to_string(),
+            source: Box::new(e),
+        }
+    }
+}
+
 impl AccountRecord {
     /// Derives every verifier from a password, with fresh salts.
-    pub fn from_password(password: &str) -> Result<AccountRecord, String> {
-        let creds =
-            StoredCredentials::from_password(password, ITERATIONS).map_err(|e| e.to_string())?;
+    pub fn from_password(password: &str) -> Result<AccountRecord, AccountError> {
+        let creds = StoredCredentials::from_password(password, ITERATIONS)
+            .map_err(|e| AccountError::Password(e.to_string()))?;
         Ok(AccountRecord {
             scram_sha256: creds.scram_sha256.map(|v| v.to_string()),
             scram_sha1: creds.scram_sha1.map(|v| v.to_string()),
@@ -59,12 +96,17 @@ impl AccountRecord {
     }
 
     /// Parses the stored strings.
-    pub fn credentials(&self) -> Result<StoredCredentials, String> {
-        let scram = |s: &Option<String>, what: &str| -> Result<Option<ScramVerifier>, String> {
+    pub fn credentials(&self) -> Result<StoredCredentials, AccountError> {
+        let scram = |s: &Option<String>,
+                     field: &'static str|
+         -> Result<Option<ScramVerifier>, AccountError> {
             s.as_deref()
                 .map(|t| {
                     t.parse::<ScramVerifier>()
-                        .map_err(|e| format!("{what}: {e}"))
+                        .map_err(|e| AccountError::Verifier {
+                            field,
+                            reason: e.to_string(),
+                        })
                 })
                 .transpose()
         };
@@ -76,7 +118,10 @@ impl AccountRecord {
                 .as_deref()
                 .map(|t| {
                     t.parse::<CramMd5Secret>()
-                        .map_err(|e| format!("cram_md5: {e}"))
+                        .map_err(|e| AccountError::Verifier {
+                            field: "cram_md5",
+                            reason: e.to_string(),
+                        })
                 })
                 .transpose()?,
         })
@@ -134,11 +179,11 @@ fn normal_address(addr: &str) -> Option<String> {
 
 impl SenderPolicy {
     /// Parses `"addr"`, `"@domain"`, `".domain"` entries; the error names the entry.
-    pub fn parse(entries: &[String]) -> Result<SenderPolicy, String> {
+    pub fn parse(entries: &[String]) -> Result<SenderPolicy, AccountError> {
         let mut patterns = Vec::with_capacity(entries.len());
         for e in entries {
             let e = e.trim();
-            let bad = || format!("{e:?} is not an address, @domain or .domain");
+            let bad = || AccountError::Sender(e.to_string());
             let p = if let Some(d) = e.strip_prefix('@') {
                 SenderPattern::Domain(crate::address::normalize_domain(d).map_err(|_| bad())?)
             } else if let Some(d) = e.strip_prefix('.') {
@@ -217,17 +262,23 @@ impl Accounts {
     }
 
     /// Accounts from stored records (the Redis store).
-    pub fn from_records(records: &HashMap<String, AccountRecord>) -> Result<Accounts, String> {
+    pub fn from_records(
+        records: &HashMap<String, AccountRecord>,
+    ) -> Result<Accounts, AccountError> {
         let mut map = HashMap::new();
         let mut senders = HashMap::new();
         for (name, r) in records {
             map.insert(
                 name.clone(),
-                r.credentials()
-                    .map_err(|e| format!("account {name}: {e}"))?,
+                r.credentials().map_err(|e| AccountError::of(name, e))?,
             );
-            let policy = SenderPolicy::parse(&r.allowed_senders)
-                .map_err(|e| format!("account {name}: allowed_senders: {e}"))?;
+            let policy = SenderPolicy::parse(&r.allowed_senders).map_err(|e| {
+                let e = AccountError::Field {
+                    field: "allowed_senders",
+                    source: Box::new(e),
+                };
+                AccountError::of(name, e)
+            })?;
             senders.insert(name.clone(), policy);
         }
         Ok(Accounts { map, senders })
@@ -266,7 +317,11 @@ mod tests {
             scram_sha256: Some("nonsense".into()),
             ..Default::default()
         };
-        assert!(r.credentials().unwrap_err().contains("scram_sha256"));
+        assert!(r
+            .credentials()
+            .unwrap_err()
+            .to_string()
+            .contains("scram_sha256"));
     }
 }
 

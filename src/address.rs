@@ -2,18 +2,27 @@
 //! address, and the xtext encodings of DSN parameters (RFC 3461 §4) and of UTF-8
 //! addresses in DSNs (RFC 6533 §3). Pure functions, used from submission to delivery.
 
+/// Why a domain was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("empty domain")]
+    Empty,
+    #[error("{0:?} is not a valid domain")]
+    Invalid(String),
+}
+
 /// Lowercases a domain and converts it to its ASCII (IDNA) form.
-pub fn normalize_domain(domain: &str) -> Result<String, String> {
+pub fn normalize_domain(domain: &str) -> Result<String, DomainError> {
     let trimmed = domain.trim().trim_end_matches('.');
     if trimmed.is_empty() {
-        return Err("empty domain".into());
+        return Err(DomainError::Empty);
     }
     if trimmed.starts_with('[') && trimmed.ends_with(']') {
         // An address literal (RFC 5321 §4.1.3) compares as written, lowercased.
         return Ok(trimmed.to_ascii_lowercase());
     }
     let ascii =
-        idna::domain_to_ascii(trimmed).map_err(|_| format!("{domain:?} is not a valid domain"))?;
+        idna::domain_to_ascii(trimmed).map_err(|_| DomainError::Invalid(domain.to_string()))?;
     if ascii.is_empty()
         || ascii
             .split('.')
@@ -22,7 +31,7 @@ pub fn normalize_domain(domain: &str) -> Result<String, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     {
-        return Err(format!("{domain:?} is not a valid domain"));
+        return Err(DomainError::Invalid(domain.to_string()));
     }
     Ok(ascii)
 }

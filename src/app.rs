@@ -357,7 +357,7 @@ fn file_snapshot(
     };
     let data = crate::store::StoreData::from_config(config, true).map_err(join)?;
     data.validate().map_err(join)?;
-    crate::runtime::build(&data, config, rt)
+    crate::runtime::build(&data, config, rt).map_err(|e| e.to_string())
 }
 
 /// Reloads routes and transports; listeners, data_dir and the like need a restart.
@@ -395,6 +395,7 @@ fn reload(
     }
     let built = runtime
         .reconfigure(&fresh)
+        .map_err(|e| e.to_string())
         .and_then(|rt| file_snapshot(&fresh, &rt));
     match built {
         Ok(s) => {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::address::normalize_domain;
+use crate::address::{normalize_domain, DomainError};
 
 /// One entry of `from_domain`/`to_domain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum DomainPattern {
 }
 
 impl DomainPattern {
-    pub fn parse(text: &str) -> Result<DomainPattern, String> {
+    pub fn parse(text: &str) -> Result<DomainPattern, DomainError> {
         match text.strip_prefix('.') {
             Some(rest) => Ok(DomainPattern::WithSubdomains(normalize_domain(rest)?)),
             None => Ok(DomainPattern::Exact(normalize_domain(text)?)),
@@ -67,7 +67,7 @@ impl Route {
     ) -> Result<Route, String> {
         let parse_all = |list: &[String]| {
             list.iter()
-                .map(|d| DomainPattern::parse(d))
+                .map(|d| DomainPattern::parse(d).map_err(|e| e.to_string()))
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(Route {

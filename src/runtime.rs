@@ -33,6 +33,33 @@ use crate::store::fleet::{FleetRedis, RedisPolicyStore, RedisTlsStatusSink};
 use crate::store::redis::RedisStore;
 use crate::store::StoreData;
 
+/// Why a runtime could not be opened or a snapshot built, by area; each message names
+/// the key or transport at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `[dns]`: the resolver.
+    #[error("{0}")]
+    Dns(String),
+    /// `[tls]`: the trusted roots.
+    #[error("{0}")]
+    Tls(String),
+    /// The MTA-STS cache or the fleet caches.
+    #[error("{0}")]
+    Store(String),
+    /// `[direct]`.
+    #[error("{0}")]
+    Direct(String),
+    /// A transport (its secret, mechanisms, proxy).
+    #[error("{0}")]
+    Transport(String),
+    /// The route table.
+    #[error("routes: {0}")]
+    Routes(String),
+    /// An account.
+    #[error(transparent)]
+    Account(#[from] crate::accounts::AccountError),
+}
+
 /// What snapshot builds use from outside the data.
 #[derive(Clone)]
 pub struct Runtime {
@@ -51,16 +78,17 @@ pub struct Runtime {
 impl Runtime {
     /// Opens everything a build needs: the stores (once per process run) and the
     /// system view.
-    pub fn open(config: &Config) -> Result<Runtime, String> {
+    pub fn open(config: &Config) -> Result<Runtime, BuildError> {
         let (policy_store, tls_status): (Arc<dyn PolicyStore>, Option<Arc<dyn TlsStatusSink>>) =
             match config.store.kind {
                 StoreKind::File => (
-                    open_mtasts_file(&mtasts_cache_path(&config.data_dir))?,
+                    open_mtasts_file(&mtasts_cache_path(&config.data_dir))
+                        .map_err(BuildError::Store)?,
                     None,
                 ),
                 StoreKind::Redis => {
-                    let store =
-                        RedisStore::open(&config.store, &config.tls).map_err(|e| e.to_string())?;
+                    let store = RedisStore::open(&config.store, &config.tls)
+                        .map_err(|e| BuildError::Store(e.to_string()))?;
                     let redis = Arc::new(FleetRedis::new(store));
                     (
                         Arc::new(RedisPolicyStore::new(Arc::clone(&redis))),
@@ -80,7 +108,7 @@ impl Runtime {
 
     /// The same stores with the system view of `config` re-read (a reload: `[dns]`,
     /// `tls.extra_ca_file`). `[store]` changes take effect at the next start.
-    pub fn reconfigure(&self, config: &Config) -> Result<Runtime, String> {
+    pub fn reconfigure(&self, config: &Config) -> Result<Runtime, BuildError> {
         let (resolver, roots, tls) = system(config)?;
         Ok(Runtime {
             resolver,
@@ -93,17 +121,17 @@ impl Runtime {
 }
 
 /// The resolver of `[dns]`, the trusted roots and the TLS client configs.
-fn system(config: &Config) -> Result<(Arc<dyn Resolver>, TlsRoots, TlsClientConfigs), String> {
-    let resolver = resolver(config)?;
-    let roots = tls_roots(config)?;
+fn system(config: &Config) -> Result<(Arc<dyn Resolver>, TlsRoots, TlsClientConfigs), BuildError> {
+    let resolver = resolver(config).map_err(BuildError::Dns)?;
+    let roots = tls_roots(config).map_err(BuildError::Tls)?;
     let tls = TlsClientConfigs::new(&roots);
     Ok((resolver, roots, tls))
 }
 
 /// Builds a snapshot from validated store data, with everything else (host name, DNS,
 /// TLS, queue limits) from `config`.
-pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot, String> {
-    let families = address_families(config)?;
+pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot, BuildError> {
+    let families = address_families(config).map_err(BuildError::Direct)?;
     let fetcher = HttpsFetcher::new(Arc::clone(&rt.resolver), &rt.roots)
         .with_port(config.mtasts.https_port)
         .with_families(families);
@@ -112,22 +140,25 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         Arc::new(fetcher),
         Arc::clone(&rt.policy_store),
     ));
-    let direct = direct_transport(config, rt, &mtasts, &config.hostname, Arc::new(TcpDialer))?;
+    let direct = direct_transport(config, rt, &mtasts, &config.hostname, Arc::new(TcpDialer))
+        .map_err(BuildError::Direct)?;
     let mut transports: std::collections::HashMap<String, Arc<dyn Transport>> = Default::default();
     for (name, t) in &data.transports {
         let entry: Arc<dyn Transport> = match t.kind {
             TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
-                let sh = smarthost_config(config, name, t)?;
+                let sh = smarthost_config(config, name, t).map_err(BuildError::Transport)?;
                 let connector: Arc<dyn Connector> = if t.socks_proxy.is_empty() {
                     Arc::new(TcpConnector::new(Duration::from_secs(30)))
                 } else {
                     let proxy = data.transports.get(&t.socks_proxy).ok_or_else(|| {
-                        format!(
+                        BuildError::Transport(format!(
                             "transport {name:?}: socks_proxy {:?} is not defined",
                             t.socks_proxy
-                        )
+                        ))
                     })?;
-                    Arc::new(SocksConnector::new(socks_config(&t.socks_proxy, proxy)?))
+                    let socks =
+                        socks_config(&t.socks_proxy, proxy).map_err(BuildError::Transport)?;
+                    Arc::new(SocksConnector::new(socks))
                 };
                 Arc::new(SmarthostTransport::new(sh, &rt.tls, connector))
             }
@@ -140,8 +171,9 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
                 } else {
                     &t.remote_hostname
                 };
-                let dialer = Arc::new(SocksDialer::new(socks_config(name, t)?));
-                direct_transport(config, rt, &mtasts, ehlo, dialer)?
+                let socks = socks_config(name, t).map_err(BuildError::Transport)?;
+                let dialer = Arc::new(SocksDialer::new(socks));
+                direct_transport(config, rt, &mtasts, ehlo, dialer).map_err(BuildError::Direct)?
             }
         };
         transports.insert(name.clone(), entry);
@@ -157,7 +189,7 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(Snapshot {
-        routes: data.route_table()?,
+        routes: data.route_table().map_err(BuildError::Routes)?,
         transports,
         configs: data.transports.clone().into_iter().collect(),
         accounts: Arc::new(crate::accounts::Accounts::from_records(&records)?),
@@ -308,6 +340,8 @@ mod tests {
         );
         let data = StoreData::from_config(&c, true).unwrap();
         let err = build(&data, &c, &injected(&c)).err().unwrap();
+        assert!(matches!(err, BuildError::Transport(_)), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("transport \"p\""), "{err}");
         assert!(err.contains("/nonexistent/relaygate-pw"), "{err}");
     }

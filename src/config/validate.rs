@@ -122,7 +122,7 @@ impl Config {
             err(
                 find_line("trusted_senders"),
                 "submission.trusted_senders",
-                e,
+                e.to_string(),
             );
         }
         for (name, a) in &self.accounts {
@@ -130,7 +130,7 @@ impl Config {
                 err(
                     find_line("allowed_senders"),
                     &format!("accounts.{name}.allowed_senders"),
-                    e,
+                    e.to_string(),
                 );
             }
         }
@@ -191,7 +191,7 @@ impl Config {
                             file: path.to_path_buf(),
                             line: line.or(find_line(d)),
                             key: Some(format!("{key}[{i}]")),
-                            message: e,
+                            message: e.to_string(),
                         });
                     }
                 }

@@ -35,7 +35,7 @@ impl Selector {
     pub fn domain(d: &str) -> Result<Selector, OpError> {
         normalize_domain(d)
             .map(Selector::Domain)
-            .map_err(OpError::Invalid)
+            .map_err(|e| OpError::Invalid(e.to_string()))
     }
 }
 

@@ -113,10 +113,10 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Problem {
+    pub fn new(location: impl Into<String>, message: impl fmt::Display) -> Problem {
         Problem {
             location: location.into(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }
@@ -223,7 +223,7 @@ impl StoreData {
                 )),
                 Err(e) => problems.push(Problem::new(
                     RouteList::Domain(domain.clone()).to_string(),
-                    e,
+                    e.to_string(),
                 )),
             }
         }
@@ -249,7 +249,7 @@ impl StoreData {
                 }
                 for d in r.from_domain.iter().chain(&r.to_domain) {
                     if let Err(e) = DomainPattern::parse(d) {
-                        problems.push(Problem::new(&at, e));
+                        problems.push(Problem::new(&at, e.to_string()));
                     }
                 }
             }
@@ -284,7 +284,9 @@ impl StoreData {
         };
         for (d, l) in &self.domains {
             let routes = convert(RouteList::Domain(d.clone()), l)?;
-            table.domains.insert(normalize_domain(d)?, routes);
+            table
+                .domains
+                .insert(normalize_domain(d).map_err(|e| e.to_string())?, routes);
         }
         for (a, l) in &self.accounts_routes {
             let routes = convert(RouteList::Account(a.clone()), l)?;
@@ -312,7 +314,7 @@ impl StoreData {
                         .or_default()
                         .extend(d.routes.iter().map(RouteSpec::from_config));
                 }
-                Err(e) => problems.push(Problem::new(format!("domains.{domain:?}"), e)),
+                Err(e) => problems.push(Problem::new(format!("domains.{domain:?}"), e.to_string())),
             }
         }
         for (name, a) in &config.accounts {
