@@ -148,7 +148,11 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
             TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
                 let sh = smarthost_config(config, name, t).map_err(BuildError::Transport)?;
                 let connector: Arc<dyn Connector> = if t.socks_proxy.is_empty() {
-                    Arc::new(TcpConnector::new(Duration::from_secs(30)))
+                    // Host names resolve through `[dns]` like everything else.
+                    Arc::new(
+                        TcpConnector::new(Duration::from_secs(30))
+                            .with_resolver(Arc::clone(&rt.resolver)),
+                    )
                 } else {
                     let proxy = data.transports.get(&t.socks_proxy).ok_or_else(|| {
                         BuildError::Transport(format!(

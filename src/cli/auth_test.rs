@@ -51,7 +51,9 @@ pub async fn test(config_path: &Path, name: &str) -> anyhow::Result<(String, boo
     }
     let sh = crate::snapshot::smarthost_config(&config, name, t).map_err(|e| anyhow!(e))?;
     let tls = crate::app::tls_configs(&config).context("loading TLS trust roots")?;
-    let connector = Arc::new(TcpConnector::new(Duration::from_secs(30)));
+    // The host resolves as delivery resolves it: through `[dns]`.
+    let resolver = crate::runtime::resolver(&config).map_err(|e| anyhow!(e))?;
+    let connector = Arc::new(TcpConnector::new(Duration::from_secs(30)).with_resolver(resolver));
     let transport = SmarthostTransport::new(sh, &tls, connector);
     let probe = transport.probe_auth().await;
     Ok(report(name, &transport, &probe))

@@ -27,6 +27,7 @@ mod redis_layout;
 mod requiretls;
 mod results;
 mod sendmail;
+mod smarthost_dns;
 mod socks;
 mod spool;
 mod submission;

@@ -8,6 +8,7 @@
 use std::{
     future::Future,
     io,
+    net::IpAddr,
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
@@ -128,26 +129,116 @@ pub trait Connector: Send + Sync {
     fn connect<'a>(&'a self, host: &'a str, port: u16) -> ConnectFuture<'a>;
 }
 
-/// Direct TCP connections.
-#[derive(Debug, Clone)]
+/// Direct TCP connections. Host names resolve through the gateway's resolver (`[dns]`)
+/// when one is given (an IP literal is used as is, and a name listed in `/etc/hosts`,
+/// such as `localhost`, as listed there), else through the system (`getaddrinfo`).
+#[derive(Clone)]
 pub struct TcpConnector {
     /// Bound on name resolution, and on each address tried.
     pub connect_timeout: Duration,
+    resolver: Option<std::sync::Arc<dyn crate::dns::Resolver>>,
+    hosts_file: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for TcpConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnector")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("resolver", &self.resolver.is_some())
+            .finish()
+    }
+}
+
+/// The addresses `/etc/hosts`-format `text` lists for `name` (case-insensitive).
+pub fn hosts_lookup(text: &str, name: &str) -> Vec<IpAddr> {
+    let name = name.trim_end_matches('.');
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let ip: IpAddr = fields.next()?.parse().ok()?;
+            fields
+                .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(name))
+                .then_some(ip)
+        })
+        .collect()
 }
 
 impl TcpConnector {
-    /// A connector with the given per-address timeout.
+    /// A connector with the given per-address timeout, resolving through the system.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { connect_timeout }
+        Self {
+            connect_timeout,
+            resolver: None,
+            hosts_file: std::path::PathBuf::from("/etc/hosts"),
+        }
+    }
+
+    /// Resolves host names through `resolver` (after IP literals and the hosts file).
+    pub fn with_resolver(mut self, resolver: std::sync::Arc<dyn crate::dns::Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Reads `path` instead of `/etc/hosts` (tests).
+    pub fn with_hosts_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.hosts_file = path.into();
+        self
+    }
+
+    /// The addresses to try for `host`.
+    async fn addresses(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let Some(resolver) = &self.resolver else {
+            return Ok(tokio::net::lookup_host((host, port)).await?.collect());
+        };
+        let listed = match tokio::fs::read_to_string(&self.hosts_file).await {
+            Ok(text) => hosts_lookup(&text, host),
+            Err(_) => Vec::new(),
+        };
+        if !listed.is_empty() {
+            return Ok(listed
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect());
+        }
+        let (v4, v6) = tokio::join!(resolver.lookup_a(host), resolver.lookup_aaaa(host));
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let mut errors = Vec::new();
+        match v4 {
+            Ok(a) => addrs.extend(
+                a.records
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip.into(), port)),
+            ),
+            Err(e) => errors.push(e.to_string()),
+        }
+        match v6 {
+            Ok(a) => addrs.extend(
+                a.records
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip.into(), port)),
+            ),
+            Err(e) => errors.push(e.to_string()),
+        }
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("resolving {host}: {}", errors.join("; ")),
+            ));
+        }
+        Ok(addrs)
     }
 
     async fn connect_inner(&self, host: &str, port: u16) -> io::Result<(Box<dyn Io>, SocketAddr)> {
         let timed_out = |what: String| io::Error::new(io::ErrorKind::TimedOut, what);
         let addrs: Vec<SocketAddr> =
-            tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
+            tokio::time::timeout(self.connect_timeout, self.addresses(host, port))
                 .await
-                .map_err(|_| timed_out(format!("resolving {host}: timeout")))??
-                .collect();
+                .map_err(|_| timed_out(format!("resolving {host}: timeout")))??;
         if addrs.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -189,6 +280,24 @@ impl Connector for TcpConnector {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn hosts_file_entries() {
+        let text = "127.0.0.1\tlocalhost\n::1 localhost ip6-localhost # v6\n# 10.0.0.1 commented\n192.0.2.7 relay.lab Relay\n";
+        assert_eq!(
+            hosts_lookup(text, "localhost"),
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            hosts_lookup(text, "RELAY."),
+            vec!["192.0.2.7".parse::<IpAddr>().unwrap()]
+        );
+        assert!(hosts_lookup(text, "commented").is_empty());
+        assert!(hosts_lookup(text, "absent").is_empty());
+    }
 
     #[tokio::test]
     async fn tcp_connector_reaches_listener() {
