@@ -40,43 +40,37 @@ pub struct TlsStatus {
     pub updated_at: u64,
 }
 
-impl TlsStatus {
-    /// The file content for `domain`: one JSON object.
-    pub fn to_json(&self, domain: &str) -> String {
-        let ip = self
-            .ip
-            .map_or_else(|| "null".to_string(), |ip| json_str(&ip.to_string()));
-        let tls_error = self
-            .tls_error
-            .as_deref()
-            .map_or_else(|| "null".to_string(), json_str);
-        format!(
-            "{{\"domain\":{},\"host\":{},\"ip\":{ip},\"starttls\":{},\"requiretls\":{},\
-             \"tls\":{},\"tls_error\":{tls_error},\"updated_at\":{}}}\n",
-            json_str(domain),
-            json_str(&self.host),
-            self.starttls,
-            self.requiretls,
-            json_str(self.tls),
-            self.updated_at,
-        )
-    }
+/// The JSON shape of a record, in field order.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    domain: &'a str,
+    host: &'a str,
+    ip: Option<String>,
+    starttls: bool,
+    requiretls: bool,
+    tls: &'a str,
+    tls_error: Option<&'a str>,
+    updated_at: u64,
 }
 
-/// A JSON string literal (RFC 8259 §7).
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
+impl TlsStatus {
+    /// The file content for `domain`: one JSON object and a newline.
+    pub fn to_json(&self, domain: &str) -> String {
+        let record = Record {
+            domain,
+            host: &self.host,
+            ip: self.ip.map(|ip| ip.to_string()),
+            starttls: self.starttls,
+            requiretls: self.requiretls,
+            tls: self.tls,
+            tls_error: self.tls_error.as_deref(),
+            updated_at: self.updated_at,
+        };
+        // Strings, numbers and booleans only: serialising cannot fail.
+        let mut text = serde_json::to_string(&record).unwrap_or_default();
+        text.push('\n');
+        text
     }
-    out.push('"');
-    out
 }
 
 /// Where TLS status records go. [`TlsStatusSink::record`] must return at once and never
@@ -313,7 +307,7 @@ mod tests {
             status("mx.test").to_json("dst.test"),
             "{\"domain\":\"dst.test\",\"host\":\"mx.test\",\"ip\":\"192.0.2.1\",\
              \"starttls\":true,\"requiretls\":false,\"tls\":\"none\",\
-             \"tls_error\":\"bad \\\"record\\\"\\u000a\",\"updated_at\":7}\n"
+             \"tls_error\":\"bad \\\"record\\\"\\n\",\"updated_at\":7}\n"
         );
         assert_eq!(file_name_of("dst.test").as_deref(), Some("dst.test.json"));
         for bad in [
