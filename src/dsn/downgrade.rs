@@ -18,26 +18,39 @@ pub fn downgrade(dsn: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let boundary = head
-        .split("boundary=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())?;
-    let delimiter = format!("--{boundary}\r\n");
+        .split("boundary=")
+        .nth(1)?
+        .trim_start_matches('"')
+        .split(['"', ';', '\r'])
+        .next()?;
+    let delimiter = format!("\r\n--{boundary}\r\n");
     let mut out = String::with_capacity(text.len());
     for (i, part) in text.split(&delimiter).enumerate() {
         if i > 0 {
             out.push_str(&delimiter);
         }
-        if let Some(body) = part.strip_prefix("Content-Type: message/global-delivery-status\r\n") {
-            out.push_str("Content-Type: message/delivery-status\r\n");
-            out.push_str(&status_fields(body));
-        } else if let Some(rest) = part
-            .strip_prefix("Content-Type: message/global\r\n\r\n")
-            .or_else(|| part.strip_prefix("Content-Type: message/global-headers\r\n\r\n"))
-        {
-            out.push_str("Content-Type: text/rfc822-headers\r\n\r\n");
-            out.push_str(&ascii_header_fields(rest, boundary));
-        } else {
+        let Some((headers, body)) = part.split_once("\r\n\r\n") else {
             out.push_str(part);
+            continue;
+        };
+        let content_type = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Type: "))
+            .unwrap_or("");
+        match content_type {
+            "message/global-delivery-status" if i > 0 => {
+                out.push_str(
+                    "Content-Type: message/delivery-status\r\nContent-Transfer-Encoding: 7bit\r\n\r\n",
+                );
+                out.push_str(&status_fields(body));
+            }
+            "message/global" | "message/global-headers" if i > 0 => {
+                out.push_str(
+                    "Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 7bit\r\n\r\n",
+                );
+                out.push_str(&ascii_header_fields(body, boundary));
+            }
+            _ => out.push_str(part),
         }
     }
     Some(out.into_bytes())

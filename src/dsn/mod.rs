@@ -106,42 +106,95 @@ fn address_field(address: &str) -> String {
     }
 }
 
-/// Builds the DSN message (headers and body, CRLF line ends).
+/// Builds the DSN message (headers and body, CRLF line ends). The header section is
+/// ours; the MIME structure (multipart/report, RFC 6522) is assembled by `mail-builder`,
+/// which also picks the human-readable part's transfer encoding.
 pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
+    use mail_builder::headers::content_type::ContentType;
+    use mail_builder::mime::MimePart;
+
     let o = input.original;
     let global = is_international(o, input.rcpts);
-    let boundary = format!("{}/{}", format_id(input.dsn_id), input.hostname);
     let subject = match input.action {
         Action::Failed => "Delivery Status Notification (Failure)",
         Action::Delayed => "Delivery Status Notification (Delay)",
     };
-    let orig_headers = header_section(input.body);
-    let orig_subject = field_value(orig_headers, "Subject").unwrap_or_default();
-    let mut m = String::new();
-    m.push_str(&format!(
+    let mut out = String::new();
+    out.push_str(&format!(
         "From: Mail Delivery System <MAILER-DAEMON@{}>\r\n",
         input.hostname
     ));
-    m.push_str(&format!("To: <{}>\r\n", o.mail_from));
-    m.push_str(&format!("Subject: {subject}\r\n"));
-    m.push_str(&format!("Date: {}\r\n", rfc5322_date(input.now_ms)));
-    m.push_str(&format!(
+    out.push_str(&format!("To: <{}>\r\n", o.mail_from));
+    out.push_str(&format!("Subject: {subject}\r\n"));
+    out.push_str(&format!("Date: {}\r\n", rfc5322_date(input.now_ms)));
+    out.push_str(&format!(
         "Message-ID: <{}@{}>\r\n",
         format_id(input.dsn_id),
         input.hostname
     ));
     // RFC 3834 §5: automatic responses are marked.
-    m.push_str("Auto-Submitted: auto-replied\r\n");
-    m.push_str("MIME-Version: 1.0\r\n");
-    m.push_str(&format!(
-        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
-    ));
-    m.push_str("This is a MIME-encapsulated delivery status notification.\r\n\r\n");
+    out.push_str("Auto-Submitted: auto-replied\r\n");
+    out.push_str("MIME-Version: 1.0\r\n");
+    let mut out = out.into_bytes();
 
-    // Human-readable part.
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-    ));
+    // RFC 6533 §6.2: the UTF-8 form of the status part.
+    let status_type = if global {
+        "message/global-delivery-status"
+    } else {
+        "message/delivery-status"
+    };
+    // The original: whole for failures when asked (or small enough), headers otherwise.
+    // RFC 6532 §3.7 / RFC 6533 §6.3, 6.4: an international original is message/global.
+    let full = input.action == Action::Failed
+        && o.params.ret != Some(Ret::Hdrs)
+        && input.body.len() <= FULL_RETURN_LIMIT;
+    let (returned_type, mut returned) = match (full, global) {
+        (true, true) => ("message/global", input.body.to_vec()),
+        (true, false) => ("message/rfc822", input.body.to_vec()),
+        (false, true) => (
+            "message/global-headers",
+            header_section(input.body).to_vec(),
+        ),
+        (false, false) => ("text/rfc822-headers", header_section(input.body).to_vec()),
+    };
+    if !returned.ends_with(b"\r\n") {
+        returned.extend_from_slice(b"\r\n");
+    }
+    let status = status_fields(input, global).into_bytes();
+    // RFC 2046 §5.2.1: message/* parts are 7bit or 8bit, never encoded.
+    let cte = |bytes: &[u8]| if bytes.is_ascii() { "7bit" } else { "8bit" };
+    let (status_cte, returned_cte) = (cte(&status), cte(&returned));
+    let report = MimePart::new(
+        ContentType::new("multipart/report")
+            .attribute("report-type", "delivery-status")
+            .attribute("boundary", boundary(input)),
+        vec![
+            MimePart::new(
+                ContentType::new("text/plain").attribute("charset", "utf-8"),
+                human_text(input),
+            ),
+            MimePart::new(ContentType::new(status_type), status).transfer_encoding(status_cte),
+            MimePart::new(ContentType::new(returned_type), returned)
+                .transfer_encoding(returned_cte),
+        ],
+    );
+    report.write_part(&mut out);
+    out
+}
+
+/// The MIME boundary: unique per DSN, without characters that need quoting.
+fn boundary(input: &DsnInput<'_>) -> String {
+    let host: String = input
+        .hostname
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        .collect();
+    format!("dsn-{}-{host}", format_id(input.dsn_id))
+}
+
+/// The human-readable part.
+fn human_text(input: &DsnInput<'_>) -> String {
+    let mut m = String::new();
     match input.action {
         Action::Failed => m.push_str(&format!(
             "This is the mail gateway at {}.\r\n\r\nYour message could not be delivered to the following recipients; no further attempts will be made:\r\n\r\n",
@@ -165,24 +218,21 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
             m.push_str(&format!("    Will retry until {}\r\n", rfc5322_date(until)));
         }
     }
+    let orig_subject = field_value(header_section(input.body), "Subject").unwrap_or_default();
     if !orig_subject.is_empty() {
         m.push_str(&format!(
             "\r\nSubject of your message: {}\r\n",
             clean(&orig_subject)
         ));
     }
-    m.push_str(&format!("Queue id: {}\r\n\r\n", format_id(o.id)));
+    m.push_str(&format!("Queue id: {}\r\n", format_id(input.original.id)));
+    m
+}
 
-    // Machine-readable part (RFC 3464 §2.2, §2.3).
-    // RFC 6533 §6.2: the UTF-8 form of the status part.
-    let status_type = if global {
-        "message/global-delivery-status"
-    } else {
-        "message/delivery-status"
-    };
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: {status_type}\r\n\r\n"
-    ));
+/// The machine-readable part (RFC 3464 §2.2, §2.3).
+fn status_fields(input: &DsnInput<'_>, global: bool) -> String {
+    let o = input.original;
+    let mut m = String::new();
     m.push_str(&format!("Reporting-MTA: dns; {}\r\n", input.hostname));
     if let Some(envid) = &o.params.envid {
         m.push_str(&format!("Original-Envelope-Id: {}\r\n", clean(envid)));
@@ -196,10 +246,12 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
         if let Some(orcpt) = &r.orcpt {
             m.push_str(&format!("Original-Recipient: {}\r\n", clean(orcpt)));
         }
-        m.push_str(&format!(
-            "Final-Recipient: {}\r\n",
+        let address = if global {
             address_field(&r.address)
-        ));
+        } else {
+            format!("rfc822; {}", r.address)
+        };
+        m.push_str(&format!("Final-Recipient: {address}\r\n"));
         m.push_str(&format!("Action: {}\r\n", input.action.as_str()));
         m.push_str(&format!("Status: {}\r\n", status_of(r, input.action)));
         if let Some(host) = &r.remote_host {
@@ -218,35 +270,7 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
             m.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
         }
     }
-    m.push_str("\r\n");
-
-    // The original: whole for failures when asked (or small enough), headers otherwise.
-    let full = input.action == Action::Failed
-        && o.params.ret != Some(Ret::Hdrs)
-        && input.body.len() <= FULL_RETURN_LIMIT;
-    let mut out = m.into_bytes();
-    // RFC 6532 §3.7 / RFC 6533 §6.3, 6.4: an international original is message/global.
-    let (full_type, headers_type) = if global {
-        ("message/global", "message/global-headers")
-    } else {
-        ("message/rfc822", "text/rfc822-headers")
-    };
-    if full {
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: {full_type}\r\n\r\n").as_bytes(),
-        );
-        out.extend_from_slice(input.body);
-        if !input.body.ends_with(b"\r\n") {
-            out.extend_from_slice(b"\r\n");
-        }
-    } else {
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: {headers_type}\r\n\r\n").as_bytes(),
-        );
-        out.extend_from_slice(orig_headers);
-    }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    out
+    m
 }
 
 #[cfg(test)]
@@ -319,7 +343,7 @@ mod tests {
         .unwrap();
         for needle in [
             "To: <sender@s.org>\r\n",
-            "report-type=delivery-status",
+            "report-type=\"delivery-status\"",
             "Reporting-MTA: dns; gw.test\r\n",
             "Original-Envelope-Id: E1\r\n",
             "Original-Recipient: rfc822;R@x.org\r\n",
@@ -328,7 +352,7 @@ mod tests {
             "Status: 5.1.1\r\n",
             "Remote-MTA: dns; mx.x.org\r\n",
             "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n",
-            "Content-Type: message/rfc822\r\n\r\nSubject: hello\r\n\r\nbody\r\n",
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\n\r\nSubject: hello\r\n\r\nbody\r\n",
         ] {
             assert!(out.contains(needle), "missing {needle:?} in\n{out}");
         }
@@ -386,7 +410,7 @@ mod intl_tests {
         for needle in [
             "Content-Type: message/global-delivery-status\r\n",
             "Final-Recipient: utf-8; 用户@例子.广告\r\n",
-            "Content-Type: message/global\r\n\r\nSubject: 你好\r\n",
+            "Content-Type: message/global\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSubject: 你好\r\n",
         ] {
             assert!(out.contains(needle), "missing {needle:?} in\n{out}");
         }
@@ -395,7 +419,7 @@ mod intl_tests {
             "Content-Type: message/delivery-status\r\n",
             "Final-Recipient: utf-8; \\x{7528}\\x{6237}@\\x{4F8B}\\x{5B50}.\\x{5E7F}\\x{544A}\r\n",
             "Diagnostic-Code: smtp; 550 5.1.1 \\x{7528}",
-            "Content-Type: text/rfc822-headers\r\n\r\nFrom: sender@s.org\r\n",
+            "Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 7bit\r\n\r\nFrom: sender@s.org\r\n",
         ] {
             assert!(down.contains(needle), "missing {needle:?} in\n{down}");
         }

@@ -146,3 +146,55 @@ async fn smarthost_452_too_many_recipients_go_in_the_same_attempt() -> Result<()
     gw.wait_queue_empty(deadline(10)).await?;
     Ok(())
 }
+
+/// The DSN read by an independent MIME parser (Python's `email` package): a
+/// multipart/report with the three parts, the status part's per-recipient block with
+/// the fields, the original returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsn_parses_with_python_email() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    let rcpt = "x+550@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "py", "py-1"),
+    )
+    .await?;
+    let msgs = sink
+        .wait_for(deadline(60), |m| m.iter().any(|m| m.is_bounce()))
+        .await?;
+    let dsn = msgs.iter().find(|m| m.is_bounce()).context("dsn")?;
+    let dir = crate::support::temp_dir("dsn-py")?;
+    let path = dir.path().join("dsn.eml");
+    std::fs::write(&path, dsn.text())?;
+    let script = r#"
+import email, sys
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=policy.default)
+assert m.get_content_type() == "multipart/report", m.get_content_type()
+assert m.get_param("report-type") == "delivery-status", m.get_param("report-type")
+parts = m.get_payload()
+assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", "message/rfc822"], [p.get_content_type() for p in parts]
+text = parts[0].get_content()
+assert "550 5.1.1 magic reject" in text, text
+blocks = parts[1].get_payload()
+assert blocks[0]["Reporting-MTA"].startswith("dns;"), blocks[0]["Reporting-MTA"]
+r = blocks[1]
+assert r["Final-Recipient"].replace(" ", "") == "rfc822;x+550@dst.test", r["Final-Recipient"]
+assert r["Action"] == "failed" and r["Status"] == "5.1.1", (r["Action"], r["Status"])
+assert r["Diagnostic-Code"].startswith("smtp;"), r["Diagnostic-Code"]
+original = parts[2].get_payload()[0]
+assert original["Subject"] == "py", original["Subject"]
+print("ok")
+"#;
+    let out = crate::support::run_python(script, &[&path.to_string_lossy()]).await?;
+    ensure!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "python email: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
