@@ -1,5 +1,6 @@
 //! The vocabulary of addresses: domains (IDNA, normalisation), the domain of an
-//! address, and the xtext encodings of DSN parameters (RFC 3461 §4) and of UTF-8
+//! address, and the xtext encodings of DSN parameters (RFC 3461 §4; the codec itself is
+//! `relaygate_transports::xtext`, which the SMTP client uses at the wire) and of UTF-8
 //! addresses in DSNs (RFC 6533 §3). Pure functions, used from submission to delivery.
 
 /// Why a domain was refused.
@@ -45,36 +46,7 @@ pub fn address_domain(address: &str) -> String {
     }
 }
 
-/// Decodes xtext (RFC 3461 §4): "+XX" hex escapes.
-pub fn xtext_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'+' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Encodes xtext (RFC 3461 §4): "+", "=", controls and non-ASCII as "+XX".
-pub fn xtext_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
+pub use relaygate_transports::xtext::{decode as xtext_decode, encode as xtext_encode};
 
 /// An ORCPT value with its address xtext-encoded (RFC 3461 §4.2): `type;xtext`.
 pub fn orcpt_xtext(orcpt: &str) -> String {

@@ -21,29 +21,8 @@ pub fn parse_id(text: &str) -> Option<MsgId> {
     u64::from_str_radix(text.trim(), 16).ok()
 }
 
-/// What the client asked of the message in MAIL FROM parameters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailParams {
-    /// The content has 8-bit bytes or was declared BODY=8BITMIME.
-    #[serde(default)]
-    pub eight_bit: bool,
-    /// SMTPUTF8 was given (RFC 6531).
-    #[serde(default)]
-    pub smtputf8: bool,
-    /// REQUIRETLS was given (RFC 8689).
-    #[serde(default)]
-    pub requiretls: bool,
-    /// RET=FULL or RET=HDRS (RFC 3461).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ret: Option<Ret>,
-    /// ENVID, xtext-decoded (RFC 3461).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub envid: Option<String>,
-    /// The message carries `TLS-Required: No` and did not ask REQUIRETLS (RFC 8689 §5):
-    /// the sender prefers delivery over TLS policy failures.
-    #[serde(default)]
-    pub tls_required_no: bool,
-}
+/// The envelope parameters (the transports' type, stored as is).
+pub use relaygate_transports::MailParams;
 
 /// RET (RFC 3461 §4.3): the transports' type, stored as is.
 pub use relaygate_transports::Ret;

@@ -463,11 +463,11 @@ async fn submit(config: &SendmailConfig, sender: &str, rcpts: &[String], message
         },
         rcpts: rcpts.iter().map(OutboundRcpt::new).collect(),
         body: Arc::from(message.to_vec()),
-        eight_bit,
-        smtputf8: !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()),
-        requiretls: false,
-        ret: None,
-        envid: None,
+        params: relaygate_transports::MailParams {
+            eight_bit,
+            smtputf8: !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()),
+            ..Default::default()
+        },
     };
     match transport.deliver(&outbound).await {
         Ok(d) => {

@@ -20,8 +20,8 @@ use relaygate_transports::{Batch, EnhancedCode, OutboundMessage, OutboundRcpt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{Claim, Placement, Queue, RcptResult, Verdict};
-use crate::address::{address_domain, orcpt_xtext, xtext_encode};
-use crate::model::{format_id, now_ms, AttemptInfo, ResultInfo, StoredMessage};
+use crate::address::{address_domain, orcpt_xtext};
+use crate::model::{format_id, now_ms, AttemptInfo, MailParams, ResultInfo, StoredMessage};
 use crate::routes::{select, RouteQuery};
 use crate::snapshot::{Snapshot, SnapshotCell, DIRECT};
 
@@ -273,11 +273,11 @@ impl Scheduler {
                 })
                 .collect(),
             body: Arc::from(body),
-            eight_bit: msg.params.eight_bit,
-            smtputf8: msg.params.smtputf8,
-            requiretls: msg.overrides.requiretls.unwrap_or(msg.params.requiretls),
-            ret: msg.params.ret,
-            envid: msg.params.envid.as_deref().map(xtext_encode),
+            params: MailParams {
+                // The operator's override, if any, is what is in force.
+                requiretls: msg.overrides.requiretls.unwrap_or(msg.params.requiretls),
+                ..msg.params.clone()
+            },
         };
         // The addresses dialed on earlier attempts come from the first recipient's
         // attempt log (recipients of one destination are attempted together); this
@@ -302,9 +302,6 @@ impl Scheduler {
             domain: first
                 .map(|r| address_domain(&r.address))
                 .unwrap_or_default(),
-            // RFC 8689 §5: the header counts only without REQUIRETLS (the transport
-            // checks that too, against the effective REQUIRETLS after overrides).
-            tls_required_no: msg.params.tls_required_no && !message.requiretls,
             message,
             attempt,
             dialed,

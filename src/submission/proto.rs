@@ -16,7 +16,7 @@ pub enum Command {
     Helo(String),
     Mail {
         from: String,
-        params: MailParams,
+        params: MailArgs,
     },
     Rcpt {
         to: String,
@@ -37,8 +37,10 @@ pub enum Command {
     Bdat,
 }
 
+/// The arguments of a MAIL command as the client wrote them (SIZE, BODY, AUTH are
+/// about this transaction; the rest becomes the message's `MailParams`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MailParams {
+pub struct MailArgs {
     pub size: Option<u64>,
     pub body: Body,
     pub smtputf8: bool,
@@ -299,8 +301,8 @@ fn params(s: &str) -> impl Iterator<Item = (String, Option<&str>)> {
     })
 }
 
-fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
-    let mut p = MailParams::default();
+fn parse_mail_params(s: &str) -> Result<MailArgs, ParseError> {
+    let mut p = MailArgs::default();
     for (key, value) in params(s) {
         match (key.as_str(), value) {
             ("SIZE", Some(v)) => {

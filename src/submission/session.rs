@@ -21,7 +21,7 @@ use super::auth;
 use super::conn_io::{read_line, tls_exporter, tls_label, Line};
 use super::data::{DataReceiver, Feed};
 use super::limits::{self, SessionCounters, OUT_FLUSH_BYTES, READ_BUFFER};
-use super::proto::{self, Body, Command, MailParams, RcptParams, Reply};
+use super::proto::{self, Body, Command, MailArgs, RcptParams, Reply};
 use super::server::SubmissionSettings;
 use crate::message::{field_value, header_section, prepare, TraceInfo};
 use crate::model::{format_id, now_ms};
@@ -82,7 +82,7 @@ struct Helo {
 #[derive(Debug)]
 struct Transaction {
     from: String,
-    params: MailParams,
+    params: MailArgs,
     rcpts: Vec<(String, RcptParams)>,
 }
 
@@ -436,7 +436,7 @@ impl Session {
         Next::Continue
     }
 
-    fn mail(&mut self, from: String, params: MailParams) -> Next {
+    fn mail(&mut self, from: String, params: MailArgs) -> Next {
         let helo = match &self.phase {
             Phase::Fresh => {
                 self.reply(Reply::new(503, "5.5.1", "send EHLO or HELO first"));

@@ -36,23 +36,25 @@ pub fn mail_from(msg: &OutboundMessage, caps: &Capabilities) -> String {
     if caps.size.is_some() {
         line.push_str(&format!(" SIZE={}", msg.body.len()));
     }
-    if msg.eight_bit && caps.eight_bit_mime {
+    let p = &msg.params;
+    if p.eight_bit && caps.eight_bit_mime {
         line.push_str(" BODY=8BITMIME");
     }
-    if msg.smtputf8 && caps.smtputf8 {
+    if p.smtputf8 && caps.smtputf8 {
         line.push_str(" SMTPUTF8");
     }
-    if msg.requiretls && caps.requiretls {
+    if p.requiretls && caps.requiretls {
         line.push_str(" REQUIRETLS");
     }
     if caps.dsn {
-        if let Some(ret) = msg.ret {
+        if let Some(ret) = p.ret {
             line.push_str(" RET=");
             line.push_str(ret.as_str());
         }
-        if let Some(envid) = &msg.envid {
+        if let Some(envid) = &p.envid {
+            // RFC 3461 §4.4: ENVID is xtext.
             line.push_str(" ENVID=");
-            line.push_str(envid);
+            line.push_str(&crate::xtext::encode(envid));
         }
     }
     line.push_str("\r\n");
@@ -168,18 +170,14 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Ret;
+    use crate::message::{MailParams, Ret};
 
     fn msg() -> OutboundMessage {
         OutboundMessage {
             mail_from: "a@example.org".into(),
             rcpts: vec![],
             body: b"0123456789".to_vec().into(),
-            eight_bit: false,
-            smtputf8: false,
-            requiretls: false,
-            ret: None,
-            envid: None,
+            params: Default::default(),
         }
     }
 
@@ -201,11 +199,15 @@ mod tests {
             ..Capabilities::default()
         };
         let full = OutboundMessage {
-            eight_bit: true,
-            smtputf8: true,
-            requiretls: true,
-            ret: Some(Ret::Hdrs),
-            envid: Some("QQ+2B1".into()),
+            params: MailParams {
+                eight_bit: true,
+                smtputf8: true,
+                requiretls: true,
+                ret: Some(Ret::Hdrs),
+                // Decoded; the wire has it xtext-encoded.
+                envid: Some("QQ+1".into()),
+                tls_required_no: false,
+            },
             ..msg()
         };
         let null = OutboundMessage {
@@ -225,8 +227,10 @@ mod tests {
             ),
             (
                 OutboundMessage {
-                    ret: Some(Ret::Full),
-                    envid: None,
+                    params: MailParams {
+                        ret: Some(Ret::Full),
+                        ..Default::default()
+                    },
                     ..msg()
                 },
                 Capabilities {

@@ -71,9 +71,10 @@ pub mod stream;
 pub mod testkit;
 pub mod tls;
 pub mod transport;
+pub mod xtext;
 
 pub use ehlo::Capabilities;
-pub use message::{OutboundMessage, OutboundRcpt, Ret};
+pub use message::{MailParams, OutboundMessage, OutboundRcpt, Ret};
 pub use outcome::{classify, RcptOutcome, ReasonKind, ReplyClass, Severity, Stage, TransportError};
 pub use reply::{EnhancedCode, Origin, Reply, ReplyError, ReplyParser};
 pub use session::{

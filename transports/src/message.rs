@@ -14,16 +14,35 @@ pub struct OutboundMessage {
     pub rcpts: Vec<OutboundRcpt>,
     /// The message (headers and body), lines ending in CRLF, not dot-stuffed.
     pub body: Arc<[u8]>,
-    /// The message has 8-bit content (BODY=8BITMIME, RFC 6152).
+    /// BODY, SMTPUTF8, REQUIRETLS (as in force for this attempt), RET, ENVID, and
+    /// `TLS-Required: No`.
+    pub params: MailParams,
+}
+
+/// What the client asked of the message in MAIL FROM parameters, and what the message
+/// says of itself: one type from submission through the queue's records to the SMTP
+/// client (which encodes them at the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MailParams {
+    /// The content has 8-bit bytes or was declared BODY=8BITMIME.
+    #[serde(default)]
     pub eight_bit: bool,
-    /// The message needs SMTPUTF8 (RFC 6531).
+    /// SMTPUTF8 was given (RFC 6531).
+    #[serde(default)]
     pub smtputf8: bool,
-    /// The sender asked for REQUIRETLS (RFC 8689).
+    /// REQUIRETLS was given (RFC 8689).
+    #[serde(default)]
     pub requiretls: bool,
-    /// DSN RET parameter (RFC 3461 §4.3).
+    /// RET=FULL or RET=HDRS (RFC 3461).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ret: Option<Ret>,
-    /// DSN ENVID parameter as received, xtext-encoded (RFC 3461 §4.4).
+    /// ENVID, xtext-decoded (RFC 3461 §4.4); encoded again at the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// The message carries `TLS-Required: No` and did not ask REQUIRETLS (RFC 8689 §5):
+    /// the sender prefers delivery over TLS policy failures.
+    #[serde(default)]
+    pub tls_required_no: bool,
 }
 
 /// One envelope recipient with its DSN parameters.

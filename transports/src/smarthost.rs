@@ -248,7 +248,7 @@ impl SmarthostTransport {
     pub async fn deliver(&self, msg: &OutboundMessage) -> Result<Delivery, TransportError> {
         // RFC 8689 §4.2.1: a REQUIRETLS message needs a certificate verified for the
         // server; a transport that skips verification can never carry one.
-        if msg.requiretls
+        if msg.params.requiretls
             && (!self.config.verify_certificates || self.config.tls == SmarthostTls::None)
         {
             return Err(TransportError::RequireTlsUnsupported {

@@ -30,8 +30,6 @@ pub struct Batch {
     /// Addresses dialed per host on earlier attempts (direct delivery alternates the
     /// address family).
     pub dialed: DialedIps,
-    /// The message says `TLS-Required: No` (RFC 8689 §5) and has no REQUIRETLS.
-    pub tls_required_no: bool,
 }
 
 /// What became of one recipient.

@@ -340,7 +340,7 @@ impl DirectTransport {
             hosts = destinations.hosts.len(), authentic = destinations.authentic_original,
             "direct: destinations");
         let base = PolicyInputs {
-            requiretls: req.message.requiretls,
+            requiretls: req.message.params.requiretls,
             tls_required_no: req.tls_required_no,
             mtasts: MtaStsHost::NoPolicy,
             dane: DaneHost::NotApplicable,

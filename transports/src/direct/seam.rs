@@ -32,7 +32,9 @@ impl Transport for DirectTransport {
                 message: batch.message.clone(),
                 attempt: batch.attempt,
                 dialed: batch.dialed.clone(),
-                tls_required_no: batch.tls_required_no,
+                // RFC 8689 §5: the header counts only without REQUIRETLS.
+                tls_required_no: batch.message.params.tls_required_no
+                    && !batch.message.params.requiretls,
             };
             let result = DirectTransport::deliver(self, &request).await;
             super::metrics::record(&result);

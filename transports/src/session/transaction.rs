@@ -145,15 +145,15 @@ impl Session {
                 });
             }
         }
-        if msg.eight_bit && !caps.eight_bit_mime {
+        if msg.params.eight_bit && !caps.eight_bit_mime {
             // RFC 6152 §3: 8-bit data only to servers that announce 8BITMIME.
             return Err(TransportError::EightBitUnsupported { host: host() });
         }
-        if msg.smtputf8 && !caps.smtputf8 {
+        if msg.params.smtputf8 && !caps.smtputf8 {
             // RFC 6531 §3.2: SMTPUTF8 messages only to servers that announce it.
             return Err(TransportError::SmtpUtf8Unsupported { host: host() });
         }
-        if msg.requiretls && !(caps.requiretls && self.is_tls()) {
+        if msg.params.requiretls && !(caps.requiretls && self.is_tls()) {
             // RFC 8689 §4.2.1: only over TLS to a server that announces REQUIRETLS.
             return Err(TransportError::RequireTlsUnsupported { host: host() });
         }
@@ -314,25 +314,14 @@ impl Session {
     }
 }
 
-/// A sender or MAIL parameter that cannot be put on the wire safely: a permanent reply
-/// for every recipient, without any I/O.
+/// A sender that cannot be put on the wire safely: a permanent reply for every
+/// recipient, without any I/O (ENVID is xtext-encoded at the wire, so any value is).
 fn envelope_defect(msg: &OutboundMessage) -> Option<Reply> {
     if !command::is_safe_mailbox(&msg.mail_from) {
         return Some(synthesized(
             501,
             EnhancedCode::new(5, 1, 7),
             "invalid sender address",
-        ));
-    }
-    if msg
-        .envid
-        .as_deref()
-        .is_some_and(|e| !command::is_safe_param(e))
-    {
-        return Some(synthesized(
-            501,
-            EnhancedCode::new(5, 5, 4),
-            "invalid ENVID parameter",
         ));
     }
     None
@@ -349,16 +338,20 @@ mod tests {
             mail_from: "a@b".into(),
             rcpts: vec![],
             body: Arc::from(&b""[..]),
-            eight_bit: false,
-            smtputf8: false,
-            requiretls: false,
-            ret: None,
-            envid: None,
+            params: Default::default(),
         };
         assert_eq!(envelope_defect(&msg), None);
-        msg.envid = Some("x y".into());
-        assert_eq!(envelope_defect(&msg).map(|r| r.code), Some(501));
-        msg.envid = None;
+        // Any ENVID is fine: it is xtext-encoded at the wire.
+        msg.params.envid = Some("x y\r\nRSET".into());
+        assert_eq!(envelope_defect(&msg), None);
+        let line = crate::command::mail_from(
+            &msg,
+            &crate::ehlo::Capabilities {
+                dsn: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(line, "MAIL FROM:<a@b> ENVID=x+20y+0D+0ARSET\r\n");
         msg.mail_from = "a@b>\r\nRSET".into();
         assert_eq!(
             envelope_defect(&msg).map(|r| r.to_string()),

@@ -18,11 +18,7 @@ pub fn message(rcpts: &[&str], body: &str) -> OutboundMessage {
         mail_from: "sender@example.org".into(),
         rcpts: rcpts.iter().map(|r| OutboundRcpt::new(*r)).collect(),
         body: Arc::from(body.as_bytes()),
-        eight_bit: false,
-        smtputf8: false,
-        requiretls: false,
-        ret: None,
-        envid: None,
+        params: Default::default(),
     }
 }
 
@@ -61,9 +57,9 @@ fn codes(outcomes: &[RcptOutcome]) -> Vec<(char, u16)> {
 async fn pipelined_transaction_sends_one_group_and_dot_stuffs() {
     let body = "Subject: x\r\n\r\n.leading dot\r\nmiddle\r\n..two\r\nno final newline";
     let mut msg = message(&["a@x.test", "b@x.test", "c@x.test"], body);
-    msg.eight_bit = true;
-    msg.ret = Some(Ret::Hdrs);
-    msg.envid = Some("ID+2B1".into());
+    msg.params.eight_bit = true;
+    msg.params.ret = Some(Ret::Hdrs);
+    msg.params.envid = Some("ID+1".into());
     msg.rcpts[0].notify = Some("SUCCESS,FAILURE".into());
     msg.rcpts[0].orcpt = Some("rfc822;a@x.test".into());
     let group = format!(
@@ -100,7 +96,7 @@ async fn serial_transaction_without_pipelining() {
     let mut msg = message(&["a@x.test", "b@x.test"], "hi\r\n");
     // Not offered: no BODY, no DSN parameters, no SIZE.
     msg.rcpts[1].notify = Some("NEVER".into());
-    msg.ret = Some(Ret::Full);
+    msg.params.ret = Some(Ret::Full);
     let server = FakeServer::start(vec![script(vec![
         vec![greeting()],
         ehlo(&["8BITMIME"]),
@@ -327,21 +323,21 @@ async fn message_checks_fail_before_sending_anything() {
     );
     assert_eq!(err.severity(), Severity::Permanent);
     let mut m = message(&["a@x.test"], "x");
-    m.eight_bit = true;
+    m.params.eight_bit = true;
     let err = s.send_message(&m).await.unwrap_err();
     assert!(
         matches!(err, TransportError::EightBitUnsupported { .. }),
         "{err}"
     );
     let mut m = message(&["a@x.test"], "x");
-    m.smtputf8 = true;
+    m.params.smtputf8 = true;
     let err = s.send_message(&m).await.unwrap_err();
     assert!(
         matches!(err, TransportError::SmtpUtf8Unsupported { .. }),
         "{err}"
     );
     let mut m = message(&["a@x.test"], "x");
-    m.requiretls = true;
+    m.params.requiretls = true;
     let err = s.send_message(&m).await.unwrap_err();
     assert!(
         matches!(err, TransportError::RequireTlsUnsupported { .. }),

@@ -103,7 +103,7 @@ async fn starttls_discards_old_capabilities_and_verifies() {
         &pki.roots(),
     );
     let mut msg = message(&["a@x.test"], body);
-    msg.eight_bit = true;
+    msg.params.eight_bit = true;
     let d = t.deliver(&msg).await;
     server.finish().await.unwrap();
     let d = d.unwrap();
@@ -361,7 +361,7 @@ async fn requiretls_needs_a_verified_smarthost() {
     // No connection may be made: the fake server expects none.
     let server = FakeServer::start(vec![]).await;
     let mut msg = message(&["a@x.test"], "x");
-    msg.requiretls = true;
+    msg.params.requiretls = true;
     for (tls, verify) in [
         (SmarthostTls::Implicit, false),
         (SmarthostTls::StartTls { required: true }, false),

@@ -230,11 +230,7 @@ fn message(rcpts: &[&str]) -> OutboundMessage {
         mail_from: "sender@src.test".into(),
         rcpts: rcpts.iter().map(|r| OutboundRcpt::new(*r)).collect(),
         body: Arc::from(&b"Subject: t\r\n\r\nhello\r\n"[..]),
-        eight_bit: false,
-        smtputf8: false,
-        requiretls: false,
-        ret: None,
-        envid: None,
+        params: Default::default(),
     }
 }
 
@@ -515,7 +511,7 @@ async fn direct_requiretls_fails_without_dialing() {
     lab.dns.add_a("mx1.dst.test", "192.0.2.1".parse().unwrap());
     lab.dns.add_a("mx2.dst.test", "192.0.2.2".parse().unwrap());
     let mut req = request(&["a@dst.test"], 1, DialedIps::new());
-    req.message.requiretls = true;
+    req.message.params.requiretls = true;
     let result = lab.transport.deliver(&req).await;
     let got = codes(&result);
     assert!(got[0].starts_with("permanent 554 5.7.30"), "{got:?}");

@@ -155,7 +155,7 @@ async fn direct_requiretls_needs_usable_dane() {
     lab.dns.add_tlsa(TLSA1, 0, 1, 1, &[7; 32]);
     lab.dns.set_authentic(TLSA1, true);
     let mut req = request(&["a@dst.test"], 1, DialedIps::new());
-    req.message.requiretls = true;
+    req.message.params.requiretls = true;
     // TLS-Required: No is ignored next to REQUIRETLS (RFC 8689 §5).
     req.tls_required_no = true;
     let result = lab.transport.deliver(&req).await;
