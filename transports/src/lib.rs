@@ -38,6 +38,7 @@
 //! # Layout
 //!
 //! - [`reply`] — incremental reply parser (no I/O).
+//! - [`ct`] — the constant-time comparison of secrets ([`ct_eq`]).
 //! - [`ehlo`] — EHLO capabilities (no I/O).
 //! - [`command`] — command lines and dot-stuffing (no I/O).
 //! - [`message`] — what to deliver.
@@ -54,6 +55,7 @@
 //!   opportunistic STARTTLS with plaintext fallback), per-domain TLS status records.
 
 pub mod command;
+pub mod ct;
 pub mod dane;
 pub mod direct;
 pub mod dns;
@@ -71,6 +73,7 @@ pub mod stream;
 pub mod testkit;
 pub mod tls;
 
+pub use ct::ct_eq;
 pub use ehlo::Capabilities;
 pub use message::{OutboundMessage, OutboundRcpt, Ret};
 pub use outcome::{classify, RcptOutcome, ReplyClass, Severity, Stage, TransportError};

@@ -11,12 +11,13 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use crate::ct::ct_eq;
+
 use super::{
     client::{ClientMechanism, Step},
     credentials::CredentialStore,
     decoy,
     error::SaslError,
-    hash::ct_eq,
     md5_state::{hex, hex_decode, CramMd5Secret},
     mechanism::Mechanism,
     saslprep::saslprep,
