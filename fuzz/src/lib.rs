@@ -600,41 +600,121 @@ pub fn sasl_client(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // SOCKS5, MTA-STS, DANE.
 
-/// `transports/src/socks/proto.rs`: the proxy's replies in the order the tunnel reads
-/// them (method choice, username/password status, CONNECT reply head and bound address).
-/// First byte: 0x01 we have credentials.
-pub fn socks_reply(data: &[u8]) {
-    use relaygate_transports::socks::proto::{
-        parse_connect_head, parse_method, parse_userpass_reply, METHOD_NONE, METHOD_USERPASS,
-    };
-    let mut input = Reader(data);
-    let Some(control) = input.u8() else { return };
-    let with_credentials = control & 1 != 0;
-    let two = |b: &[u8]| [b[0], b[1]];
-    let Some(method) = input.take(2) else { return };
-    let Ok(method) = parse_method(two(method), with_credentials) else {
-        return;
-    };
-    match (method, with_credentials) {
-        (METHOD_NONE, false) => {}
-        (METHOD_USERPASS, true) => {
-            let Some(status) = input.take(2) else { return };
-            if parse_userpass_reply(two(status)).is_err() {
-                return;
-            }
+/// The proxy's side of a SOCKS5 handshake, played from memory: reads hand out the fuzz
+/// bytes in the chunks of [`Chunks`] (a chunk may be cut short by a smaller read
+/// buffer), writes are recorded. It never blocks, so one poll finishes the handshake.
+struct ProxyBytes<'a> {
+    chunks: Chunks<'a>,
+    pending: &'a [u8],
+    sent: Vec<u8>,
+}
+
+impl tokio::io::AsyncRead for ProxyBytes<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pending.is_empty() {
+            self.pending = self.chunks.next().unwrap_or(&[]);
         }
-        (other, _) => panic!("parse_method accepted method {other} that we did not offer"),
+        let n = self.pending.len().min(buf.remaining());
+        let (now, later) = self.pending.split_at(n);
+        buf.put_slice(now);
+        self.pending = later;
+        std::task::Poll::Ready(Ok(()))
     }
-    let Some(head) = input.take(4) else { return };
-    let head = [head[0], head[1], head[2], head[3]];
-    let Ok(mut more) = parse_connect_head(head) else {
+}
+
+impl tokio::io::AsyncWrite for ProxyBytes<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.sent.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// `transports/src/socks/`: the SOCKS5 handshake the tunnel runs (tokio-socks behind our
+/// guard) against a proxy whose bytes are the input: method choice, username/password
+/// status, CONNECT reply and bound address. First byte: bit 0 = we have credentials,
+/// the other bits seed the read chunking. Asserted: we offer username/password only
+/// when we have credentials and "no authentication" only when we have none, and a
+/// tunnel is only made, and CONNECT only sent, after the proxy chose what we offered.
+pub fn socks_reply(data: &[u8]) {
+    use relaygate_transports::socks::{handshake, SocksFailure};
+    use relaygate_transports::Secret;
+    use std::future::Future as _;
+    use std::task::{Context, Poll, Waker};
+
+    let Some((&control, replies)) = data.split_first() else {
         return;
     };
-    if head[3] == 3 {
-        let Some(len) = input.take(1) else { return };
-        more = usize::from(len[0]) + 2;
+    let with_credentials = control & 1 != 0;
+    let credentials = with_credentials.then(|| ("relay".to_string(), Secret::new("pa55")));
+    let (greeting, login, method): (&[u8], &[u8], u8) = if with_credentials {
+        (&[5, 1, 2], b"\x01\x05relay\x04pa55", 2)
+    } else {
+        (&[5, 1, 0], b"", 0)
+    };
+    let connect: &[u8] = &[5, 1, 0, 1, 192, 0, 2, 1, 0, 25];
+    let mut proxy = ProxyBytes {
+        chunks: Chunks::new(replies, control >> 1),
+        pending: &[],
+        sent: Vec::new(),
+    };
+    let target = std::net::SocketAddr::from(([192, 0, 2, 1], 25));
+    let result = {
+        let mut future = std::pin::pin!(handshake(&mut proxy, target, credentials.as_ref()));
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(result) => result.map(drop),
+            Poll::Pending => panic!("the handshake waits on a proxy that never blocks"),
+        }
+    };
+    assert!(
+        proxy.sent.starts_with(greeting),
+        "we offered {:02x?}",
+        proxy.sent
+    );
+    let chose_ours = replies.get(..2) == Some(&[5, method][..]);
+    if proxy.sent.len() > greeting.len() {
+        assert!(
+            chose_ours,
+            "we went on after the proxy chose {replies:02x?}"
+        );
     }
-    let _ = input.take(more);
+    match result {
+        Ok(()) => {
+            assert!(
+                chose_ours,
+                "a tunnel although the proxy chose {replies:02x?}"
+            );
+            assert_eq!(proxy.sent, [greeting, login, connect].concat());
+        }
+        Err(SocksFailure::MethodNotOffered { chosen, .. }) => assert_ne!(chosen, method),
+        Err(failure) => {
+            let _ = failure.to_string();
+        }
+    }
 }
 
 /// `transports/src/mtasts/`: the input as a policy file body (the fetch refuses

@@ -87,7 +87,7 @@ fn has_valid_token(state: &AdminState, req: &Request) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    relaygate_transports::ct_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
 /// Refuses requests for other hosts, and state changes without JSON or the token.
@@ -118,14 +118,6 @@ async fn guard(State(state): State<AdminState>, req: Request, next: Next) -> Res
         }
     }
     next.run(req).await
-}
-
-/// Constant-time comparison of two byte strings (length is not secret).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
@@ -663,13 +655,6 @@ async fn one_transport(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ct_eq() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 
     #[test]
     fn host_names() {

@@ -38,6 +38,7 @@
 //! # Layout
 //!
 //! - [`reply`] — incremental reply parser (no I/O).
+//! - [`ct`] — the constant-time comparison of secrets ([`ct_eq`]).
 //! - [`ehlo`] — EHLO capabilities (no I/O).
 //! - [`command`] — command lines and dot-stuffing (no I/O).
 //! - [`message`] — what to deliver.
@@ -54,6 +55,7 @@
 //!   opportunistic STARTTLS with plaintext fallback), per-domain TLS status records.
 
 pub mod command;
+pub mod ct;
 pub mod dane;
 pub mod direct;
 pub mod dns;
@@ -73,6 +75,7 @@ pub mod tls;
 pub mod transport;
 pub mod xtext;
 
+pub use ct::ct_eq;
 pub use ehlo::Capabilities;
 pub use message::{MailParams, OutboundMessage, OutboundRcpt, Ret};
 pub use outcome::{classify, RcptOutcome, ReasonKind, ReplyClass, Severity, Stage, TransportError};

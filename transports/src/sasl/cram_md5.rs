@@ -1,9 +1,10 @@
 //! CRAM-MD5 (RFC 2195), both sides: the server sends a unique challenge, the client
 //! answers `user SP hex(HMAC-MD5(password, challenge))`.
 //!
-//! The client keeps only the keyed HMAC state, not the password. The server checks the
-//! digest with the stored [`CramMd5Secret`] in constant time; an unknown user is checked
-//! against a decoy secret so the work and the answer are the same.
+//! The client keeps only the keyed HMAC (`Hmac<Md5>` of the `hmac` crate), not the
+//! password. The server checks the digest with the stored [`CramMd5Secret`](super::CramMd5Secret) in constant
+//! time; an unknown user is checked against a decoy secret so the work and the answer
+//! are the same.
 
 use std::{
     fmt,
@@ -11,13 +12,18 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use hmac::{Hmac, Mac};
+use md5::Md5;
+
+use crate::ct::ct_eq;
+
 use super::{
     client::{ClientMechanism, Step},
     credentials::CredentialStore,
     decoy,
     error::SaslError,
-    hash::ct_eq,
-    md5_state::{hex, hex_decode, CramMd5Secret},
+    hash::keyed_hmac,
+    md5_state::{hex, hex_decode},
     mechanism::Mechanism,
     saslprep::saslprep,
     server::{Authenticated, ServerFailure, ServerMechanism, ServerSettings, ServerStep},
@@ -28,7 +34,8 @@ const MECH: Mechanism = Mechanism::CramMd5;
 /// The CRAM-MD5 client.
 pub struct CramMd5Client {
     username: String,
-    secret: CramMd5Secret,
+    /// HMAC-MD5 keyed with the password, cloned for the one challenge.
+    mac: Hmac<Md5>,
     answered: bool,
 }
 
@@ -38,7 +45,7 @@ impl CramMd5Client {
     pub fn new(username: &str, password: &str) -> Self {
         CramMd5Client {
             username: username.to_string(),
-            secret: CramMd5Secret::from_password(password.as_bytes()),
+            mac: keyed_hmac::<Md5>(password.as_bytes()),
             answered: false,
         }
     }
@@ -69,7 +76,9 @@ impl ClientMechanism for CramMd5Client {
         }
         self.answered = true;
         // RFC 2195 §2: user name, a space, the digest as 32 lower-case hex digits.
-        let digest = hex(&self.secret.hmac(challenge));
+        let mut mac = self.mac.clone();
+        mac.update(challenge);
+        let digest = hex(&mac.finalize().into_bytes());
         Ok(Step::Done(
             format!("{} {digest}", self.username).into_bytes(),
         ))
@@ -213,7 +222,7 @@ impl fmt::Debug for CramMd5Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sasl::credentials::StoredCredentials;
+    use crate::sasl::{credentials::StoredCredentials, md5_state::CramMd5Secret};
     use std::collections::HashMap;
 
     // RFC 2195 §2.

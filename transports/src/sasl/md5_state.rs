@@ -2,96 +2,96 @@
 //! keyed with the password, instead of the password itself.
 //!
 //! HMAC-MD5(K, m) = MD5((K ⊕ opad) || MD5((K ⊕ ipad) || m)) (RFC 2104 §2). K ⊕ ipad and
-//! K ⊕ opad are exactly one 64-byte block each, so after compressing them the whole key
-//! is summed up in two 128-bit states. We keep those and finish each hash from its
-//! state: compress the remaining full blocks, then pad (RFC 1321 §3.1–3.2: 0x80, zeros,
-//! the bit length of the *whole* input, counting the key block, little-endian) and
-//! compress once more. The states are password-equivalent for CRAM-MD5 (that is the
-//! mechanism's weakness) but do not reveal the password to other mechanisms.
+//! K ⊕ opad are exactly one 64-byte block each, so after hashing them the whole key is
+//! summed up in two 128-bit MD5 states. We keep those, and to finish a digest we resume
+//! an `Md5` hasher from each state (through the crate's state serialization) and let it
+//! hash the rest and pad. This is the one HMAC not done by the `hmac` crate, which
+//! cannot be loaded from stored states; a client that has the password uses
+//! `Hmac<Md5>` (see [`super::cram_md5`]). The states are password-equivalent for
+//! CRAM-MD5 (that is the mechanism's weakness) but do not reveal the password to other
+//! mechanisms.
 //!
 //! Text form: `CRAM-MD5$<inner state hex>:<outer state hex>`, each state as the 16
 //! bytes MD5 would output for it (words little-endian).
 
 use std::{fmt, str::FromStr};
 
-use md5::{block_api::compress, Md5};
-
-use super::{
-    credentials::CredentialParseError,
-    hash::{padded_key, BLOCK_LEN},
+use md5::{
+    digest::common::hazmat::{SerializableState, SerializedState},
+    Digest, Md5,
 };
 
-/// MD5 initial state (RFC 1321 §3.3).
-const MD5_IV: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+use super::credentials::CredentialParseError;
+
+/// MD5's block size: HMAC pads (or first hashes) the key to one block.
+const BLOCK_LEN: usize = 64;
+/// Length of an MD5 state (four 32-bit words) and of an MD5 digest.
+const STATE_LEN: usize = 16;
 
 /// HMAC-MD5 keyed with one password, as two intermediate MD5 states.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CramMd5Secret {
-    inner: [u32; 4],
-    outer: [u32; 4],
+    inner: [u8; STATE_LEN],
+    outer: [u8; STATE_LEN],
 }
 
 impl CramMd5Secret {
     /// Keys HMAC-MD5 with `password` (its bytes as given: RFC 2195 does not SASLprep).
     pub fn from_password(password: &[u8]) -> Self {
-        let key = padded_key::<Md5>(password);
-        let mut inner = MD5_IV;
-        compress(&mut inner, &[key.map(|b| b ^ 0x36)]);
-        let mut outer = MD5_IV;
-        compress(&mut outer, &[key.map(|b| b ^ 0x5c)]);
-        CramMd5Secret { inner, outer }
+        // RFC 2104 §2: a key longer than the block is hashed first; the key is then
+        // padded with zeros to one block.
+        let mut key = [0u8; BLOCK_LEN];
+        if password.len() > BLOCK_LEN {
+            key[..STATE_LEN].copy_from_slice(&Md5::digest(password));
+        } else {
+            key[..password.len()].copy_from_slice(password);
+        }
+        CramMd5Secret {
+            inner: state_after(&key.map(|b| b ^ 0x36)),
+            outer: state_after(&key.map(|b| b ^ 0x5c)),
+        }
     }
 
     /// HMAC-MD5(password, message), finished from the stored states.
     pub fn hmac(&self, message: &[u8]) -> [u8; 16] {
-        let inner = finish(self.inner, message);
-        finish(self.outer, &inner)
+        let mut inner = resume(&self.inner);
+        inner.update(message);
+        let mut outer = resume(&self.outer);
+        outer.update(inner.finalize());
+        outer.finalize().into()
     }
 }
 
-/// Finishes an MD5 hash whose first 64-byte block is already in `state`, over `data`.
-fn finish(mut state: [u32; 4], data: &[u8]) -> [u8; 16] {
-    let (blocks, rest) = data.as_chunks::<BLOCK_LEN>();
-    compress(&mut state, blocks);
-    // RFC 1321 §3.1: append 0x80 and zeros up to 56 bytes mod 64; §3.2: then the
-    // message length in bits (mod 2^64), low-order byte first.
-    let mut tail = [0u8; 2 * BLOCK_LEN];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let tail_len = if rest.len() < BLOCK_LEN - 8 {
-        BLOCK_LEN
-    } else {
-        2 * BLOCK_LEN
-    };
-    let bits = (BLOCK_LEN as u64)
-        .wrapping_add(data.len() as u64)
-        .wrapping_mul(8);
-    tail[tail_len - 8..tail_len].copy_from_slice(&bits.to_le_bytes());
-    let (tail_blocks, _) = tail[..tail_len].as_chunks::<BLOCK_LEN>();
-    compress(&mut state, tail_blocks);
-    state_bytes(&state)
+// The serialized form of an `Md5` hasher (md-5 0.11 with digest 0.11's block buffer):
+// the four state words little-endian, the number of blocks hashed (u64 little-endian),
+// then the buffer: how many bytes it holds and 64 bytes of which the unused ones are
+// zero. The tests pin it: the RFC 2195 vector, the `hmac` crate at every padding
+// boundary and the text of a known secret all go through it.
+const STATE_AT: std::ops::Range<usize> = 0..STATE_LEN;
+const BLOCKS_AT: std::ops::Range<usize> = STATE_LEN..STATE_LEN + 8;
+
+/// The MD5 state after hashing exactly one block.
+fn state_after(block: &[u8; BLOCK_LEN]) -> [u8; STATE_LEN] {
+    let mut md5 = Md5::new();
+    md5.update(block);
+    let serialized = md5.serialize();
+    let mut state = [0u8; STATE_LEN];
+    state.copy_from_slice(&serialized[STATE_AT]);
+    state
 }
 
-/// RFC 1321 §3.5: the output is the state words, each low-order byte first.
-fn state_bytes(state: &[u32; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
-        chunk.copy_from_slice(&word.to_le_bytes());
-    }
-    out
+/// An `Md5` hasher that has hashed one block (a key block) leading to `state`, with an
+/// empty buffer.
+fn resume(state: &[u8; STATE_LEN]) -> Md5 {
+    let mut serialized = SerializedState::<Md5>::default();
+    serialized[STATE_AT].copy_from_slice(state);
+    serialized[BLOCKS_AT].copy_from_slice(&1u64.to_le_bytes());
+    // An empty buffer (length 0, all zeros) is always a valid one, so this cannot fail.
+    Md5::deserialize(&serialized).expect("an MD5 state with an empty buffer is valid")
 }
 
-fn state_from_hex(hex: &str) -> Option<[u32; 4]> {
-    let bytes = hex_decode(hex)?;
-    let (words, rest) = bytes.as_chunks::<4>();
-    if words.len() != 4 || !rest.is_empty() {
-        return None;
-    }
-    let mut state = [0u32; 4];
-    for (s, w) in state.iter_mut().zip(words) {
-        *s = u32::from_le_bytes(*w);
-    }
-    Some(state)
+fn state_from_hex(hex: &str) -> Option<[u8; STATE_LEN]> {
+    hex_decode(hex)?.try_into().ok()
 }
 
 /// Lower-case hex.
@@ -115,12 +115,7 @@ pub(crate) fn hex_decode(hex: &str) -> Option<Vec<u8>> {
 
 impl fmt::Display for CramMd5Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "CRAM-MD5${}:{}",
-            hex(&state_bytes(&self.inner)),
-            hex(&state_bytes(&self.outer))
-        )
+        write!(f, "CRAM-MD5${}:{}", hex(&self.inner), hex(&self.outer))
     }
 }
 
@@ -195,6 +190,15 @@ mod tests {
         assert_eq!(
             hex(&secret.hmac(b"what do ya want for nothing?")),
             "750c783e6ab0b503eaa86e310a5db738"
+        );
+    }
+
+    #[test]
+    fn stored_text_is_stable() {
+        // Secrets already in operators' configs must keep working.
+        assert_eq!(
+            CramMd5Secret::from_password(b"tanstaaftanstaaf").to_string(),
+            "CRAM-MD5$54b21152711fb604ca3e035e7015116b:d06d4e1b26fccaa4b0b61801132340a3"
         );
     }
 

@@ -12,12 +12,14 @@
 
 use std::{fmt, sync::Arc};
 
+use crate::ct::ct_eq;
+
 use super::{
     cache::SaltedCache,
     channel_binding::ChannelBinding,
     client::{check_binding, ClientMechanism, Step},
     error::SaslError,
-    hash::{ct_eq, xor, ScramHash},
+    hash::{xor, ScramHash},
     mechanism::Mechanism,
     saslprep::{escape_username, saslprep},
     scram_msg::{attributes, b64, b64_decode, expect_attr, new_nonce, parse_count, valid_nonce},

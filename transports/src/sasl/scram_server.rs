@@ -13,10 +13,12 @@
 
 use std::{fmt, sync::Arc};
 
+use crate::ct::ct_eq;
+
 use super::{
     credentials::CredentialStore,
     decoy,
-    hash::{ct_eq, xor, ScramHash},
+    hash::{xor, ScramHash},
     mechanism::Mechanism,
     saslprep::{saslprep, unescape_username},
     scram_msg::{attributes, b64, b64_decode, expect_attr, new_nonce, valid_nonce},

@@ -8,10 +8,12 @@
 
 use std::{fmt, str::FromStr};
 
+use crate::ct::ct_eq;
+
 use super::{
     credentials::CredentialParseError,
     error::SaslError,
-    hash::{ct_eq, ScramHash},
+    hash::ScramHash,
     mechanism::Mechanism,
     saslprep::saslprep,
     scram_msg::{b64, b64_decode, parse_count},

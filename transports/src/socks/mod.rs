@@ -4,22 +4,37 @@
 //! to what we resolved. Several proxies may be configured: they are tried in order, so
 //! one dead proxy does not stop mail. A failure never falls back to a direct connection.
 //!
+//! One tunnel: we dial the proxy ourselves (TCP, `TCP_NODELAY`), then `tokio-socks` runs
+//! the handshake on that socket (greeting, RFC 1929 login, CONNECT to the IP). One
+//! deadline, [`SocksConfig::timeout`], covers both. The socket is wrapped while the
+//! handshake runs (`guard.rs`): with credentials we offer username/password only and
+//! refuse a proxy that skips it, and a failure is reported as a [`SocksError`] naming
+//! the proxy, the target, the step and the proxy's reply code.
+//!
 //! [`SocksDialer`] plugs into direct delivery's [`crate::direct::Dialer`] seam;
 //! [`SocksConnector`] into smarthost delivery's [`crate::stream::Connector`].
 
-pub mod proto;
+pub mod error;
+mod guard;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_socks::tcp::Socks5Stream;
 
 use crate::direct::{DialFuture, Dialer};
 use crate::session::Secret;
 use crate::stream::{ConnectFuture, Connector, Io};
+
+pub use error::{SocksError, SocksFailure, Step};
+use guard::Guarded;
 
 /// Where the proxies are and how to log in.
 #[derive(Clone)]
@@ -42,77 +57,86 @@ impl std::fmt::Debug for SocksConfig {
     }
 }
 
-fn err(proxy: SocketAddr, target: SocketAddr, what: impl std::fmt::Display) -> io::Error {
-    io::Error::other(format!("SOCKS5 proxy {proxy}: connect to {target}: {what}"))
-}
-
-/// One tunnel through one proxy.
+/// One tunnel through one proxy to `target`, within `limit`.
 async fn tunnel(
     proxy: SocketAddr,
     target: SocketAddr,
     creds: Option<&(String, Secret)>,
-) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect(proxy)
+    limit: Duration,
+) -> Result<TcpStream, SocksError> {
+    let fail = |failure| SocksError {
+        proxy,
+        target,
+        failure,
+    };
+    let deadline = Instant::now() + limit;
+    let tcp = timeout_at(deadline, TcpStream::connect(proxy))
         .await
-        .map_err(|e| err(proxy, target, format!("proxy unreachable: {e}")))?;
-    s.set_nodelay(true)?;
-    s.write_all(&proto::greeting(creds.is_some())).await?;
-    let mut two = [0u8; 2];
-    s.read_exact(&mut two).await?;
-    let method = proto::parse_method(two, creds.is_some()).map_err(|e| err(proxy, target, e))?;
-    match (method, creds) {
-        (proto::METHOD_NONE, None) => {}
-        (proto::METHOD_USERPASS, Some((user, pass))) => {
-            let req = proto::userpass(user, pass.expose()).map_err(|e| err(proxy, target, e))?;
-            s.write_all(&req).await?;
-            s.read_exact(&mut two).await?;
-            proto::parse_userpass_reply(two).map_err(|e| err(proxy, target, e))?;
-        }
-        (m, _) => {
-            return Err(err(
-                proxy,
-                target,
-                format!("proxy chose method {m}, which we did not offer"),
-            ))
-        }
+        .map_err(|_| fail(SocksFailure::Timeout(Step::Dial)))?
+        .map_err(|e| fail(SocksFailure::Unreachable(e)))?;
+    tcp.set_nodelay(true).map_err(|source| {
+        fail(SocksFailure::Io {
+            step: Step::Dial,
+            source,
+        })
+    })?;
+    let mut wire = Guarded::new(tcp, creds.is_some());
+    let result = timeout_at(deadline, run_handshake(&mut wire, target, creds)).await;
+    match result {
+        Ok(Ok(())) => Ok(wire.into_inner()),
+        Ok(Err(e)) => Err(fail(wire.failure(e))),
+        Err(_) => Err(fail(SocksFailure::Timeout(wire.step()))),
     }
-    s.write_all(&proto::connect_request(target)).await?;
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).await?;
-    let mut rest = proto::parse_connect_head(head).map_err(|e| err(proxy, target, e))?;
-    if head[3] == 3 {
-        let mut len = [0u8; 1];
-        s.read_exact(&mut len).await?;
-        rest = len[0] as usize + 2;
+}
+
+/// The SOCKS5 handshake over an open stream to a proxy, with no deadline of its own:
+/// greeting, RFC 1929 login when `credentials` are given, CONNECT to `target`. Gives
+/// the stream back, now a tunnel to `target`. The dialer runs the same code on its TCP
+/// connection under its timeout; the fuzz target feeds it a proxy's bytes from memory.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    target: SocketAddr,
+    credentials: Option<&(String, Secret)>,
+) -> Result<S, SocksFailure> {
+    let mut wire = Guarded::new(stream, credentials.is_some());
+    match run_handshake(&mut wire, target, credentials).await {
+        Ok(()) => Ok(wire.into_inner()),
+        Err(e) => Err(wire.failure(e)),
     }
-    let mut bound = vec![0u8; rest];
-    s.read_exact(&mut bound).await?;
-    Ok(s)
+}
+
+/// tokio-socks on the guarded stream. The target is an IP address, sent as ATYP 1 or 4:
+/// the proxy resolves nothing.
+async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Guarded<S>,
+    target: SocketAddr,
+    credentials: Option<&(String, Secret)>,
+) -> Result<(), tokio_socks::Error> {
+    match credentials {
+        Some((user, pass)) => {
+            Socks5Stream::connect_with_password_and_socket(wire, target, user, pass.expose()).await
+        }
+        None => Socks5Stream::connect_with_socket(wire, target).await,
+    }
+    .map(drop)
 }
 
 /// Connects to an address through the first proxy that works.
 async fn via_proxies(config: &SocksConfig, target: SocketAddr) -> io::Result<Box<dyn Io>> {
     let mut last = None;
     for &proxy in &config.proxies {
-        match tokio::time::timeout(
-            config.timeout,
-            tunnel(proxy, target, config.credentials.as_ref()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => return Ok(Box::new(s)),
-            Ok(Err(e)) => {
-                tracing::warn!(%proxy, %target, error = %e, "SOCKS5 proxy failed; trying the next one");
-                last = Some(e);
-            }
-            Err(_) => {
-                let e = err(proxy, target, "timeout");
-                tracing::warn!(%proxy, %target, "SOCKS5 proxy timed out; trying the next one");
+        match tunnel(proxy, target, config.credentials.as_ref(), config.timeout).await {
+            Ok(s) => return Ok(Box::new(s)),
+            Err(e) => {
+                tracing::warn!(%proxy, %target, step = %e.step(), error = %e, "SOCKS5 proxy failed; trying the next one");
                 last = Some(e);
             }
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::other("no SOCKS5 proxy configured")))
+    Err(match last {
+        Some(e) => e.into(),
+        None => io::Error::other("no SOCKS5 proxy configured"),
+    })
 }
 
 /// Direct delivery through SOCKS5.
