@@ -162,7 +162,7 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
                     })?;
                     let socks =
                         socks_config(&t.socks_proxy, proxy).map_err(BuildError::Transport)?;
-                    Arc::new(SocksConnector::new(socks))
+                    Arc::new(SocksConnector::new(socks).with_resolver(Arc::clone(&rt.resolver)))
                 };
                 Arc::new(SmarthostTransport::new(sh, &rt.tls, connector))
             }

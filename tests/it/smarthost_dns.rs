@@ -61,3 +61,37 @@ async fn localhost_still_works_with_a_configured_nameserver() -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Through a SOCKS proxy too: the smarthost's name is resolved by the gateway through
+/// `[dns]` and the proxy is asked for that address (landed main used `getaddrinfo`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smarthost_name_through_a_proxy_resolves_through_the_configured_nameserver() -> Result<()> {
+    let dns = TestDns::start().await?;
+    dns.add_a("relay.lab.test", std::net::Ipv4Addr::LOCALHOST);
+    let sink = Sink::start().await?;
+    let proxy = crate::support::microsocks::Microsocks::start(None)?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[dns]\nnameservers = [{}]\n\n\
+             [transports.proxy]\nkind = \"socks\"\naddress = [{}]\n\n\
+             [transports.relay]\nkind = \"smtp\"\nhost = \"relay.lab.test\"\nport = {}\n\
+             no_starttls = true\nsocks_proxy = \"proxy\"\n\n\
+             [[routes]]\ntransport = \"relay\"\n",
+            toml_str(&dns.addr().to_string()),
+            toml_str(&proxy.addr.to_string()),
+            sink.port()
+        ),
+        ..Default::default()
+    })
+    .await?;
+    submit(
+        gw.submission_addr(),
+        "a@src.test",
+        &["d@dst.test"],
+        &simple_message("a@src.test", "d@dst.test", "s", "dns-3"),
+    )
+    .await?;
+    sink.wait_for(deadline(30), |m| m.iter().any(|m| m.has_rcpt("d@dst.test")))
+        .await?;
+    Ok(())
+}

@@ -164,6 +164,61 @@ pub fn hosts_lookup(text: &str, name: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The addresses of `host` (a name, or an IP literal with or without brackets): an IP
+/// literal as is; with a `resolver`, a name listed in `hosts_file` as listed there, else
+/// its A and AAAA records through the resolver; without one, the system's
+/// `getaddrinfo`. Smarthost connections (direct or through a SOCKS proxy) use this.
+pub async fn resolve_host(
+    resolver: Option<&dyn crate::dns::Resolver>,
+    hosts_file: &std::path::Path,
+    host: &str,
+    port: u16,
+) -> io::Result<Vec<SocketAddr>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let Some(resolver) = resolver else {
+        return Ok(tokio::net::lookup_host((host, port)).await?.collect());
+    };
+    let listed = match tokio::fs::read_to_string(hosts_file).await {
+        Ok(text) => hosts_lookup(&text, host),
+        Err(_) => Vec::new(),
+    };
+    if !listed.is_empty() {
+        return Ok(listed
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect());
+    }
+    let (v4, v6) = tokio::join!(resolver.lookup_a(host), resolver.lookup_aaaa(host));
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let mut errors = Vec::new();
+    match v4 {
+        Ok(a) => addrs.extend(
+            a.records
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip.into(), port)),
+        ),
+        Err(e) => errors.push(e.to_string()),
+    }
+    match v6 {
+        Ok(a) => addrs.extend(
+            a.records
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip.into(), port)),
+        ),
+        Err(e) => errors.push(e.to_string()),
+    }
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("resolving {host}: {}", errors.join("; ")),
+        ));
+    }
+    Ok(addrs)
+}
+
 impl TcpConnector {
     /// A connector with the given per-address timeout, resolving through the system.
     pub fn new(connect_timeout: Duration) -> Self {
@@ -188,49 +243,7 @@ impl TcpConnector {
 
     /// The addresses to try for `host`.
     async fn addresses(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
-        }
-        let Some(resolver) = &self.resolver else {
-            return Ok(tokio::net::lookup_host((host, port)).await?.collect());
-        };
-        let listed = match tokio::fs::read_to_string(&self.hosts_file).await {
-            Ok(text) => hosts_lookup(&text, host),
-            Err(_) => Vec::new(),
-        };
-        if !listed.is_empty() {
-            return Ok(listed
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect());
-        }
-        let (v4, v6) = tokio::join!(resolver.lookup_a(host), resolver.lookup_aaaa(host));
-        let mut addrs: Vec<SocketAddr> = Vec::new();
-        let mut errors = Vec::new();
-        match v4 {
-            Ok(a) => addrs.extend(
-                a.records
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip.into(), port)),
-            ),
-            Err(e) => errors.push(e.to_string()),
-        }
-        match v6 {
-            Ok(a) => addrs.extend(
-                a.records
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip.into(), port)),
-            ),
-            Err(e) => errors.push(e.to_string()),
-        }
-        if addrs.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("resolving {host}: {}", errors.join("; ")),
-            ));
-        }
-        Ok(addrs)
+        resolve_host(self.resolver.as_deref(), &self.hosts_file, host, port).await
     }
 
     async fn connect_inner(&self, host: &str, port: u16) -> io::Result<(Box<dyn Io>, SocketAddr)> {

@@ -159,31 +159,51 @@ impl Dialer for SocksDialer {
     }
 }
 
-/// Smarthost delivery through SOCKS5: the host name is resolved locally, each address
+/// Smarthost delivery through SOCKS5: the host name is resolved locally (through the
+/// gateway's resolver when given, see [`crate::stream::resolve_host`]), each address
 /// tried in turn through the proxies.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SocksConnector {
     config: Arc<SocksConfig>,
+    resolver: Option<Arc<dyn crate::dns::Resolver>>,
+}
+
+impl std::fmt::Debug for SocksConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocksConnector")
+            .field("config", &self.config)
+            .field("resolver", &self.resolver.is_some())
+            .finish()
+    }
 }
 
 impl SocksConnector {
     pub fn new(config: SocksConfig) -> SocksConnector {
         SocksConnector {
             config: Arc::new(config),
+            resolver: None,
         }
     }
 
+    /// Resolves smarthost names through `resolver` (after IP literals and /etc/hosts).
+    pub fn with_resolver(mut self, resolver: Arc<dyn crate::dns::Resolver>) -> SocksConnector {
+        self.resolver = Some(resolver);
+        self
+    }
+
     async fn connect_inner(&self, host: &str, port: u16) -> io::Result<(Box<dyn Io>, SocketAddr)> {
-        let addrs: Vec<SocketAddr> =
-            tokio::time::timeout(self.config.timeout, tokio::net::lookup_host((host, port)))
-                .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("resolving {host}: timeout"),
-                    )
-                })??
-                .collect();
+        let hosts = std::path::Path::new("/etc/hosts");
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(
+            self.config.timeout,
+            crate::stream::resolve_host(self.resolver.as_deref(), hosts, host, port),
+        )
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("resolving {host}: timeout"),
+            )
+        })??;
         let mut last = None;
         for addr in addrs {
             match via_proxies(&self.config, addr).await {
