@@ -160,8 +160,9 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
                             t.socks_proxy
                         ))
                     })?;
-                    let socks =
+                    let mut socks =
                         socks_config(&t.socks_proxy, proxy).map_err(BuildError::Transport)?;
+                    socks.resolver = Some(Arc::clone(&rt.resolver));
                     Arc::new(SocksConnector::new(socks).with_resolver(Arc::clone(&rt.resolver)))
                 };
                 Arc::new(SmarthostTransport::new(sh, &rt.tls, connector))
@@ -175,7 +176,8 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
                 } else {
                     &t.remote_hostname
                 };
-                let socks = socks_config(name, t).map_err(BuildError::Transport)?;
+                let mut socks = socks_config(name, t).map_err(BuildError::Transport)?;
+                socks.resolver = Some(Arc::clone(&rt.resolver));
                 let dialer = Arc::new(SocksDialer::new(socks));
                 direct_transport(config, rt, &mtasts, ehlo, dialer).map_err(BuildError::Direct)?
             }

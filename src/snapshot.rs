@@ -4,7 +4,6 @@
 //! transaction half-way. Also here: how each transport kind is made from its config.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use relaygate_transports::direct::{Dialer, DirectConfig, DirectTransport, TlsSta
 use relaygate_transports::dns::AddressFamilies;
 use relaygate_transports::mtasts::PolicyCache;
 use relaygate_transports::smarthost::{SmarthostAuth, SmarthostConfig, SmarthostTls};
-use relaygate_transports::socks::SocksConfig;
+use relaygate_transports::socks::{ProxyAddr, SocksConfig};
 use relaygate_transports::{Timeouts, Transport};
 
 use crate::config::{Config, TransportConfig, TransportKind};
@@ -71,14 +70,15 @@ impl SnapshotCell {
     }
 }
 
-/// The proxies and credentials of socks transport `name`.
+/// The proxies and credentials of socks transport `name` (names in `address` resolve
+/// through the system until a resolver is set: `runtime::build` sets `[dns]`'s).
 pub fn socks_config(name: &str, t: &TransportConfig) -> Result<SocksConfig, String> {
     let proxies = t
         .address
         .iter()
         .map(|a| {
-            a.parse::<SocketAddr>()
-                .map_err(|_| format!("transport {name:?}: address {a:?} is not an IP:PORT address"))
+            a.parse::<ProxyAddr>()
+                .map_err(|e| format!("transport {name:?}: address: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let credentials = secrets::transport_password(name, t)
@@ -88,6 +88,7 @@ pub fn socks_config(name: &str, t: &TransportConfig) -> Result<SocksConfig, Stri
         proxies,
         credentials,
         timeout: Duration::from_secs(30),
+        resolver: None,
     })
 }
 

@@ -74,18 +74,20 @@ pub fn run(args: SocksTestArgs) -> ExitCode {
 pub async fn test(args: &SocksTestArgs) -> anyhow::Result<(String, bool)> {
     let config = Config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
     let t = socks_transport(&config, &args.config, &args.name)?;
-    // The same proxies and credentials delivery builds (IP:PORT addresses only).
+    // The same proxies and credentials delivery builds, names resolved the same way.
     let delivery = crate::snapshot::socks_config(&args.name, t).map_err(|e| anyhow!(e))?;
+    let resolver = crate::runtime::resolver(&config).map_err(|e| anyhow!(e))?;
     let credentials = delivery.credentials.clone();
     let timeout = Duration::from_secs(args.timeout.max(1));
     let target = target(&config, args).await?;
 
     let mut results = Vec::new();
-    for &proxy in &delivery.proxies {
+    for proxy in &delivery.proxies {
         let socks = SocksConfig {
-            proxies: vec![proxy],
+            proxies: vec![proxy.clone()],
             credentials: credentials.clone(),
             timeout,
+            resolver: Some(std::sync::Arc::clone(&resolver)),
         };
         results.push(try_proxy(&SocksDialer::new(socks), proxy, &target, timeout).await);
     }
@@ -263,7 +265,7 @@ async fn loopback_target() -> anyhow::Result<Target> {
 
 async fn try_proxy(
     dialer: &SocksDialer,
-    proxy: SocketAddr,
+    proxy: &relaygate_transports::socks::ProxyAddr,
     target: &Target,
     timeout: Duration,
 ) -> ProxyResult {
@@ -276,7 +278,11 @@ async fn try_proxy(
         Ok(io) => io,
         Err(e) => {
             let mut detail = e.to_string();
-            if target.token.is_some() && !proxy.ip().is_loopback() {
+            let local_proxy = match proxy {
+                relaygate_transports::socks::ProxyAddr::Ip(a) => a.ip().is_loopback(),
+                relaygate_transports::socks::ProxyAddr::Name { host, .. } => host == "localhost",
+            };
+            if target.token.is_some() && !local_proxy {
                 detail.push_str(
                     " (the default target is on this machine's loopback, which a proxy elsewhere cannot reach: use --target or --domain)",
                 );

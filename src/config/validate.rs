@@ -279,8 +279,8 @@ pub fn transport_problems(
                 out.push(format!("socks transport {name:?} needs `address`"));
             }
             for a in &t.address {
-                if a.parse::<std::net::SocketAddr>().is_err() {
-                    out.push(format!("socks address {a:?} is not an IP:PORT address"));
+                if let Err(e) = a.parse::<relaygate_transports::socks::ProxyAddr>() {
+                    out.push(format!("socks address: {e}"));
                 }
             }
             for ip in &t.remote_ips {

@@ -1,7 +1,8 @@
-//! A smarthost named by host name resolves through the gateway's resolver (`[dns]`),
-//! like direct delivery (issue 13; landed main used the system's `getaddrinfo`, so a
-//! configured nameserver was silently bypassed and this name did not resolve). IP
-//! literals and `/etc/hosts` names such as `localhost` still work.
+//! Smarthost and SOCKS proxy host names resolve through the gateway's resolver
+//! (`[dns]`), like direct delivery (issue 13; landed main used the system's
+//! `getaddrinfo` for smarthosts, so a configured nameserver was silently bypassed, and
+//! took proxies as IP:PORT only). IP literals and `/etc/hosts` names such as
+//! `localhost` still work.
 
 use anyhow::Result;
 use relaygate_transports::testkit::TestDns;
@@ -92,6 +93,41 @@ async fn smarthost_name_through_a_proxy_resolves_through_the_configured_nameserv
     )
     .await?;
     sink.wait_for(deadline(30), |m| m.iter().any(|m| m.has_rcpt("d@dst.test")))
+        .await?;
+    Ok(())
+}
+
+/// A socks transport whose proxy is given by name: resolved through `[dns]` at each
+/// dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks_proxy_name_resolves_through_the_configured_nameserver() -> Result<()> {
+    let dns = TestDns::start().await?;
+    dns.add_a("proxy.lab.test", std::net::Ipv4Addr::LOCALHOST);
+    dns.add_mx("dst.test", 10, "mx.dst.test");
+    dns.add_a("mx.dst.test", std::net::Ipv4Addr::LOCALHOST);
+    let sink = Sink::start().await?;
+    let proxy = crate::support::microsocks::Microsocks::start(None)?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[dns]\nnameservers = [{}]\n\n\
+             [direct]\nport_overrides = {{ \"mx.dst.test\" = {} }}\n\n\
+             [transports.proxy]\nkind = \"socks\"\naddress = [\"proxy.lab.test:{}\"]\n\n\
+             [[routes]]\nto_domain = [\"dst.test\"]\ntransport = \"proxy\"\n",
+            toml_str(&dns.addr().to_string()),
+            sink.port(),
+            proxy.addr.port()
+        ),
+        ..Default::default()
+    })
+    .await?;
+    submit(
+        gw.submission_addr(),
+        "a@src.test",
+        &["e@dst.test"],
+        &simple_message("a@src.test", "e@dst.test", "s", "dns-4"),
+    )
+    .await?;
+    sink.wait_for(deadline(30), |m| m.iter().any(|m| m.has_rcpt("e@dst.test")))
         .await?;
     Ok(())
 }

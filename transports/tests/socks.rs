@@ -22,9 +22,10 @@ fn microsocks(auth: Option<(&str, &str)>) -> Microsocks {
 
 fn config(proxies: Vec<SocketAddr>, creds: Option<(&str, &str)>) -> SocksConfig {
     SocksConfig {
-        proxies,
+        proxies: proxies.into_iter().map(Into::into).collect(),
         credentials: creds.map(|(u, p)| (u.to_string(), Secret::new(p))),
         timeout: Duration::from_secs(10),
+        resolver: None,
     }
 }
 

@@ -36,15 +36,65 @@ use crate::stream::{ConnectFuture, Connector, Io};
 pub use error::{SocksError, SocksFailure, Step};
 use guard::Guarded;
 
+/// A proxy's address as configured: `IP:PORT`, or `name:PORT`, resolved at each dial
+/// through the gateway's resolver (IP literals and `/etc/hosts` names such as
+/// `localhost` as usual, see [`crate::stream::resolve_host`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyAddr {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl From<SocketAddr> for ProxyAddr {
+    fn from(a: SocketAddr) -> ProxyAddr {
+        ProxyAddr::Ip(a)
+    }
+}
+
+impl std::str::FromStr for ProxyAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProxyAddr, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(ProxyAddr::Ip(a));
+        }
+        let bad = || format!("{s:?} is not an IP:PORT or HOST:PORT address");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let valid = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !valid || port == 0 {
+            return Err(bad());
+        }
+        Ok(ProxyAddr::Name {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for ProxyAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyAddr::Ip(a) => write!(f, "{a}"),
+            ProxyAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 /// Where the proxies are and how to log in.
 #[derive(Clone)]
 pub struct SocksConfig {
     /// Proxy addresses, tried in order.
-    pub proxies: Vec<SocketAddr>,
+    pub proxies: Vec<ProxyAddr>,
     /// RFC 1929 credentials, if the proxies need them.
     pub credentials: Option<(String, Secret)>,
     /// Bound on reaching one proxy and having it connect onwards.
     pub timeout: Duration,
+    /// Resolves proxy and smarthost names (`[dns]`); `None`: the system's resolver.
+    pub resolver: Option<Arc<dyn crate::dns::Resolver>>,
 }
 
 impl std::fmt::Debug for SocksConfig {
@@ -121,22 +171,53 @@ async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     .map(drop)
 }
 
+/// The addresses of one proxy.
+async fn proxy_addresses(config: &SocksConfig, proxy: &ProxyAddr) -> io::Result<Vec<SocketAddr>> {
+    match proxy {
+        ProxyAddr::Ip(a) => Ok(vec![*a]),
+        ProxyAddr::Name { host, port } => tokio::time::timeout(
+            config.timeout,
+            crate::stream::resolve_host(
+                config.resolver.as_deref(),
+                std::path::Path::new("/etc/hosts"),
+                host,
+                *port,
+            ),
+        )
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("SOCKS5 proxy {proxy}: resolving: timeout"),
+            )
+        })?
+        .map_err(|e| io::Error::new(e.kind(), format!("SOCKS5 proxy {proxy}: {e}"))),
+    }
+}
+
 /// Connects to an address through the first proxy that works.
 async fn via_proxies(config: &SocksConfig, target: SocketAddr) -> io::Result<Box<dyn Io>> {
-    let mut last = None;
-    for &proxy in &config.proxies {
-        match tunnel(proxy, target, config.credentials.as_ref(), config.timeout).await {
-            Ok(s) => return Ok(Box::new(s)),
+    let mut last: Option<io::Error> = None;
+    for proxy in &config.proxies {
+        let addrs = match proxy_addresses(config, proxy).await {
+            Ok(a) => a,
             Err(e) => {
-                tracing::warn!(%proxy, %target, step = %e.step(), error = %e, "SOCKS5 proxy failed; trying the next one");
+                tracing::warn!(%proxy, %target, error = %e, "SOCKS5 proxy not found; trying the next one");
                 last = Some(e);
+                continue;
+            }
+        };
+        for addr in addrs {
+            match tunnel(addr, target, config.credentials.as_ref(), config.timeout).await {
+                Ok(s) => return Ok(Box::new(s)),
+                Err(e) => {
+                    tracing::warn!(proxy = %addr, %target, step = %e.step(), error = %e, "SOCKS5 proxy failed; trying the next one");
+                    last = Some(e.into());
+                }
             }
         }
     }
-    Err(match last {
-        Some(e) => e.into(),
-        None => io::Error::other("no SOCKS5 proxy configured"),
-    })
+    Err(last.unwrap_or_else(|| io::Error::other("no SOCKS5 proxy configured")))
 }
 
 /// Direct delivery through SOCKS5.
@@ -193,9 +274,10 @@ impl SocksConnector {
 
     async fn connect_inner(&self, host: &str, port: u16) -> io::Result<(Box<dyn Io>, SocketAddr)> {
         let hosts = std::path::Path::new("/etc/hosts");
+        let resolver = self.resolver.as_deref().or(self.config.resolver.as_deref());
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             self.config.timeout,
-            crate::stream::resolve_host(self.resolver.as_deref(), hosts, host, port),
+            crate::stream::resolve_host(resolver, hosts, host, port),
         )
         .await
         .map_err(|_| {

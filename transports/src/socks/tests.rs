@@ -388,9 +388,10 @@ async fn proxies_in_order_and_the_last_error_with_its_proxy() {
     ])
     .await;
     let config = SocksConfig {
-        proxies: vec![dead, live],
+        proxies: vec![dead.into(), live.into()],
         credentials: None,
         timeout: Duration::from_secs(10),
+        resolver: None,
     };
     let mut io = via_proxies(&config, TARGET_V4.parse().unwrap())
         .await
@@ -403,7 +404,7 @@ async fn proxies_in_order_and_the_last_error_with_its_proxy() {
     // All dead: the error is the last proxy's, typed inside the io::Error.
     let other_dead = dead_port().await;
     let config = SocksConfig {
-        proxies: vec![dead, other_dead],
+        proxies: vec![dead.into(), other_dead.into()],
         ..config
     };
     let Err(e) = via_proxies(&config, TARGET_V4.parse().unwrap()).await else {
@@ -455,4 +456,41 @@ async fn handshake_over_a_stream_that_takes_one_byte_at_a_time() {
     assert_eq!(&buf, b"tunnel");
     write.await.unwrap();
     assert_eq!(seen, [GREETING_USERPASS, LOGIN, CONNECT_V4].concat());
+}
+
+#[test]
+fn proxy_addresses_parse() {
+    use super::ProxyAddr;
+    assert_eq!(
+        "127.0.0.1:1080".parse::<ProxyAddr>(),
+        Ok(ProxyAddr::Ip("127.0.0.1:1080".parse().unwrap()))
+    );
+    assert_eq!(
+        "[::1]:1080".parse::<ProxyAddr>(),
+        Ok(ProxyAddr::Ip("[::1]:1080".parse().unwrap()))
+    );
+    assert_eq!(
+        "proxy.example:1080".parse::<ProxyAddr>(),
+        Ok(ProxyAddr::Name {
+            host: "proxy.example".into(),
+            port: 1080
+        })
+    );
+    for bad in [
+        "proxy.example",
+        ":1080",
+        "a b:1080",
+        "h:0",
+        "h:99999",
+        "::1:1080",
+    ] {
+        assert!(bad.parse::<ProxyAddr>().is_err(), "{bad}");
+    }
+    assert_eq!(
+        "proxy.example:1080"
+            .parse::<ProxyAddr>()
+            .unwrap()
+            .to_string(),
+        "proxy.example:1080"
+    );
 }
