@@ -51,14 +51,19 @@ impl From<SocketAddr> for ProxyAddr {
     }
 }
 
-impl std::str::FromStr for ProxyAddr {
-    type Err = String;
+/// A proxy address that is neither `IP:PORT` nor `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP:PORT or HOST:PORT address")]
+pub struct BadProxyAddr(pub String);
 
-    fn from_str(s: &str) -> Result<ProxyAddr, String> {
+impl std::str::FromStr for ProxyAddr {
+    type Err = BadProxyAddr;
+
+    fn from_str(s: &str) -> Result<ProxyAddr, BadProxyAddr> {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(ProxyAddr::Ip(a));
         }
-        let bad = || format!("{s:?} is not an IP:PORT or HOST:PORT address");
+        let bad = || BadProxyAddr(s.to_string());
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let valid = !host.is_empty()
