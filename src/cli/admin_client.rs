@@ -205,8 +205,14 @@ pub fn queue_show(target: &AdminTarget, id: &str, as_json: bool) -> anyhow::Resu
             r["next_attempt"].as_str().unwrap_or("-")
         );
         for a in r["history"].as_array().unwrap_or(&empty) {
+            // The result's kind and the command it answered, from the recorded fields.
+            let what = match (a["reason"].as_str(), a["stage"].as_str()) {
+                (Some(reason), Some(stage)) => format!(" [{reason} at {stage}]"),
+                (Some(reason), None) => format!(" [{reason}]"),
+                (None, _) => String::new(),
+            };
             println!(
-                "    {}  transport={} remote={} tls={}  {}",
+                "    {}  transport={} remote={} tls={}  {}{what}",
                 a["at"].as_str().unwrap_or("?"),
                 a["transport"].as_str().unwrap_or("-"),
                 a["remote"].as_str().unwrap_or("-"),

@@ -3,17 +3,20 @@
 # smtp-source (load) and smtp-sink (the upstream), using the harness in ../shared/bench.
 # Results go to docs/benchmarks.md by hand (copy the summary tables).
 #
-# Usage: tests/bench/relay.sh [-n COUNT] [-c CONCURRENCY_LIST] [--runs K]
+# Usage: tests/bench/relay.sh [-n COUNT] [-c CONCURRENCY_LIST] [--runs K] [--compare BIN]
+#   --compare BIN also measures another relaygate binary (e.g. a build of an older commit)
+#                 in the same run, labelled relaygate-compare, to check for regressions.
 # Needs root (Postfix baseline), Debian's postfix package (smtp-source, smtp-sink).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-N=20000; C=10,50; RUNS=3; WARMUP=1000
+N=20000; C=10,50; RUNS=3; WARMUP=1000; COMPARE=
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N="$2"; shift 2;;
     -c) C="$2"; shift 2;;
     --runs) RUNS="$2"; shift 2;;
     --warmup) WARMUP="$2"; shift 2;;
+    --compare) COMPARE="$2"; shift 2;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -28,6 +31,14 @@ echo "== relaygate"
 "$SHARED/relay_bench.sh" --port 30026 \
   --start-cmd "RUST_LOG=warn ./target/release/relaygate serve -c tests/bench/relay.toml" \
   -n "$N" -c "$C" -l 1024 --modes single,multi --runs "$RUNS" --warmup "$WARMUP" --label relaygate
+
+if [ -n "$COMPARE" ]; then
+  echo "== relaygate-compare ($COMPARE)"
+  rm -rf /tmp/relaygate-bench && mkdir -p /tmp/relaygate-bench
+  "$SHARED/relay_bench.sh" --port 30026 \
+    --start-cmd "RUST_LOG=warn $COMPARE serve -c tests/bench/relay.toml" \
+    -n "$N" -c "$C" -l 1024 --modes single,multi --runs "$RUNS" --warmup "$WARMUP" --label relaygate-compare
+fi
 
 echo "== postfix"
 "$SHARED/postfix_baseline.sh" -n "$N" -c "$C" --modes single,multi --runs "$RUNS" --warmup "$WARMUP"

@@ -198,3 +198,59 @@ print("ok")
     );
     Ok(())
 }
+
+/// The same through the other kinds: direct delivery through a SOCKS proxy (the `socks`
+/// kind), and plain direct delivery, both to an MX taking two recipients per
+/// transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_and_socks_452_too_many_recipients_go_in_the_same_attempt() -> Result<()> {
+    use relaygate_transports::testkit::TestDns;
+    for through_proxy in [false, true] {
+        let dns = TestDns::start().await?;
+        dns.add_mx("dst.test", 10, "mx.dst.test");
+        dns.add_a("mx.dst.test", std::net::Ipv4Addr::LOCALHOST);
+        let sink = Sink::start().await?;
+        sink.set_mode(crate::support::sink::Mode::RcptsPerTransaction(2));
+        let proxy = crate::support::microsocks::Microsocks::start(None)?;
+        let mut toml = format!(
+            "[dns]\nnameservers = [{}]\n\n[direct]\nport_overrides = {{ \"mx.dst.test\" = {} }}\n",
+            crate::support::gateway::toml_str(&dns.addr().to_string()),
+            sink.port()
+        );
+        if through_proxy {
+            toml.push_str(&format!(
+                "\n[transports.proxy]\nkind = \"socks\"\naddress = [\"{}\"]\n\n\
+                 [[routes]]\nto_domain = [\"dst.test\"]\ntransport = \"proxy\"\n",
+                proxy.addr
+            ));
+        }
+        let gw = Gateway::start(GatewayOptions {
+            extra_toml: toml,
+            first_retry: "1h".into(),
+            ..Default::default()
+        })
+        .await?;
+        let rcpts: Vec<String> = (0..5).map(|i| format!("k{i}@dst.test")).collect();
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        submit(
+            gw.submission_addr(),
+            SENDER,
+            &refs,
+            &simple_message(SENDER, &rcpts[0], "s", "k-1"),
+        )
+        .await?;
+        let msgs = sink
+            .wait_for(deadline(30), |m| {
+                rcpts.iter().all(|r| m.iter().any(|x| x.has_rcpt(r)))
+            })
+            .await
+            .with_context(|| format!("through_proxy={through_proxy}"))?;
+        ensure!(
+            msgs.len() == 3,
+            "through_proxy={through_proxy}: three transactions: {}",
+            sink.summary()
+        );
+        gw.wait_queue_empty(deadline(10)).await?;
+    }
+    Ok(())
+}
