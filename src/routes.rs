@@ -64,10 +64,10 @@ impl Route {
         to_domain: &[String],
         minimum_attempts: u32,
         transport: &str,
-    ) -> Result<Route, String> {
+    ) -> Result<Route, DomainError> {
         let parse_all = |list: &[String]| {
             list.iter()
-                .map(|d| DomainPattern::parse(d).map_err(|e| e.to_string()))
+                .map(|d| DomainPattern::parse(d))
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(Route {

@@ -54,7 +54,7 @@ pub enum BuildError {
     Transport(String),
     /// The route table.
     #[error("routes: {0}")]
-    Routes(String),
+    Routes(#[from] crate::store::data::Problem),
     /// An account.
     #[error(transparent)]
     Account(#[from] crate::accounts::AccountError),
@@ -195,7 +195,7 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(Snapshot {
-        routes: data.route_table().map_err(BuildError::Routes)?,
+        routes: data.route_table()?,
         transports,
         configs: data.transports.clone().into_iter().collect(),
         accounts: Arc::new(crate::accounts::Accounts::from_records(&records)?),

@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{read_secret, AccountRecord};
-use crate::address::normalize_domain;
+use crate::address::{normalize_domain, DomainError};
 use crate::config::{transport_problems, Config, RouteConfig, TransportConfig};
 use crate::routes::{DomainPattern, Route, RouteTable};
 
@@ -51,7 +51,7 @@ impl RouteSpec {
     }
 
     /// The route ready for evaluation.
-    pub fn to_route(&self) -> Result<Route, String> {
+    pub fn to_route(&self) -> Result<Route, DomainError> {
         Route::new(
             &self.from_domain,
             &self.to_domain,
@@ -120,6 +120,8 @@ impl Problem {
         }
     }
 }
+
+impl std::error::Error for Problem {}
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -270,12 +272,15 @@ impl StoreData {
     }
 
     /// The route table the queue evaluates. Call on validated data.
-    pub fn route_table(&self) -> Result<RouteTable, String> {
+    pub fn route_table(&self) -> Result<RouteTable, Problem> {
         let convert = |list: RouteList, routes: &[RouteSpec]| {
             routes
                 .iter()
                 .enumerate()
-                .map(|(i, r)| r.to_route().map_err(|e| format!("{list}[{i}]: {e}")))
+                .map(|(i, r)| {
+                    r.to_route()
+                        .map_err(|e| Problem::new(format!("{list}[{i}]"), e))
+                })
                 .collect::<Result<Vec<_>, _>>()
         };
         let mut table = RouteTable {
@@ -284,9 +289,9 @@ impl StoreData {
         };
         for (d, l) in &self.domains {
             let routes = convert(RouteList::Domain(d.clone()), l)?;
-            table
-                .domains
-                .insert(normalize_domain(d).map_err(|e| e.to_string())?, routes);
+            let domain = normalize_domain(d)
+                .map_err(|e| Problem::new(RouteList::Domain(d.clone()).to_string(), e))?;
+            table.domains.insert(domain, routes);
         }
         for (a, l) in &self.accounts_routes {
             let routes = convert(RouteList::Account(a.clone()), l)?;

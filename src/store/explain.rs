@@ -63,7 +63,7 @@ pub fn explain(
     from: &str,
     to: &str,
     attempt: u32,
-) -> Result<Explanation, String> {
+) -> Result<Explanation, crate::store::data::Problem> {
     let table = data.route_table()?;
     let from_domain = address_domain(from);
     let to_domain = address_domain(to);

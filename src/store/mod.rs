@@ -78,8 +78,8 @@ pub enum StoreError {
     },
     #[error("store data refused:\n{}", format_problems(.0))]
     Invalid(Vec<Problem>),
-    #[error("{0}")]
-    Change(String),
+    #[error(transparent)]
+    Change(#[from] mutate::MutationError),
     #[error("the store changed {0} times while this change was being written; try again")]
     Conflict(u32),
     #[error(

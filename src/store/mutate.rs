@@ -40,29 +40,52 @@ pub enum Mutation {
     Replace(Box<StoreData>),
 }
 
+/// Why a change does not apply to the store as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MutationError {
+    #[error("{list} has {len} route(s): index {index} is past its end")]
+    IndexPastEnd {
+        list: String,
+        len: usize,
+        index: usize,
+    },
+    #[error("{list} has {len} route(s): there is no index {index}")]
+    NoSuchIndex {
+        list: String,
+        len: usize,
+        index: usize,
+    },
+    #[error("there is no transport {0:?}")]
+    NoSuchTransport(String),
+    #[error("there is no account {0:?}")]
+    NoSuchAccount(String),
+}
+
 impl Mutation {
     /// The new data; an error when the change does not apply (no such index, name).
-    pub fn apply(&self, current: &StoreData) -> Result<StoreData, String> {
+    pub fn apply(&self, current: &StoreData) -> Result<StoreData, MutationError> {
         let mut data = current.clone();
         match self {
             Mutation::AddRoute { list, index, route } => {
                 let routes = data.list_mut(list);
                 let at = index.unwrap_or(routes.len());
                 if at > routes.len() {
-                    return Err(format!(
-                        "{list} has {} route(s): index {at} is past its end",
-                        routes.len()
-                    ));
+                    return Err(MutationError::IndexPastEnd {
+                        list: list.to_string(),
+                        len: routes.len(),
+                        index: at,
+                    });
                 }
                 routes.insert(at, route.clone());
             }
             Mutation::RemoveRoute { list, index } => {
                 let routes = data.list_mut(list);
                 if *index >= routes.len() {
-                    return Err(format!(
-                        "{list} has {} route(s): there is no index {index}",
-                        routes.len()
-                    ));
+                    return Err(MutationError::NoSuchIndex {
+                        list: list.to_string(),
+                        len: routes.len(),
+                        index: *index,
+                    });
                 }
                 routes.remove(*index);
             }
@@ -71,7 +94,7 @@ impl Mutation {
             }
             Mutation::RemoveTransport { name } => {
                 if data.transports.remove(name).is_none() {
-                    return Err(format!("there is no transport {name:?}"));
+                    return Err(MutationError::NoSuchTransport(name.clone()));
                 }
             }
             Mutation::SetAccount { name, record } => {
@@ -79,7 +102,7 @@ impl Mutation {
             }
             Mutation::RemoveAccount { name } => {
                 if data.accounts.remove(name).is_none() {
-                    return Err(format!("there is no account {name:?}"));
+                    return Err(MutationError::NoSuchAccount(name.clone()));
                 }
             }
             Mutation::Replace(new) => data = (**new).clone(),
@@ -132,7 +155,11 @@ mod tests {
         }
         .apply(&d)
         .unwrap_err();
-        assert!(err.contains("routes:domain:x.org has 2 route(s)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("routes:domain:x.org has 2 route(s)"),
+            "{err}"
+        );
         let d = Mutation::RemoveRoute {
             list: list.clone(),
             index: 1,
