@@ -157,10 +157,18 @@ pub fn smarthost_config(
                 .map_err(|e| format!("transport {name:?}: mechanisms: {e}"))?,
         }),
     };
+    let mut hosts = t
+        .smarthost_hosts()
+        .map_err(|e| format!("transport {name:?}: {e}"))?
+        .into_iter();
+    let (host, port) = hosts
+        .next()
+        .ok_or_else(|| format!("transport {name:?}: no host"))?;
     Ok(SmarthostConfig {
         name: name.to_string(),
-        host: t.host.clone(),
-        port: t.port.unwrap_or(t.kind.default_port()),
+        host,
+        port,
+        more_hosts: hosts.collect(),
         tls: tls_mode,
         verify_certificates: !t.tls_insecure_skip_verify,
         ehlo_name: config.hostname.clone(),

@@ -370,6 +370,7 @@ fn transport(config: &SendmailConfig) -> Result<SmarthostTransport, String> {
             name: "sendmail".into(),
             host: config.server.clone(),
             port: config.port,
+            more_hosts: Vec::new(),
             tls,
             verify_certificates: true,
             ehlo_name: std::fs::read_to_string("/etc/hostname")

@@ -560,6 +560,10 @@ pub struct TransportConfig {
     /// Smarthost port; default by kind (25 / 587 / 465).
     #[serde(default)]
     pub port: Option<u16>,
+    /// Several smarthost hosts (`"name:port"`, or `"name"` for the kind's port), tried in
+    /// order within one attempt; instead of `host`/`port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// SASL user name for the smarthost.
     #[serde(default)]
     pub username: String,
@@ -599,7 +603,45 @@ pub struct TransportConfig {
     pub remote_hostname: String,
 }
 
+/// `"name:port"`, `"[v6]:port"`, or a bare name or address with `default_port`.
+pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), String> {
+    let t = text.trim();
+    let bad = || format!("{text:?} is not HOST or HOST:PORT");
+    if let Ok(a) = t.parse::<std::net::SocketAddr>() {
+        return Ok((a.ip().to_string(), a.port()));
+    }
+    if t.parse::<std::net::IpAddr>().is_ok() {
+        return Ok((t.to_string(), default_port));
+    }
+    let (host, port) = match t.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (t, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = !host.is_empty()
+        && port != 0
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !valid {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
 impl TransportConfig {
+    /// The smarthost's hosts in the order they are tried: `hosts`, else `host`/`port`.
+    pub fn smarthost_hosts(&self) -> Result<Vec<(String, u16)>, String> {
+        let default_port = self.port.unwrap_or(self.kind.default_port());
+        if self.hosts.is_empty() {
+            return Ok(vec![(self.host.clone(), default_port)]);
+        }
+        self.hosts
+            .iter()
+            .map(|h| parse_host_port(h, default_port).map_err(|e| format!("hosts: {e}")))
+            .collect()
+    }
+
     /// `mechanisms` as SASL mechanisms, in the operator's order; empty means the default
     /// preference (`sasl::DEFAULT_CLIENT_PREFERENCE`). An unknown name is an error.
     pub fn sasl_mechanisms(

@@ -234,11 +234,18 @@ pub fn transport_problems(
     }
     match t.kind {
         TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
-            if t.host.trim().is_empty() {
-                out.push(format!(
-                    "transport {name:?} of kind {:?} needs `host`",
+            match (t.host.trim().is_empty(), t.hosts.is_empty()) {
+                (true, true) => out.push(format!(
+                    "transport {name:?} of kind {:?} needs `host` (or `hosts`)",
                     t.kind
-                ));
+                )),
+                (false, false) => out.push("set `host` or `hosts`, not both".into()),
+                (true, false) => {
+                    if let Err(e) = t.smarthost_hosts() {
+                        out.push(e);
+                    }
+                }
+                (false, true) => {}
             }
             if t.kind == TransportKind::Submissions && t.no_starttls {
                 out.push("no_starttls cannot apply to submissions (implicit TLS)".into());
@@ -288,12 +295,12 @@ pub fn transport_problems(
                     out.push(format!("remote_ips: {ip:?} is not an IP address"));
                 }
             }
-            if !t.host.is_empty() {
-                out.push("`host` does not apply to socks transports (use `address`)".into());
+            if !t.host.is_empty() || !t.hosts.is_empty() {
+                out.push("`host`/`hosts` do not apply to socks transports (use `address`)".into());
             }
         }
         TransportKind::Direct => {
-            if !t.host.is_empty() || !t.address.is_empty() {
+            if !t.host.is_empty() || !t.hosts.is_empty() || !t.address.is_empty() {
                 out.push("direct transports take no host or address".into());
             }
         }

@@ -16,6 +16,7 @@ mod direct;
 mod diskfull;
 mod dnscheck;
 mod durability;
+mod failover;
 mod fleet_cache;
 mod harness;
 mod hostile;

@@ -67,6 +67,10 @@ pub struct SmarthostConfig {
     pub host: String,
     /// Smarthost port.
     pub port: u16,
+    /// Further hosts (name, port), tried in order within one attempt after `host` when a
+    /// host cannot be used: no connection, a refused greeting (421), TLS failing, AUTH not
+    /// possible. Never after the remote accepted or refused recipients.
+    pub more_hosts: Vec<(String, u16)>,
     /// TLS mode.
     pub tls: SmarthostTls,
     /// Verify the certificate (PKIX against `host`); false uses
@@ -161,6 +165,8 @@ pub struct Delivery {
 struct Conn {
     session: Session,
     tls: TlsInfo,
+    /// The host this connection reached (one of the transport's hosts).
+    host: String,
 }
 
 /// The last refused login, for the hold-down.
@@ -279,7 +285,7 @@ impl SmarthostTransport {
         reused: bool,
     ) -> Result<Delivery, TransportError> {
         let remote = RemoteInfo {
-            host: self.config.host.clone(),
+            host: conn.host.clone(),
             addr: conn.session.peer(),
             tls: conn.tls.clone(),
             reused,
@@ -353,11 +359,36 @@ impl SmarthostTransport {
     }
 
     /// Connects, runs TLS as configured, EHLO (again after STARTTLS), and AUTH.
+    /// A ready session with the first of the transport's hosts that can be used.
     async fn connect(&self) -> Result<Conn, TransportError> {
+        let cfg = &self.config;
+        let hosts = std::iter::once((cfg.host.as_str(), cfg.port))
+            .chain(cfg.more_hosts.iter().map(|(h, p)| (h.as_str(), *p)));
+        let mut last = None;
+        for (host, port) in hosts {
+            match self.connect_to(host, port).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) if next_host_may_help(&e) && !cfg.more_hosts.is_empty() => {
+                    tracing::warn!(transport = %cfg.name, host, port, error = %e,
+                        "smarthost host unusable; trying the next one");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| TransportError::Protocol {
+            host: cfg.host.clone(),
+            command: Stage::Connect,
+            detail: "no host to try".into(),
+        }))
+    }
+
+    /// A ready session with `host`: connected, TLS as configured, authenticated.
+    async fn connect_to(&self, host: &str, port: u16) -> Result<Conn, TransportError> {
         let cfg = &self.config;
         if let Some(auth) = &cfg.auth {
             self.check_holddown()?;
-            let mut conn = self.open().await?;
+            let mut conn = self.open(host, port).await?;
             let params = self.auth_params(auth);
             match conn.session.authenticate(&params).await {
                 Ok(plan) => {
@@ -376,7 +407,7 @@ impl SmarthostTransport {
                 "smarthost session ready");
             Ok(conn)
         } else {
-            let conn = self.open().await?;
+            let conn = self.open(host, port).await?;
             tracing::info!(transport = %cfg.name, host = %cfg.host, addr = ?conn.session.peer(),
                 tls = conn.tls.mode(), version = ?conn.session.tls_version(),
                 "smarthost session ready");
@@ -384,12 +415,13 @@ impl SmarthostTransport {
         }
     }
 
-    /// Connects, runs TLS as configured and EHLO (again after STARTTLS); no AUTH.
-    async fn open(&self) -> Result<Conn, TransportError> {
+    /// Connects to `host`, runs TLS as configured and EHLO (again after STARTTLS); no
+    /// AUTH.
+    async fn open(&self, host: &str, port: u16) -> Result<Conn, TransportError> {
         let cfg = &self.config;
         let params = ConnectParams {
-            host: cfg.host.clone(),
-            port: cfg.port,
+            host: host.to_string(),
+            port,
             implicit_tls: match cfg.tls {
                 SmarthostTls::Implicit => Some(Arc::clone(&self.tls_config)),
                 SmarthostTls::StartTls { .. } | SmarthostTls::None => None,
@@ -402,7 +434,7 @@ impl SmarthostTransport {
             SmarthostTls::Implicit | SmarthostTls::None => {}
             SmarthostTls::StartTls { required } => {
                 if caps.starttls {
-                    let name = server_name(&cfg.host)?;
+                    let name = server_name(host)?;
                     // RFC 3207 §4.2: `starttls` drops the old capabilities and says EHLO
                     // again; AUTH below sees only the list given inside TLS.
                     match session.starttls(name, Arc::clone(&self.tls_config)).await {
@@ -415,7 +447,7 @@ impl SmarthostTransport {
                     }
                 } else if required {
                     return Err(TransportError::StartTlsUnavailable {
-                        host: cfg.host.clone(),
+                        host: host.to_string(),
                     });
                 } else {
                     tracing::debug!(transport = %cfg.name, host = %cfg.host,
@@ -428,7 +460,11 @@ impl SmarthostTransport {
             Some(version) if cfg.verify_certificates => TlsInfo::Verified { version },
             Some(version) => TlsInfo::Unverified { version },
         };
-        Ok(Conn { session, tls })
+        Ok(Conn {
+            session,
+            tls,
+            host: host.to_string(),
+        })
     }
 
     fn auth_params<'a>(&'a self, auth: &'a SmarthostAuth) -> AuthParams<'a> {
@@ -495,7 +531,8 @@ impl SmarthostTransport {
             plan: None,
             result: Ok(()),
         };
-        let mut conn = match self.open().await {
+        // The first host (auth-test names it; delivery would go on to the next ones).
+        let mut conn = match self.open(&self.config.host, self.config.port).await {
             Ok(conn) => conn,
             Err(e) => {
                 probe.result = Err(e);
@@ -656,5 +693,37 @@ fn error_outcome(e: &TransportError) -> RcptOutcome {
     match e.severity() {
         crate::outcome::Severity::Temporary => RcptOutcome::Transient(e.as_reply()),
         crate::outcome::Severity::Permanent => RcptOutcome::Permanent(e.as_reply()),
+    }
+}
+
+/// Whether another host of the same transport may do better after `e`: the host could
+/// not be reached, refused the greeting or EHLO, broke TLS, or offers no way to log in.
+/// Not after a 535 (the credentials are the same everywhere) nor for message checks.
+fn next_host_may_help(e: &TransportError) -> bool {
+    match e {
+        TransportError::Connect { .. }
+        | TransportError::Tls { .. }
+        | TransportError::StartTlsUnavailable { .. }
+        | TransportError::StartTlsRejected { .. }
+        | TransportError::GreetingRejected { .. }
+        | TransportError::EhloRejected { .. }
+        | TransportError::NoCommonMechanism { .. }
+        | TransportError::AuthWithoutTls { .. } => true,
+        TransportError::Timeout { stage, .. } | TransportError::Io { stage, .. } => matches!(
+            stage,
+            Stage::Connect
+                | Stage::Greeting
+                | Stage::Ehlo
+                | Stage::Helo
+                | Stage::StartTls
+                | Stage::TlsHandshake
+        ),
+        TransportError::Protocol { .. }
+        | TransportError::MessageTooLarge { .. }
+        | TransportError::EightBitUnsupported { .. }
+        | TransportError::SmtpUtf8Unsupported { .. }
+        | TransportError::RequireTlsUnsupported { .. }
+        | TransportError::AuthFailed { .. }
+        | TransportError::Sasl { .. } => false,
     }
 }

@@ -23,6 +23,7 @@ pub fn config(tls: SmarthostTls) -> SmarthostConfig {
         name: "provider".into(),
         host: HOST.into(),
         port: 587,
+        more_hosts: Vec::new(),
         tls,
         verify_certificates: true,
         ehlo_name: "client.test".into(),

@@ -1,0 +1,98 @@
+//! Failover (issue 14): a smarthost transport with several hosts tries them in order
+//! within one attempt when a host cannot be used (no connection, a 421 greeting);
+//! the retry interval here is an hour, so delivery within the test's deadline means the
+//! first attempt did it.
+
+use anyhow::{ensure, Result};
+
+use crate::support::deadline;
+use crate::support::gateway::{Gateway, GatewayOptions};
+use crate::support::sink::{Mode, Sink};
+use crate::support::smtp_client::{simple_message, submit};
+
+const SENDER: &str = "sender@src.test";
+
+async fn gateway_with_hosts(hosts: &[String]) -> Result<Gateway> {
+    let list: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[transports.relay]\nkind = \"smtp\"\nhosts = [{}]\nno_starttls = true\n\n\
+             [[routes]]\ntransport = \"relay\"\n",
+            list.join(", ")
+        ),
+        first_retry: "1h".into(),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn send_and_expect(gw: &Gateway, sink: &Sink, rcpt: &str) -> Result<()> {
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", rcpt),
+    )
+    .await?;
+    sink.wait_for(deadline(20), |m| m.iter().any(|m| m.has_rcpt(rcpt)))
+        .await?;
+    gw.wait_queue_empty(deadline(10)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_host_dead_second_used_in_the_same_attempt() -> Result<()> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let sink = Sink::start().await?;
+    let gw = gateway_with_hosts(&[
+        format!("127.0.0.1:{dead}"),
+        format!("127.0.0.1:{}", sink.port()),
+    ])
+    .await?;
+    send_and_expect(&gw, &sink, "a@dst.test").await?;
+    // The attempt record names the host that took it.
+    let msgs = gw.queue_messages().await?;
+    ensure!(msgs.is_empty(), "{msgs:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_421_greeting_moves_on_to_the_next_host() -> Result<()> {
+    let busy = Sink::start().await?;
+    busy.set_mode(Mode::Greeting("421 4.3.2 too busy".into()));
+    let sink = Sink::start().await?;
+    let gw = gateway_with_hosts(&[
+        format!("127.0.0.1:{}", busy.port()),
+        format!("127.0.0.1:{}", sink.port()),
+    ])
+    .await?;
+    send_and_expect(&gw, &sink, "b@dst.test").await?;
+    ensure!(busy.messages().is_empty(), "the busy host took mail");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_recipient_does_not_move_on() -> Result<()> {
+    // The first host answers and refuses the recipient: that is the answer; the second
+    // host is not asked.
+    let first = Sink::start().await?;
+    let second = Sink::start().await?;
+    let gw = gateway_with_hosts(&[
+        format!("127.0.0.1:{}", first.port()),
+        format!("127.0.0.1:{}", second.port()),
+    ])
+    .await?;
+    let rcpt = "x+550@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", "r"),
+    )
+    .await?;
+    // The DSN for the refused recipient goes through the transport too (first host).
+    first
+        .wait_for(deadline(20), |m| m.iter().any(|m| m.is_bounce()))
+        .await?;
+    ensure!(second.rcpt_attempts(rcpt) == 0, "the second host was asked");
+    Ok(())
+}
