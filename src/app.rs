@@ -151,7 +151,13 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         QueueSettings {
             hostname: config.hostname.clone(),
             max_attempts: config.queue.max_attempts,
-            first_retry: config.queue.first_retry.0,
+            retry: if config.queue.retry_schedule.is_empty() {
+                crate::queue::retry::RetrySchedule::Doubling(config.queue.first_retry.0)
+            } else {
+                crate::queue::retry::RetrySchedule::Explicit(
+                    config.queue.retry_schedule.iter().map(|d| d.0).collect(),
+                )
+            },
             delayed_dsn_after: config.queue.delayed_dsn_after,
             holds_file: Some(data_dir.join("holds.json")),
         },

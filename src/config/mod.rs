@@ -362,6 +362,10 @@ pub struct QueueConfig {
     /// Delay after the first failed attempt; each later delay doubles.
     #[serde(default = "default_first_retry")]
     pub first_retry: HumanDuration,
+    /// Explicit delays after the 1st, 2nd, ... failure (the last repeats); when set,
+    /// it replaces `first_retry`'s doubling.
+    #[serde(default)]
+    pub retry_schedule: Vec<HumanDuration>,
     /// Deliveries in flight at once, over all destinations.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
@@ -381,6 +385,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_attempts: default_max_attempts(),
             first_retry: default_first_retry(),
+            retry_schedule: Vec::new(),
             max_concurrency: default_max_concurrency(),
             max_per_destination: default_max_per_destination(),
             max_per_transport: None,

@@ -148,6 +148,13 @@ impl Config {
                 "must be positive".into(),
             );
         }
+        if self.queue.retry_schedule.iter().any(|d| d.0.is_zero()) {
+            err(
+                find_line("retry_schedule"),
+                "queue.retry_schedule",
+                "every delay must be positive".into(),
+            );
+        }
         if self.queue.max_concurrency == 0
             || self.queue.max_per_destination == 0
             || self.queue.max_per_transport == Some(0)

@@ -223,7 +223,9 @@ mod tests {
             QueueSettings {
                 hostname: "gw.test".into(),
                 max_attempts: 3,
-                first_retry: std::time::Duration::from_secs(60),
+                retry: crate::queue::retry::RetrySchedule::Doubling(
+                    std::time::Duration::from_secs(60),
+                ),
                 delayed_dsn_after: 0,
                 holds_file: None,
             },

@@ -25,7 +25,7 @@ impl Queue {
             will_retry_until_ms: match action {
                 Action::Delayed => Some(retry::last_attempt_at(
                     now,
-                    self.settings.first_retry,
+                    &self.settings.retry,
                     r.attempts,
                     self.settings.max_attempts,
                 )),

@@ -40,7 +40,7 @@ use crate::spool::{BodyRef, RecoveredMessages, Spool, SpoolError};
 pub struct QueueSettings {
     pub hostname: String,
     pub max_attempts: u32,
-    pub first_retry: Duration,
+    pub retry: retry::RetrySchedule,
     /// Attempt after which a delayed DSN goes out (0: never).
     pub delayed_dsn_after: u32,
     /// Where hold rules are kept (`None`: in memory only).
@@ -228,7 +228,7 @@ pub fn decide(
             Decision { rcpt, dsn }
         }
         Verdict::Temporary => {
-            let delay = retry::jitter(retry::backoff(settings.first_retry, rcpt.attempts));
+            let delay = retry::jitter(settings.retry.delay(rcpt.attempts));
             rcpt.state = RcptState::Pending {
                 next_attempt: now + delay.as_millis() as i64,
             };
@@ -574,7 +574,7 @@ mod tests {
         QueueSettings {
             hostname: "gw.test".into(),
             max_attempts: 6,
-            first_retry: Duration::from_secs(60),
+            retry: retry::RetrySchedule::Doubling(Duration::from_secs(60)),
             delayed_dsn_after: 5,
             holds_file: None,
         }

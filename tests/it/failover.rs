@@ -41,7 +41,9 @@ async fn send_and_expect(gw: &Gateway, sink: &Sink, rcpt: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_host_dead_second_used_in_the_same_attempt() -> Result<()> {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let sink = Sink::start().await?;
     let gw = gateway_with_hosts(&[
         format!("127.0.0.1:{dead}"),
@@ -94,5 +96,33 @@ async fn a_refused_recipient_does_not_move_on() -> Result<()> {
         .wait_for(deadline(20), |m| m.iter().any(|m| m.is_bounce()))
         .await?;
     ensure!(second.rcpt_attempts(rcpt) == 0, "the second host was asked");
+    Ok(())
+}
+
+/// `queue.retry_schedule`: a recipient refused with 451 is retried after the delays the
+/// schedule gives (short here), not after `first_retry` (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_schedule_sets_the_delays() -> Result<()> {
+    let sink = Sink::start().await?;
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.first_retry = "1h".into();
+    opts.queue_toml = "retry_schedule = [\"300ms\", \"300ms\"]\n".into();
+    let gw = Gateway::start(opts).await?;
+    // Refused twice with 451, then accepted: three attempts within seconds.
+    let rcpt = "x+451x2@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", "sched"),
+    )
+    .await?;
+    sink.wait_for(deadline(20), |m| m.iter().any(|m| m.has_rcpt(rcpt)))
+        .await?;
+    ensure!(
+        sink.rcpt_attempts(rcpt) == 3,
+        "{} attempts",
+        sink.rcpt_attempts(rcpt)
+    );
     Ok(())
 }

@@ -45,6 +45,8 @@ pub struct GatewayOptions {
     pub extra_toml: String,
     /// `queue.first_retry`.
     pub first_retry: String,
+    /// Extra lines inside `[queue]` (e.g. `retry_schedule = [...]`).
+    pub queue_toml: String,
     /// `queue.max_attempts`.
     pub max_attempts: u32,
     /// `submission.trusted_networks`, only written when set.
@@ -64,6 +66,7 @@ impl Default for GatewayOptions {
         GatewayOptions {
             extra_toml: String::new(),
             first_retry: "200ms".to_string(),
+            queue_toml: String::new(),
             max_attempts: 8,
             trusted_networks: None,
             max_message_size: None,
@@ -138,6 +141,12 @@ pub fn config_text(opts: &GatewayOptions, data_dir: &Path) -> String {
         toml_str(&opts.first_retry),
         opts.max_attempts
     ));
+    if !opts.queue_toml.is_empty() {
+        s.push_str(&opts.queue_toml);
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+    }
     if !opts.extra_toml.is_empty() {
         s.push('\n');
         s.push_str(&opts.extra_toml);
