@@ -56,6 +56,8 @@ pub struct Route {
     pub minimum_attempts: u32,
     /// Transport name; empty means direct delivery.
     pub transport: String,
+    /// Transports tried in the same attempt when `transport` cannot take the message.
+    pub fallback: Vec<String>,
 }
 
 impl Route {
@@ -75,7 +77,14 @@ impl Route {
             to_domain: parse_all(to_domain)?,
             minimum_attempts,
             transport: transport.to_string(),
+            fallback: Vec::new(),
         })
+    }
+
+    /// The same route with a fallback chain.
+    pub fn with_fallback(mut self, fallback: Vec<String>) -> Route {
+        self.fallback = fallback;
+        self
     }
 
     /// Why this route does not match, or `None` when it does.

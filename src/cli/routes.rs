@@ -44,6 +44,10 @@ pub enum RoutesAction {
         /// Transport name ("" = direct delivery).
         #[arg(long)]
         transport: String,
+        /// Transports tried in the same attempt when this one cannot take the message
+        /// (repeat, or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        fallback: Vec<String>,
         /// Position in the list (0 = first); default: the end.
         #[arg(long)]
         index: Option<usize>,
@@ -247,6 +251,7 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
                 to_domain,
                 minimum_attempts,
                 transport,
+                fallback,
                 index,
             } => {
                 let list = list.list()?;
@@ -255,6 +260,7 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
                     to_domain,
                     minimum_attempts,
                     transport,
+                    fallback,
                 };
                 let summary = route.summary();
                 let at = index.map(|i| i.to_string()).unwrap_or_else(|| "end".into());

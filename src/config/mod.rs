@@ -679,6 +679,10 @@ pub struct RouteConfig {
     /// Transport name; empty = direct delivery.
     #[serde(default = "empty_spanned")]
     pub transport: Spanned<String>,
+    /// Transports tried in the same attempt, in order, when `transport` could not take
+    /// the message (connect, greeting, TLS, auth, throttle, quota failures).
+    #[serde(default)]
+    pub fallback: Vec<String>,
 }
 
 fn empty_spanned() -> Spanned<String> {

@@ -183,6 +183,18 @@ impl Config {
                 } else {
                     None
                 };
+                for f in &r.fallback {
+                    if f != crate::snapshot::DIRECT && !self.transports.contains_key(f) {
+                        errors.push(ConfigError {
+                            file: path.to_path_buf(),
+                            line: line.or(find_line(f)),
+                            key: Some(format!("{key}[{i}].fallback")),
+                            message: format!(
+                                "fallback names transport {f:?}, which is not defined"
+                            ),
+                        });
+                    }
+                }
                 let name = r.transport.get_ref();
                 if !name.is_empty() && !self.transports.contains_key(name) {
                     errors.push(ConfigError {

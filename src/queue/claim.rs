@@ -26,6 +26,9 @@ pub struct Placement {
     pub transport: Arc<str>,
     /// Which route chose it ("global[0]", "override", "none", ...), for the logs.
     pub route: String,
+    /// The route's fallback transports, tried in the same attempt when this one cannot
+    /// take the message.
+    pub fallback: Vec<Arc<str>>,
 }
 
 /// What one call of [`Queue::claim`] found.
@@ -255,6 +258,7 @@ mod tests {
             destination: Arc::from(d.as_str()),
             transport: Arc::from("direct"),
             route: "none".into(),
+            fallback: Vec::new(),
         }
     }
 

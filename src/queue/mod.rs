@@ -664,6 +664,7 @@ mod tests {
             destination: "t".into(),
             transport: "t".into(),
             route: "none".into(),
+            fallback: Vec::new(),
         };
         let Claim::Work(work, _) = q.claim(now_ms(), place, |_| Ok(())) else {
             panic!("work expected");

@@ -240,7 +240,7 @@ impl Scheduler {
             let r = TransportResult::local(status, &text);
             job.rcpts
                 .iter()
-                .map(|&index| record(job, index, &r, &DialedIps::new()))
+                .map(|&index| record(&job.transport, index, &r, &DialedIps::new()))
                 .collect()
         };
         let transport = self.snapshot.get().transports.get(&job.transport).cloned();
@@ -306,9 +306,28 @@ impl Scheduler {
             attempt,
             dialed,
         };
-        let result = transport.deliver(&batch).await;
+        let mut used: Arc<str> = Arc::from(job.transport.as_str());
+        let mut result = transport.deliver(&batch).await;
+        // Fallback within the attempt: the next transport of the route's chain while
+        // every recipient failed before the message was handed over.
+        for next in &job.placement.fallback {
+            if !handover_failed(&result) {
+                break;
+            }
+            let Some(t) = self.snapshot.get().transports.get(next.as_ref()).cloned() else {
+                tracing::warn!(queue_id = %format_id(msg.id), transport = %next, "fallback transport is not configured; skipped");
+                continue;
+            };
+            tracing::info!(queue_id = %format_id(msg.id), from = %used, to = %next,
+                reason = result.rcpts.first().and_then(|r| r.reason).map_or("-", |k| k.as_str()),
+                "delivery attempt: falling back to the next transport");
+            metrics::counter!("relaygate_fallback_total", "from" => used.to_string(), "to" => next.to_string())
+                .increment(1);
+            result = t.deliver(&batch).await;
+            used = Arc::clone(next);
+        }
         if result.rcpts.len() != job.rcpts.len() {
-            tracing::error!(queue_id = %format_id(msg.id), transport = %job.transport, expected = job.rcpts.len(), got = result.rcpts.len(), "transport returned a result per recipient of another count");
+            tracing::error!(queue_id = %format_id(msg.id), transport = %used, expected = job.rcpts.len(), got = result.rcpts.len(), "transport returned a result per recipient of another count");
             return local(
                 EnhancedCode::new(4, 3, 0),
                 "internal error: the transport lost track of recipients".into(),
@@ -317,13 +336,39 @@ impl Scheduler {
         job.rcpts
             .iter()
             .zip(&result.rcpts)
-            .map(|(&index, r)| record(job, index, r, &result.dialed))
+            .map(|(&index, r)| record(&used, index, r, &result.dialed))
             .collect()
     }
 }
 
-/// The queue's record of one recipient's result.
-fn record(job: &Job, index: usize, r: &TransportResult, dialed: &DialedIps) -> RcptResult {
+/// Whether every recipient failed before the message was handed over to the remote
+/// (connect, greeting, TLS, auth, throttle, quota): then a fallback transport may help.
+/// A recipient the remote refused or accepted never moves on.
+fn handover_failed(result: &relaygate_transports::BatchResult) -> bool {
+    use relaygate_transports::ReasonKind;
+    !result.rcpts.is_empty()
+        && result.rcpts.iter().all(|r| match r.reason {
+            Some(
+                ReasonKind::Connect
+                | ReasonKind::Greeting
+                | ReasonKind::Tls
+                | ReasonKind::Auth
+                | ReasonKind::Throttle
+                | ReasonKind::Quota,
+            ) => r.verdict != relaygate_transports::Verdict::Delivered,
+            Some(
+                ReasonKind::Policy
+                | ReasonKind::Recipient
+                | ReasonKind::Message
+                | ReasonKind::Protocol
+                | ReasonKind::Local,
+            )
+            | None => false,
+        })
+}
+
+/// The queue's record of one recipient's result through `transport`.
+fn record(transport: &str, index: usize, r: &TransportResult, dialed: &DialedIps) -> RcptResult {
     let verdict = match r.verdict {
         relaygate_transports::Verdict::Delivered => Verdict::Delivered,
         relaygate_transports::Verdict::Temporary => Verdict::Temporary,
@@ -334,7 +379,7 @@ fn record(job: &Job, index: usize, r: &TransportResult, dialed: &DialedIps) -> R
         verdict,
         info: AttemptInfo {
             at: now_ms(),
-            transport: job.transport.clone(),
+            transport: transport.to_string(),
             remote: r.remote.as_ref().map(ToString::to_string),
             reply: r.text(),
             tls: r.remote.as_ref().map(|m| m.tls.clone()),
@@ -366,35 +411,42 @@ fn placement(snap: &Snapshot, msg: &StoredMessage, idx: usize) -> Placement {
             destination: Arc::from(DIRECT),
             transport: Arc::from(DIRECT),
             route: "none".into(),
+            fallback: Vec::new(),
         };
     };
     let to_domain = address_domain(&rcpt.address);
-    let (transport, route): (Arc<str>, String) = match &msg.overrides.transport {
-        Some(t) => (Arc::from(t.as_str()), "override".to_string()),
-        None => {
-            let from_domain = address_domain(&msg.mail_from);
-            let q = RouteQuery {
-                account: msg.account.as_deref(),
-                from_domain: &from_domain,
-                to_domain: &to_domain,
-                attempts: rcpt.attempts,
-            };
-            match select(&snap.routes, &q) {
-                Some(s) => {
-                    let name = if s.route.transport.is_empty() {
-                        DIRECT
-                    } else {
-                        s.route.transport.as_str()
-                    };
-                    (
-                        Arc::from(name),
-                        format!("{}[{}]", s.level.as_str(), s.index),
-                    )
+    let (transport, route, fallback): (Arc<str>, String, Vec<Arc<str>>) =
+        match &msg.overrides.transport {
+            Some(t) => (Arc::from(t.as_str()), "override".to_string(), Vec::new()),
+            None => {
+                let from_domain = address_domain(&msg.mail_from);
+                let q = RouteQuery {
+                    account: msg.account.as_deref(),
+                    from_domain: &from_domain,
+                    to_domain: &to_domain,
+                    attempts: rcpt.attempts,
+                };
+                match select(&snap.routes, &q) {
+                    Some(s) => {
+                        let name = if s.route.transport.is_empty() {
+                            DIRECT
+                        } else {
+                            s.route.transport.as_str()
+                        };
+                        (
+                            Arc::from(name),
+                            format!("{}[{}]", s.level.as_str(), s.index),
+                            s.route
+                                .fallback
+                                .iter()
+                                .map(|f| Arc::from(f.as_str()))
+                                .collect(),
+                        )
+                    }
+                    None => (Arc::from(DIRECT), "none".to_string(), Vec::new()),
                 }
-                None => (Arc::from(DIRECT), "none".to_string()),
             }
-        }
-    };
+        };
     let destination: Arc<str> = match snap.transports.get(transport.as_ref()) {
         Some(t) => Arc::from(t.destination(&transport, &to_domain)),
         None => Arc::from(format!("{transport}/{to_domain}")),
@@ -403,6 +455,7 @@ fn placement(snap: &Snapshot, msg: &StoredMessage, idx: usize) -> Placement {
         destination,
         transport,
         route,
+        fallback,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct RouteSpec {
     /// Transport name; empty = direct delivery.
     #[serde(default)]
     pub transport: String,
+    /// Transports tried in the same attempt when `transport` could not take the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -47,17 +50,19 @@ impl RouteSpec {
             to_domain: r.to_domain.clone(),
             minimum_attempts: r.minimum_attempts,
             transport: r.transport.get_ref().clone(),
+            fallback: r.fallback.clone(),
         }
     }
 
     /// The route ready for evaluation.
     pub fn to_route(&self) -> Result<Route, DomainError> {
-        Route::new(
+        Ok(Route::new(
             &self.from_domain,
             &self.to_domain,
             self.minimum_attempts,
             &self.transport,
-        )
+        )?
+        .with_fallback(self.fallback.clone()))
     }
 
     /// One line for listings: `to_domain=[gmail.com] minimum_attempts=3 -> provider`.
@@ -80,7 +85,15 @@ impl RouteSpec {
         } else {
             &self.transport
         };
-        format!("{} -> {target}", parts.join(" "))
+        if self.fallback.is_empty() {
+            format!("{} -> {target}", parts.join(" "))
+        } else {
+            format!(
+                "{} -> {target} (fallback {})",
+                parts.join(" "),
+                self.fallback.join(", ")
+            )
+        }
     }
 }
 
@@ -248,6 +261,14 @@ impl StoreData {
                             r.transport
                         ),
                     ));
+                }
+                for f in &r.fallback {
+                    if f != crate::snapshot::DIRECT && !self.transports.contains_key(f) {
+                        problems.push(Problem::new(
+                            &at,
+                            format!("fallback names transport {f:?}, which is not defined"),
+                        ));
+                    }
                 }
                 for d in r.from_domain.iter().chain(&r.to_domain) {
                     if let Err(e) = DomainPattern::parse(d) {

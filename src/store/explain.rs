@@ -176,6 +176,19 @@ pub fn render(e: &Explanation) -> String {
                 c.index,
                 e.transport()
             );
+            for (n, f) in c.route.fallback.iter().enumerate() {
+                let before = if n == 0 {
+                    e.transport()
+                } else {
+                    c.route.fallback[n - 1].as_str()
+                };
+                let _ = writeln!(
+                    s,
+                    "  then fallback {f}, in the same attempt, when {before} could not take the \
+                     message (connect, greeting, TLS, auth, throttle or quota failure; never \
+                     after a recipient was accepted or refused)"
+                );
+            }
         }
         None => {
             let _ = writeln!(s, "chosen: no route matches -> transport direct");
@@ -205,6 +218,26 @@ mod tests {
             .insert("example.org".into(), vec![r(&[], 3, "dom")]);
         d.global = vec![r(&[], 3, "B"), r(&[], 0, "A")];
         d
+    }
+
+    #[test]
+    fn fallback_chain_is_explained() {
+        let mut d = StoreData::default();
+        d.global.push(RouteSpec {
+            transport: "primary".into(),
+            fallback: vec!["backup".into(), "last".into()],
+            ..Default::default()
+        });
+        let e = explain(&d, None, "a@s.test", "b@d.test", 1).unwrap();
+        let t = render(&e);
+        assert!(
+            t.contains("then fallback backup, in the same attempt, when primary"),
+            "{t}"
+        );
+        assert!(
+            t.contains("then fallback last, in the same attempt, when backup"),
+            "{t}"
+        );
     }
 
     #[test]

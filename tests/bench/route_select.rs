@@ -21,6 +21,7 @@ fn route(to: &[String], min: u32, transport: &str) -> RouteSpec {
         to_domain: to.to_vec(),
         minimum_attempts: min,
         transport: transport.to_string(),
+        fallback: Vec::new(),
     }
 }
 

@@ -126,3 +126,85 @@ async fn retry_schedule_sets_the_delays() -> Result<()> {
     );
     Ok(())
 }
+
+/// The issue's scenario: the primary smarthost's port is closed, the route lists
+/// `fallback = ["backup"]`, everything else is the default config (the first retry would
+/// be 7m30s away): the message goes through the backup in the first attempt, within 5 s
+/// of submission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_primary_falls_back_within_the_first_attempt() -> Result<()> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let backup = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[transports.primary]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {dead}\nno_starttls = true\n\n\
+             [transports.backup]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\n\
+             [[routes]]\ntransport = \"primary\"\nfallback = [\"backup\"]\n",
+            backup.port()
+        ),
+        first_retry: "7m30s".into(),
+        ..Default::default()
+    })
+    .await?;
+    let started = std::time::Instant::now();
+    let rcpt = "fb@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", "fb"),
+    )
+    .await?;
+    backup
+        .wait_for(deadline(5), |m| m.iter().any(|m| m.has_rcpt(rcpt)))
+        .await?;
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    gw.wait_queue_empty(deadline(10)).await?;
+    let metrics = gw.metrics_text().await?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("relaygate_fallback_total{")
+                && l.contains("from=\"primary\"")
+                && l.contains("to=\"backup\"")),
+        "fallback not counted"
+    );
+    Ok(())
+}
+
+/// A recipient the primary refuses (550) is that recipient's answer: no fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_recipient_never_falls_back() -> Result<()> {
+    let primary = Sink::start().await?;
+    let backup = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[transports.primary]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\n\
+             [transports.backup]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\n\
+             [[routes]]\ntransport = \"primary\"\nfallback = [\"backup\"]\n",
+            primary.port(),
+            backup.port()
+        ),
+        ..Default::default()
+    })
+    .await?;
+    let rcpt = "x+550@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", "nofb"),
+    )
+    .await?;
+    primary
+        .wait_for(deadline(20), |m| m.iter().any(|m| m.is_bounce()))
+        .await?;
+    ensure!(backup.rcpt_attempts(rcpt) == 0, "the backup was asked");
+    Ok(())
+}
