@@ -140,8 +140,15 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         Arc::new(fetcher),
         Arc::clone(&rt.policy_store),
     ));
-    let direct = direct_transport(config, rt, &mtasts, &config.hostname, Arc::new(TcpDialer))
-        .map_err(BuildError::Direct)?;
+    let direct = direct_transport(
+        config,
+        rt,
+        &mtasts,
+        &config.hostname,
+        Arc::new(TcpDialer),
+        Arc::default(),
+    )
+    .map_err(BuildError::Direct)?;
     let mut transports: std::collections::HashMap<String, Arc<dyn Transport>> = Default::default();
     for (name, t) in &data.transports {
         let entry: Arc<dyn Transport> = match t.kind {
@@ -179,7 +186,9 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
                 let mut socks = socks_config(name, t).map_err(BuildError::Transport)?;
                 socks.resolver = Some(Arc::clone(&rt.resolver));
                 let dialer = Arc::new(SocksDialer::new(socks));
-                direct_transport(config, rt, &mtasts, ehlo, dialer).map_err(BuildError::Direct)?
+                let rules = Arc::new(t.reply_rules().map_err(BuildError::Transport)?);
+                direct_transport(config, rt, &mtasts, ehlo, dialer, rules)
+                    .map_err(BuildError::Direct)?
             }
         };
         transports.insert(name.clone(), entry);

@@ -113,9 +113,11 @@ pub fn direct_transport(
     mtasts: &Arc<PolicyCache>,
     ehlo_name: &str,
     dialer: Arc<dyn Dialer>,
+    reply_rules: Arc<relaygate_transports::replies::ReplyRules>,
 ) -> Result<Arc<DirectTransport>, String> {
     let d = &config.direct;
     let mut direct = DirectConfig::new(ehlo_name.to_string());
+    direct.reply_rules = reply_rules;
     direct.port = d.port;
     direct.port_overrides = d
         .port_overrides
@@ -164,7 +166,12 @@ pub fn smarthost_config(
     let (host, port) = hosts
         .next()
         .ok_or_else(|| format!("transport {name:?}: no host"))?;
+    let reply_rules = Arc::new(
+        t.reply_rules()
+            .map_err(|e| format!("transport {name:?}: {e}"))?,
+    );
     Ok(SmarthostConfig {
+        reply_rules,
         name: name.to_string(),
         host,
         port,

@@ -371,6 +371,7 @@ fn transport(config: &SendmailConfig) -> Result<SmarthostTransport, String> {
             host: config.server.clone(),
             port: config.port,
             more_hosts: Vec::new(),
+            reply_rules: Default::default(),
             tls,
             verify_certificates: true,
             ehlo_name: std::fs::read_to_string("/etc/hostname")

@@ -569,6 +569,10 @@ pub struct TransportConfig {
     /// order within one attempt; instead of `host`/`port`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Extra reply classification, tried before the defaults (docs/replies.md):
+    /// `{ "454 4.7.0" = "throttle" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub on_reply: BTreeMap<String, String>,
     /// SASL user name for the smarthost.
     #[serde(default)]
     pub username: String,
@@ -635,6 +639,21 @@ pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), S
 }
 
 impl TransportConfig {
+    /// The reply rules of this transport: its `on_reply`, then the defaults.
+    pub fn reply_rules(&self) -> Result<relaygate_transports::replies::ReplyRules, String> {
+        let own = self
+            .on_reply
+            .iter()
+            .map(|(pattern, kind)| {
+                relaygate_transports::replies::ReplyRule::parse(pattern, kind)
+                    .map_err(|e| format!("on_reply: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(relaygate_transports::replies::ReplyRules::with_overrides(
+            own,
+        ))
+    }
+
     /// The smarthost's hosts in the order they are tried: `hosts`, else `host`/`port`.
     pub fn smarthost_hosts(&self) -> Result<Vec<(String, u16)>, String> {
         let default_port = self.port.unwrap_or(self.kind.default_port());

@@ -251,6 +251,12 @@ pub fn transport_problems(
     if secrets > 1 {
         out.push("set only one of password_file, password_env, password".into());
     }
+    if let Err(e) = t.reply_rules() {
+        out.push(e);
+    }
+    if t.kind == TransportKind::Direct && !t.on_reply.is_empty() {
+        out.push("on_reply applies to smarthost and socks transports".into());
+    }
     match t.kind {
         TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
             match (t.host.trim().is_empty(), t.hosts.is_empty()) {

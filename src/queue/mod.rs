@@ -208,7 +208,13 @@ pub fn decide(
     now: i64,
 ) -> Decision {
     let mut rcpt = current.clone();
-    rcpt.attempts = current.attempts.saturating_add(1);
+    // A reply classified throttle (docs/replies.md) is the transport asking us to slow
+    // down: the attempt is recorded but does not count against the recipient.
+    let throttled = verdict == Verdict::Temporary
+        && info.result.as_ref().and_then(|r| r.reason.as_deref()) == Some("throttle");
+    if !throttled {
+        rcpt.attempts = current.attempts.saturating_add(1);
+    }
     rcpt.record_attempt(info);
     let failure_dsn =
         |r: &Recipient| (!null_sender && r.wants_notify("FAILURE")).then_some(Action::Failed);

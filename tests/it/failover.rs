@@ -208,3 +208,69 @@ async fn a_refused_recipient_never_falls_back() -> Result<()> {
     ensure!(backup.rcpt_attempts(rcpt) == 0, "the backup was asked");
     Ok(())
 }
+
+/// Amazon SES's throttling reply (here at MAIL) is classified throttle: the attempts are
+/// recorded but none counts against the recipient, so with `max_attempts = 2` the
+/// message is still queued after more tries than that, and goes out once the provider
+/// takes mail again (landed main failed it after two attempts and bounced it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_attempts_do_not_count_against_the_recipient() -> Result<()> {
+    let sink = Sink::start().await?;
+    sink.set_mode(Mode::RejectAll(
+        "454 Throttling failure: Maximum sending rate exceeded".into(),
+    ));
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.max_attempts = 2;
+    opts.first_retry = "100ms".into();
+    let gw = Gateway::start(opts).await?;
+    let rcpt = "t@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", "thr"),
+    )
+    .await?;
+    // Wait for at least four recorded tries.
+    let end = deadline(30);
+    let attempt = loop {
+        let msgs = gw.queue_messages().await?;
+        let id = msgs
+            .first()
+            .and_then(|m| m["id"].as_str())
+            .map(str::to_string);
+        if let Some(id) = id {
+            let v: serde_json::Value =
+                serde_json::from_slice(&gw.http_get(&format!("/api/queue/{id}")).await?.body)?;
+            let r = &v["rcpts"][0];
+            if r["history"].as_array().is_some_and(|h| h.len() >= 4) {
+                break r.clone();
+            }
+        } else {
+            anyhow::bail!("the message left the queue: {}", sink.summary());
+        }
+        ensure!(
+            std::time::Instant::now() < end,
+            "fewer than four tries recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    ensure!(attempt["attempts"] == 0, "attempts counted: {attempt}");
+    ensure!(attempt["status"] == "pending", "{attempt}");
+    let last = attempt["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned();
+    ensure!(
+        last.as_ref().is_some_and(|a| a["reason"] == "throttle"),
+        "{last:?}"
+    );
+    sink.set_mode(Mode::Normal);
+    sink.wait_for(deadline(30), |m| m.iter().any(|m| m.has_rcpt(rcpt)))
+        .await?;
+    ensure!(
+        !sink.messages().iter().any(|m| m.is_bounce()),
+        "a DSN went out"
+    );
+    Ok(())
+}

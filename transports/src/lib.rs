@@ -63,6 +63,7 @@ pub mod ehlo;
 pub mod message;
 pub mod mtasts;
 pub mod outcome;
+pub mod replies;
 pub mod reply;
 pub mod sasl;
 pub mod session;

@@ -89,6 +89,8 @@ pub struct SmarthostConfig {
     /// After a 535, new connections fail at once with that reply for this long (zero
     /// disables this), so concurrent deliveries do not each try the bad password.
     pub auth_failure_holddown: Duration,
+    /// Provider reply classification (the defaults plus the transport's `on_reply`).
+    pub reply_rules: Arc<crate::replies::ReplyRules>,
 }
 
 /// The credentials of a smarthost transport. `Debug` shows no password.
@@ -660,11 +662,16 @@ impl crate::transport::Transport for SmarthostTransport {
                         ip: delivery.remote.addr.map(|a| a.ip()),
                         tls: delivery.remote.tls.mode().to_string(),
                     };
+                    let rules = &self.config.reply_rules;
                     BatchResult {
                         rcpts: delivery
                             .outcomes
                             .into_iter()
-                            .map(|o| RcptResult::from_outcome(o, Some(remote.clone())))
+                            .map(|o| {
+                                let mut r = RcptResult::from_outcome(o, Some(remote.clone()));
+                                r.classify_with(rules);
+                                r
+                            })
                             .collect(),
                         dialed: Default::default(),
                     }
@@ -672,7 +679,11 @@ impl crate::transport::Transport for SmarthostTransport {
                 Err(e) => {
                     metrics::counter!("relaygate_queue_connection_total", "result" => "error")
                         .increment(1);
-                    BatchResult::all(batch, RcptResult::from_error(&e, None))
+                    let mut r = RcptResult::from_error(&e, None);
+                    if e.reply().is_some() {
+                        r.classify_with(&self.config.reply_rules);
+                    }
+                    BatchResult::all(batch, r)
                 }
             }
         })

@@ -148,6 +148,24 @@ impl RcptResult {
         }
     }
 
+    /// Applies provider classification: a failure whose reply a rule matches takes the
+    /// rule's kind; throttle, quota and auth are never permanent for the recipient,
+    /// whatever the code (the account or the provider is at fault, not the address).
+    pub fn classify_with(&mut self, rules: &crate::replies::ReplyRules) {
+        if self.verdict == Verdict::Delivered {
+            return;
+        }
+        if let Some(kind) = rules.classify(&self.reply) {
+            self.reason = Some(kind);
+            if matches!(
+                kind,
+                ReasonKind::Throttle | ReasonKind::Quota | ReasonKind::Auth
+            ) {
+                self.verdict = Verdict::Temporary;
+            }
+        }
+    }
+
     /// The remote said the reply (it was not made up here).
     pub fn remote_reply(&self) -> bool {
         self.reply.origin == Origin::Remote

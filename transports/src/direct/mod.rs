@@ -105,6 +105,8 @@ pub struct DirectConfig {
     pub timeouts: Timeouts,
     /// Time for dialing all the addresses of one host.
     pub dial_budget: Duration,
+    /// Provider reply classification (the defaults, plus a socks transport's `on_reply`).
+    pub reply_rules: Arc<crate::replies::ReplyRules>,
 }
 
 impl DirectConfig {
@@ -117,6 +119,7 @@ impl DirectConfig {
             families: AddressFamilies::BOTH,
             timeouts: Timeouts::default(),
             dial_budget: Duration::from_secs(30),
+            reply_rules: Arc::default(),
         }
     }
 }

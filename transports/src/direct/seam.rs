@@ -42,7 +42,12 @@ impl Transport for DirectTransport {
                 rcpts: result
                     .rcpts
                     .into_iter()
-                    .map(|r| RcptResult::from_outcome(r.outcome, r.remote.map(RemoteEnd::from)))
+                    .map(|r| {
+                        let mut r =
+                            RcptResult::from_outcome(r.outcome, r.remote.map(RemoteEnd::from));
+                        r.classify_with(&self.config().reply_rules);
+                        r
+                    })
                     .collect(),
                 dialed: result.dialed,
             }

@@ -24,6 +24,7 @@ pub fn config(tls: SmarthostTls) -> SmarthostConfig {
         host: HOST.into(),
         port: 587,
         more_hosts: Vec::new(),
+        reply_rules: Default::default(),
         tls,
         verify_certificates: true,
         ehlo_name: "client.test".into(),
