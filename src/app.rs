@@ -184,6 +184,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let health = Arc::new(crate::queue::health::Health::default());
     let store_handle = store_runner.map(|r| r.spawn(snap.clone(), shutdown_rx.clone()));
     let scheduler = Scheduler::new(
         Arc::clone(&queue),
@@ -196,6 +197,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
                 .unwrap_or(config.queue.max_concurrency),
             per_destination: config.queue.max_per_destination,
         },
+        Arc::clone(&health),
     );
     let scheduler_task = tokio::spawn(scheduler.run(shutdown_rx.clone()));
 
@@ -254,6 +256,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             store: store_status.clone(),
             allowed_hosts: Arc::new(config.admin.allowed_hosts.clone()),
             auth_guard: Arc::clone(&auth_guard),
+            health: Arc::clone(&health),
         };
         Some(
             admin::start(&config.admin.listen, state, shutdown_rx.clone())

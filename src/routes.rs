@@ -185,6 +185,26 @@ impl RouteTable {
 
 /// The first matching route: account routes, then sender-domain routes, then global
 /// routes. `None` means direct delivery.
+/// Like [`select`], skipping routes whose transport `usable` refuses (a down transport).
+pub fn select_usable<'a>(
+    table: &'a RouteTable,
+    q: &RouteQuery<'_>,
+    usable: impl Fn(&str) -> bool,
+) -> Option<Selection<'a>> {
+    for (level, routes) in table.lists(q) {
+        for (index, route) in routes.iter().enumerate() {
+            if route.mismatch(q).is_none() && usable(&route.transport) {
+                return Some(Selection {
+                    level,
+                    index,
+                    route,
+                });
+            }
+        }
+    }
+    None
+}
+
 pub fn select<'a>(table: &'a RouteTable, q: &RouteQuery<'_>) -> Option<Selection<'a>> {
     for (level, routes) in table.lists(q) {
         for (index, route) in routes.iter().enumerate() {

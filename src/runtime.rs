@@ -209,6 +209,12 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         configs: data.transports.clone().into_iter().collect(),
         accounts: Arc::new(crate::accounts::Accounts::from_records(&records)?),
         mtasts: Some(mtasts),
+        breakers: data
+            .transports
+            .iter()
+            .filter(|(_, t)| t.kind.is_smarthost())
+            .map(|(name, t)| Ok((name.clone(), t.breaker().map_err(BuildError::Transport)?)))
+            .collect::<Result<_, BuildError>>()?,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub accounts: Arc<crate::accounts::Accounts>,
     /// Direct delivery's MTA-STS policy cache (refreshed in the background).
     pub mtasts: Option<Arc<PolicyCache>>,
+    /// Circuit-breaker settings of the smarthost transports (others have none).
+    pub breakers: HashMap<String, crate::queue::health::Breaker>,
 }
 
 /// The current snapshot, replaced whole on reload, with a generation counter that

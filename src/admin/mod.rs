@@ -47,6 +47,8 @@ pub struct AdminState {
     pub allowed_hosts: Arc<Vec<String>>,
     /// Failed logins and lockouts of the submission listener.
     pub auth_guard: Arc<AuthGuard>,
+    /// Transport health (circuit breakers).
+    pub health: Arc<crate::queue::health::Health>,
 }
 
 /// Connections the admin listener holds at once; more are closed at once.
@@ -143,6 +145,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/drop", post(one_drop))
         .route("/api/queue/{id}/requiretls", post(one_requiretls))
         .route("/api/queue/{id}/transport", post(one_transport))
+        .route("/api/transports", get(transports_health))
         .route("/api/auth/lockouts", get(lockouts::list))
         .route("/api/auth/lockouts/clear", post(lockouts::clear))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -231,6 +234,7 @@ async fn healthz(State(state): State<AdminState>) -> Json<Value> {
             "current_segment": state.queue.spool().current_segment(),
         },
         "config_generation": state.snapshot.generation(),
+        "transports_down": state.health.views().iter().filter(|v| v.state != "up").map(|v| v.transport.clone()).collect::<Vec<_>>(),
         "queue": {
             "messages": c.messages,
             "pending_recipients": c.pending_rcpts,
@@ -544,7 +548,14 @@ fn count_reply(result: Result<usize, OpError>) -> Response {
 }
 
 async fn bulk_retry(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {
+    // A retry also probes down transports at once.
+    state.health.probe_now();
     count_reply(b.selector().and_then(|s| state.queue.retry_now(&s)))
+}
+
+/// `GET /api/transports`: each transport's health (up, down until, why).
+async fn transports_health(State(state): State<AdminState>) -> Json<Value> {
+    Json(json!({ "transports": state.health.views() }))
 }
 
 async fn bulk_hold(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {
@@ -561,7 +572,10 @@ async fn hold_rules(State(state): State<AdminState>) -> Json<Value> {
 
 async fn one_retry(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     match id_of(&id) {
-        Ok(id) => count_reply(state.queue.retry_now(&Selector::Id(id))),
+        Ok(id) => {
+            state.health.probe_now();
+            count_reply(state.queue.retry_now(&Selector::Id(id)))
+        }
         Err(e) => bad_request(e),
     }
 }

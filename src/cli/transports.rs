@@ -21,6 +21,15 @@ use crate::store::raw::transport_json;
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum TransportsAction {
+    /// Each transport's health in the running gateway (up / down until T, why), through
+    /// its admin API.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Admin API base URL (default: from the config / the running gateway).
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// Every transport, with the routes that use it.
     List {
         /// Print JSON (name → transport object).
@@ -153,6 +162,36 @@ pub fn transport_from(
 }
 
 pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
+    if let TransportsAction::Status { json, admin } = &action {
+        let target = super::admin_target(config_path, admin.as_deref())?;
+        let v = super::call(&target, "GET", "/api/transports", None)?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        let rows = v["transports"].as_array().cloned().unwrap_or_default();
+        if rows.is_empty() {
+            println!("no transport has been used yet: all up");
+        }
+        for r in rows {
+            let state = r["state"].as_str().unwrap_or("?");
+            match state {
+                "up" => println!(
+                    "{:<20} up ({} consecutive failures)",
+                    r["transport"].as_str().unwrap_or("?"),
+                    r["consecutive_failures"]
+                ),
+                _ => println!(
+                    "{:<20} {state} for {} s more, since {}: {}",
+                    r["transport"].as_str().unwrap_or("?"),
+                    r["down_for_secs"],
+                    r["since"].as_str().unwrap_or("?"),
+                    r["why"].as_str().unwrap_or("")
+                ),
+            }
+        }
+        return Ok(());
+    }
     let (_config, store) = open(config_path)?;
     block_on(async move {
         match action {
@@ -195,6 +234,7 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                 }
                 warn_problems(&loaded);
             }
+            TransportsAction::Status { .. } => {}
             TransportsAction::Set { name, json, fields } => {
                 if name.trim().is_empty() {
                     bail!("a transport name must not be empty");

@@ -573,6 +573,15 @@ pub struct TransportConfig {
     /// `{ "454 4.7.0" = "throttle" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub on_reply: BTreeMap<String, String>,
+    /// Consecutive transport-level failures before the transport is down (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_after: Option<u32>,
+    /// First hold-down once down (default "1m"), doubling up to `down_for_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_for: Option<String>,
+    /// Longest hold-down (default "30m").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_for_max: Option<String>,
     /// SASL user name for the smarthost.
     #[serde(default)]
     pub username: String,
@@ -639,6 +648,32 @@ pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), S
 }
 
 impl TransportConfig {
+    /// The circuit breaker of this transport (`down_after`, `down_for`, `down_for_max`).
+    pub fn breaker(&self) -> Result<crate::queue::health::Breaker, String> {
+        let d = crate::queue::health::Breaker::default();
+        let dur = |v: &Option<String>, key: &str, default| match v {
+            None => Ok(default),
+            Some(t) => units::parse_duration(t).map_err(|e| format!("{key}: {e}")),
+        };
+        let down_for = dur(&self.down_for, "down_for", d.down_for)?;
+        let b = crate::queue::health::Breaker {
+            down_after: self.down_after.unwrap_or(d.down_after),
+            down_for,
+            // Unset: 30 minutes, or down_for when that is longer.
+            down_for_max: dur(
+                &self.down_for_max,
+                "down_for_max",
+                d.down_for_max.max(down_for),
+            )?,
+        };
+        if b.down_after == 0 || b.down_for.is_zero() || b.down_for_max < b.down_for {
+            return Err(
+                "down_after and down_for must be positive, down_for_max at least down_for".into(),
+            );
+        }
+        Ok(b)
+    }
+
     /// The reply rules of this transport: its `on_reply`, then the defaults.
     pub fn reply_rules(&self) -> Result<relaygate_transports::replies::ReplyRules, String> {
         let own = self

@@ -12,6 +12,7 @@
 
 mod claim;
 mod dsn_out;
+pub mod health;
 pub mod holds;
 mod ops;
 pub mod retry;

@@ -18,6 +18,8 @@ pub enum Selector {
     Domain(String),
     /// Messages submitted by this account.
     Account(String),
+    /// Recipients whose last attempt went through this transport.
+    LastTransport(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +41,13 @@ impl Selector {
     }
 }
 
-fn selects(sel: &Selector, id: MsgId, account: Option<&str>, rcpt_domain: &str) -> bool {
+fn selects(sel: &Selector, id: MsgId, account: Option<&str>, r: &crate::model::Recipient) -> bool {
     match sel {
         Selector::Id(want) => id == *want,
         Selector::All => true,
-        Selector::Domain(d) => d == rcpt_domain,
+        Selector::Domain(d) => *d == address_domain(&r.address),
         Selector::Account(a) => account == Some(a.as_str()),
+        Selector::LastTransport(t) => r.last.as_ref().is_some_and(|l| l.transport == *t),
     }
 }
 
@@ -59,11 +62,14 @@ impl State {
                 if e.slots[i] == Slot::InFlight {
                     continue;
                 }
+                if !matches!(r.state, RcptState::Pending { .. })
+                    || !selects(sel, id, account.as_deref(), r)
+                {
+                    continue;
+                }
                 if let RcptState::Pending { next_attempt } = &mut r.state {
-                    if selects(sel, id, account.as_deref(), &address_domain(&r.address)) {
-                        *next_attempt = (*next_attempt).min(now);
-                        n += 1;
-                    }
+                    *next_attempt = (*next_attempt).min(now);
+                    n += 1;
                 }
             }
         }
@@ -138,7 +144,7 @@ impl Queue {
                     .map(|m| m.rcpts.iter().filter(|r| !r.state.is_final()).count())
                     .unwrap_or(0));
             }
-            Selector::All => {
+            Selector::All | Selector::LastTransport(_) => {
                 return Err(OpError::Invalid(
                     "hold needs a message id, a domain or an account".into(),
                 ))
@@ -166,6 +172,11 @@ impl Queue {
     pub fn release(&self, sel: &Selector) -> Result<usize, OpError> {
         match sel {
             Selector::Id(id) => self.set_overrides(*id, |o| o.held = false)?,
+            Selector::LastTransport(_) => {
+                return Err(OpError::Invalid(
+                    "release needs a message id, a domain, an account or all".into(),
+                ))
+            }
             Selector::All => {
                 let mut st = self.lock();
                 st.holds.clear();
@@ -242,14 +253,6 @@ fn count_selected(st: &State, sel: &Selector) -> usize {
     st.messages
         .values()
         .flat_map(|e| e.msg.rcpts.iter().map(move |r| (e, r)))
-        .filter(|(e, r)| {
-            !r.state.is_final()
-                && selects(
-                    sel,
-                    e.msg.id,
-                    e.msg.account.as_deref(),
-                    &address_domain(&r.address),
-                )
-        })
+        .filter(|(e, r)| !r.state.is_final() && selects(sel, e.msg.id, e.msg.account.as_deref(), r))
         .count()
 }

@@ -22,7 +22,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::{Claim, Placement, Queue, RcptResult, Verdict};
 use crate::address::{address_domain, orcpt_xtext};
 use crate::model::{format_id, now_ms, AttemptInfo, MailParams, ResultInfo, StoredMessage};
-use crate::routes::{select, RouteQuery};
+use crate::routes::{select, select_usable, RouteQuery};
 use crate::snapshot::{Snapshot, SnapshotCell, DIRECT};
 
 /// The concurrency limits of the scheduler.
@@ -48,6 +48,8 @@ struct Running {
 pub struct Scheduler {
     queue: Arc<Queue>,
     snapshot: SnapshotCell,
+    /// Transport health (circuit breakers).
+    health: Arc<super::health::Health>,
     global: Arc<Semaphore>,
     limits: Limits,
     running: Mutex<Running>,
@@ -65,10 +67,16 @@ struct Job {
 }
 
 impl Scheduler {
-    pub fn new(queue: Arc<Queue>, snapshot: SnapshotCell, limits: Limits) -> Arc<Scheduler> {
+    pub fn new(
+        queue: Arc<Queue>,
+        snapshot: SnapshotCell,
+        limits: Limits,
+        health: Arc<super::health::Health>,
+    ) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             queue,
             snapshot,
+            health,
             global: Arc::new(Semaphore::new(limits.global)),
             limits,
             running: Mutex::new(Running::default()),
@@ -104,9 +112,10 @@ impl Scheduler {
                 self.queue.unpark_all();
             }
             let snap = self.snapshot.get();
+            let health = &self.health;
             let claim = self.queue.claim(
                 now_ms(),
-                |msg, idx| placement(&snap, msg, idx),
+                |msg, idx| placement(&snap, health, msg, idx),
                 |p| self.reserve(p),
             );
             drop(snap);
@@ -307,7 +316,13 @@ impl Scheduler {
             dialed,
         };
         let mut used: Arc<str> = Arc::from(job.transport.as_str());
-        let mut result = transport.deliver(&batch).await;
+        let mut result = match self
+            .through(&job.transport, transport.as_ref(), &batch)
+            .await
+        {
+            Some(r) => r,
+            None => return self.waiting(job),
+        };
         // Fallback within the attempt: the next transport of the route's chain while
         // every recipient failed before the message was handed over.
         for next in &job.placement.fallback {
@@ -321,9 +336,12 @@ impl Scheduler {
             tracing::info!(queue_id = %format_id(msg.id), from = %used, to = %next,
                 reason = result.rcpts.first().and_then(|r| r.reason).map_or("-", |k| k.as_str()),
                 "delivery attempt: falling back to the next transport");
+            let Some(r) = self.through(next, t.as_ref(), &batch).await else {
+                continue;
+            };
             metrics::counter!("relaygate_fallback_total", "from" => used.to_string(), "to" => next.to_string())
                 .increment(1);
-            result = t.deliver(&batch).await;
+            result = r;
             used = Arc::clone(next);
         }
         if result.rcpts.len() != job.rcpts.len() {
@@ -337,6 +355,53 @@ impl Scheduler {
             .iter()
             .zip(&result.rcpts)
             .map(|(&index, r)| record(&used, index, r, &result.dialed))
+            .collect()
+    }
+}
+
+impl Scheduler {
+    /// One delivery through `name`, within its circuit breaker: `None` when the
+    /// transport is down (nothing sent). A smarthost transport's outcome feeds its
+    /// breaker; when it goes down, the mail that last went through it is due at once,
+    /// so it takes the next matching route.
+    async fn through(
+        &self,
+        name: &str,
+        transport: &dyn relaygate_transports::Transport,
+        batch: &Batch,
+    ) -> Option<relaygate_transports::BatchResult> {
+        let breaker = self.snapshot.get().breakers.get(name).copied();
+        let Some(breaker) = breaker else {
+            return Some(transport.deliver(batch).await);
+        };
+        if let super::health::Admission::Closed { .. } = self.health.admit(name) {
+            return None;
+        }
+        let result = transport.deliver(batch).await;
+        let failed = handover_failed(&result);
+        let why = result.rcpts.first().map(|r| r.text()).unwrap_or_default();
+        if self.health.record(name, breaker, failed, &why) {
+            let _ = self
+                .queue
+                .retry_now(&super::Selector::LastTransport(name.to_string()));
+        }
+        Some(result)
+    }
+
+    /// The results while the job's transport is down and no other route matches: the
+    /// mail waits (recorded as throttle: it does not count against the recipients).
+    fn waiting(&self, job: &Job) -> Vec<RcptResult> {
+        let mut r = TransportResult::local(
+            EnhancedCode::new(4, 4, 5),
+            &format!(
+                "transport {:?} is down and no other route matches: waiting for it",
+                job.transport
+            ),
+        );
+        r.reason = Some(relaygate_transports::ReasonKind::Throttle);
+        job.rcpts
+            .iter()
+            .map(|&index| record(&job.transport, index, &r, &DialedIps::new()))
             .collect()
     }
 }
@@ -405,7 +470,12 @@ fn record(transport: &str, index: usize, r: &TransportResult, dialed: &DialedIps
 
 /// Where recipient `idx` of `msg` goes on this attempt: the operator's override, else the
 /// first matching route (account, sender domain, global), else direct delivery.
-fn placement(snap: &Snapshot, msg: &StoredMessage, idx: usize) -> Placement {
+fn placement(
+    snap: &Snapshot,
+    health: &super::health::Health,
+    msg: &StoredMessage,
+    idx: usize,
+) -> Placement {
     let Some(rcpt) = msg.rcpts.get(idx) else {
         return Placement {
             destination: Arc::from(DIRECT),
@@ -426,7 +496,10 @@ fn placement(snap: &Snapshot, msg: &StoredMessage, idx: usize) -> Placement {
                     to_domain: &to_domain,
                     attempts: rcpt.attempts,
                 };
-                match select(&snap.routes, &q) {
+                // Routes naming a down transport do not match; when only such routes
+                // match, the first of them is kept: the mail waits for it (never direct).
+                let usable = |t: &str| t.is_empty() || health.usable(t);
+                match select_usable(&snap.routes, &q, usable).or_else(|| select(&snap.routes, &q)) {
                     Some(s) => {
                         let name = if s.route.transport.is_empty() {
                             DIRECT

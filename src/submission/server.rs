@@ -227,6 +227,7 @@ mod tests {
             configs: Default::default(),
             accounts: Default::default(),
             mtasts: None,
+            breakers: Default::default(),
         });
         let s = SubmissionSettings {
             snapshot,

@@ -274,3 +274,81 @@ async fn throttled_attempts_do_not_count_against_the_recipient() -> Result<()> {
     );
     Ok(())
 }
+
+/// The circuit breaker: after `down_after` attempts that failed before the handover the
+/// primary is down; routes naming it stop matching, so the queued message moves to the
+/// next route at once and new mail never connects to the primary while it is down. The
+/// state shows in `/api/transports`, `transports status` and
+/// `relaygate_transport_up{transport}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_transport_is_skipped_by_routes() -> Result<()> {
+    let primary = Sink::start().await?;
+    primary.set_mode(Mode::CloseConnections);
+    let backup = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[transports.primary]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\
+             down_after = 2\ndown_for = \"1h\"\n\n\
+             [transports.backup]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\n\
+             [[routes]]\ntransport = \"primary\"\n\n[[routes]]\ntransport = \"backup\"\n",
+            primary.port(),
+            backup.port()
+        ),
+        first_retry: "200ms".into(),
+        ..Default::default()
+    })
+    .await?;
+    let send = |rcpt: &'static str| {
+        let addr = gw.submission_addr();
+        async move {
+            submit(
+                addr,
+                SENDER,
+                &[rcpt],
+                &simple_message(SENDER, rcpt, "s", rcpt),
+            )
+            .await
+        }
+    };
+    send("one@dst.test").await?;
+    backup
+        .wait_for(deadline(20), |m| {
+            m.iter().any(|m| m.has_rcpt("one@dst.test"))
+        })
+        .await?;
+    let tried = primary.connections();
+    ensure!(tried >= 2, "the primary was tried {tried} times");
+    // While down, new mail goes to the backup without touching the primary.
+    send("two@dst.test").await?;
+    backup
+        .wait_for(deadline(20), |m| {
+            m.iter().any(|m| m.has_rcpt("two@dst.test"))
+        })
+        .await?;
+    ensure!(
+        primary.connections() == tried,
+        "the down primary was contacted again"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&gw.http_get("/api/transports").await?.body)?;
+    let p = v["transports"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["transport"] == "primary"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(p["state"] == "down", "{v}");
+    let status = gw.run_cli(&["transports", "status"]).await?;
+    ensure!(
+        status.code == Some(0)
+            && status.stdout.contains("primary")
+            && status.stdout.contains("down"),
+        "{status}"
+    );
+    let metrics = gw.metrics_text().await?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("relaygate_transport_up{transport=\"primary\"} 0")),
+        "relaygate_transport_up not 0 for the primary"
+    );
+    Ok(())
+}
