@@ -245,7 +245,7 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                     &store,
                     Mutation::SetTransport {
                         name: name.clone(),
-                        transport,
+                        transport: Box::new(transport),
                     },
                 )
                 .await?;

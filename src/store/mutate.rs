@@ -23,7 +23,7 @@ pub enum Mutation {
     /// Create or replace a transport.
     SetTransport {
         name: String,
-        transport: TransportConfig,
+        transport: Box<TransportConfig>,
     },
     RemoveTransport {
         name: String,
@@ -90,7 +90,7 @@ impl Mutation {
                 routes.remove(*index);
             }
             Mutation::SetTransport { name, transport } => {
-                data.transports.insert(name.clone(), transport.clone());
+                data.transports.insert(name.clone(), (**transport).clone());
             }
             Mutation::RemoveTransport { name } => {
                 if data.transports.remove(name).is_none() {
