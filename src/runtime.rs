@@ -215,6 +215,17 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
             .filter(|(_, t)| t.kind.is_smarthost())
             .map(|(name, t)| Ok((name.clone(), t.breaker().map_err(BuildError::Transport)?)))
             .collect::<Result<_, BuildError>>()?,
+        rates: data
+            .transports
+            .iter()
+            .filter(|(_, t)| !t.rate_limit.is_empty())
+            .map(|(name, t)| {
+                Ok((
+                    name.clone(),
+                    t.rate_limits().map_err(BuildError::Transport)?,
+                ))
+            })
+            .collect::<Result<_, BuildError>>()?,
     })
 }
 

@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub mtasts: Option<Arc<PolicyCache>>,
     /// Circuit-breaker settings of the smarthost transports (others have none).
     pub breakers: HashMap<String, crate::queue::health::Breaker>,
+    /// Rate limits per transport (only those with `rate_limit`).
+    pub rates: HashMap<String, Vec<crate::queue::rate::Rate>>,
 }
 
 /// The current snapshot, replaced whole on reload, with a generation counter that

@@ -573,6 +573,13 @@ pub struct TransportConfig {
     /// `{ "454 4.7.0" = "throttle" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub on_reply: BTreeMap<String, String>,
+    /// Rate limit(s): `"14/s"`, `"1000/h"`, `"50000/d"`, or a list of them.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub rate_limit: Vec<String>,
     /// Consecutive transport-level failures before the transport is down (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_after: Option<u32>,
@@ -648,6 +655,14 @@ pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), S
 }
 
 impl TransportConfig {
+    /// The rate limits of this transport (`rate_limit`).
+    pub fn rate_limits(&self) -> Result<Vec<crate::queue::rate::Rate>, String> {
+        self.rate_limit
+            .iter()
+            .map(|t| crate::queue::rate::Rate::parse(t).map_err(|e| format!("rate_limit: {e}")))
+            .collect()
+    }
+
     /// The circuit breaker of this transport (`down_after`, `down_for`, `down_for_max`).
     pub fn breaker(&self) -> Result<crate::queue::health::Breaker, String> {
         let d = crate::queue::health::Breaker::default();

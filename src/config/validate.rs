@@ -257,6 +257,9 @@ pub fn transport_problems(
     if let Err(e) = t.breaker() {
         out.push(e);
     }
+    if let Err(e) = t.rate_limits() {
+        out.push(e);
+    }
     if t.kind == TransportKind::Direct && !t.on_reply.is_empty() {
         out.push("on_reply applies to smarthost and socks transports".into());
     }

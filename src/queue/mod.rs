@@ -15,6 +15,7 @@ mod dsn_out;
 pub mod health;
 pub mod holds;
 mod ops;
+pub mod rate;
 pub mod retry;
 pub mod scheduler;
 
@@ -66,6 +67,9 @@ pub enum Verdict {
     Delivered,
     Temporary,
     Permanent,
+    /// Not attempted: held back (a rate limit) until this time (unix ms). Not an
+    /// attempt, not recorded, no DSN.
+    Deferred(i64),
 }
 
 /// One recipient's result of an attempt.
@@ -209,6 +213,12 @@ pub fn decide(
     now: i64,
 ) -> Decision {
     let mut rcpt = current.clone();
+    if let Verdict::Deferred(until) = verdict {
+        rcpt.state = RcptState::Pending {
+            next_attempt: until,
+        };
+        return Decision { rcpt, dsn: None };
+    }
     // A reply classified throttle (docs/replies.md) is the transport asking us to slow
     // down: the attempt is recorded but does not count against the recipient.
     let throttled = verdict == Verdict::Temporary
@@ -251,6 +261,13 @@ pub fn decide(
                 None
             };
             Decision { rcpt, dsn }
+        }
+        // Handled above.
+        Verdict::Deferred(until) => {
+            rcpt.state = RcptState::Pending {
+                next_attempt: until,
+            };
+            Decision { rcpt, dsn: None }
         }
     }
 }
@@ -610,6 +627,16 @@ mod tests {
             dialed: Default::default(),
             result: None,
         }
+    }
+
+    #[test]
+    fn a_deferral_is_not_an_attempt() {
+        let s = settings();
+        let d = decide(&rcpt(2), Verdict::Deferred(5000), info(), &s, false, 1000);
+        assert_eq!(d.rcpt.state, RcptState::Pending { next_attempt: 5000 });
+        assert_eq!(d.rcpt.attempts, 2);
+        assert!(d.rcpt.last.is_none() && d.rcpt.history.is_empty());
+        assert_eq!(d.dsn, None);
     }
 
     #[test]

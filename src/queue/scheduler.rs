@@ -50,6 +50,8 @@ pub struct Scheduler {
     snapshot: SnapshotCell,
     /// Transport health (circuit breakers).
     health: Arc<super::health::Health>,
+    /// Rate limits per transport.
+    rates: super::rate::RateLimits,
     global: Arc<Semaphore>,
     limits: Limits,
     running: Mutex<Running>,
@@ -77,6 +79,7 @@ impl Scheduler {
             queue,
             snapshot,
             health,
+            rates: Default::default(),
             global: Arc::new(Semaphore::new(limits.global)),
             limits,
             running: Mutex::new(Running::default()),
@@ -208,6 +211,8 @@ impl Scheduler {
                 Verdict::Delivered => "delivered",
                 Verdict::Temporary => "temporary",
                 Verdict::Permanent => "permanent",
+                // Held back by a rate limit: not an attempt.
+                Verdict::Deferred(_) => continue,
             };
             let tls = r.info.tls.clone().unwrap_or_else(|| "none".into());
             tracing::info!(
@@ -315,6 +320,27 @@ impl Scheduler {
             attempt,
             dialed,
         };
+        // A rate limit holds the batch back: a short wait is slept through, a longer one
+        // puts the recipients back until then (not an attempt).
+        let limits = self.snapshot.get().rates.get(&job.transport).cloned();
+        if let Some(limits) = limits {
+            match self.rates.take(&job.transport, &limits) {
+                super::rate::Decision::Now => {}
+                super::rate::Decision::After(wait) => tokio::time::sleep(wait).await,
+                super::rate::Decision::Defer(wait) => {
+                    let until = now_ms() + wait.as_millis() as i64;
+                    return job
+                        .rcpts
+                        .iter()
+                        .map(|&index| RcptResult {
+                            index,
+                            verdict: Verdict::Deferred(until),
+                            info: AttemptInfo::default(),
+                        })
+                        .collect();
+                }
+            }
+        }
         let mut used: Arc<str> = Arc::from(job.transport.as_str());
         let mut result = match self
             .through(&job.transport, transport.as_ref(), &batch)

@@ -228,6 +228,7 @@ mod tests {
             accounts: Default::default(),
             mtasts: None,
             breakers: Default::default(),
+            rates: Default::default(),
         });
         let s = SubmissionSettings {
             snapshot,

@@ -352,3 +352,51 @@ async fn a_down_transport_is_skipped_by_routes() -> Result<()> {
     );
     Ok(())
 }
+
+/// `rate_limit = "20/s"`: 200 messages take at least nine seconds to go out (a burst of
+/// one second's worth, then 20 per second), and none of them has a failed attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_spaces_deliveries_without_failing_attempts() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[transports.relay]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\
+             rate_limit = \"20/s\"\n\n[[routes]]\ntransport = \"relay\"\n",
+            sink.port()
+        ),
+        ..Default::default()
+    })
+    .await?;
+    let started = std::time::Instant::now();
+    let mut c = crate::support::smtp_client::SmtpClient::connect(gw.submission_addr()).await?;
+    c.ehlo("app.test").await?;
+    for i in 0..200 {
+        let rcpt = format!("r{i}@dst.test");
+        let r = c
+            .send_message(SENDER, &[&rcpt], &simple_message(SENDER, &rcpt, "s", &rcpt))
+            .await?;
+        ensure!(r.code == 250, "message {i}: {r:?}");
+    }
+    sink.wait_for(deadline(60), |m| m.len() >= 200).await?;
+    let took = started.elapsed();
+    ensure!(
+        took >= std::time::Duration::from_millis(8_900),
+        "200 messages at 20/s went out in {took:?}"
+    );
+    ensure!(sink.messages().len() == 200, "{}", sink.summary());
+    let metrics = gw.metrics_text().await?;
+    ensure!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("relaygate_delivery_attempts_total{")
+                && !l.contains("result=\"delivered\"")
+                && !l.ends_with(" 0")),
+        "failed attempts counted:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("relaygate_delivery_attempts_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Rate limits per transport (`rate_limit = "14/s"`, `"1000/h"`, `"50000/d"`, or a list):
+//! a GCRA per limit, allowing a burst of at most one second's worth. The scheduler asks
+//! before each delivery: a short wait is slept through; a longer one puts the recipients
+//! back in the queue until then, which is neither a failed attempt nor a reason for a
+//! delayed DSN. State is local to this gateway.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One limit: `count` messages per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// `"N/s"`, `"N/m"`, `"N/h"`, `"N/d"`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("{text:?} is not a rate like \"14/s\", \"1000/h\" or \"50000/d\"");
+        let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(bad()),
+        };
+        if count == 0 {
+            return Err(bad());
+        }
+        Ok(Rate { count, period })
+    }
+
+    /// Time between two messages at the steady rate.
+    fn interval(&self) -> Duration {
+        self.period / self.count
+    }
+
+    /// How far ahead of the steady schedule a burst may run: one second's worth of
+    /// messages (at least one message).
+    fn tolerance(&self) -> Duration {
+        let per_second = (self.count as f64 / self.period.as_secs_f64()).floor() as u32;
+        self.interval() * per_second.max(1).saturating_sub(1)
+    }
+}
+
+/// What the limiter says about one message now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it now (the slot is taken).
+    Now,
+    /// Send it after this wait (the slot is taken).
+    After(Duration),
+    /// Not before this wait; nothing taken.
+    Defer(Duration),
+}
+
+/// The limiters of all transports: the theoretical arrival time per (transport, limit).
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    tat: Mutex<HashMap<(String, usize), Instant>>,
+}
+
+/// Waits up to this long are slept through by the delivery; longer ones defer.
+pub const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+impl RateLimits {
+    /// One message through `transport` under `limits`.
+    pub fn take(&self, transport: &str, limits: &[Rate]) -> Decision {
+        if limits.is_empty() {
+            return Decision::Now;
+        }
+        let now = Instant::now();
+        let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        // The wait is the longest any limit asks for.
+        let wait = limits
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let t = tat
+                    .get(&(transport.to_string(), i))
+                    .copied()
+                    .unwrap_or(now)
+                    .max(now);
+                (t.checked_sub(r.tolerance()).unwrap_or(now)).saturating_duration_since(now)
+            })
+            .max()
+            .unwrap_or_default();
+        if wait > MAX_SLEEP {
+            return Decision::Defer(wait);
+        }
+        for (i, r) in limits.iter().enumerate() {
+            let t = tat.entry((transport.to_string(), i)).or_insert(now);
+            *t = (*t).max(now) + r.interval();
+        }
+        if wait.is_zero() {
+            Decision::Now
+        } else {
+            Decision::After(wait)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rates() {
+        assert_eq!(
+            Rate::parse("14/s").unwrap(),
+            Rate {
+                count: 14,
+                period: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            Rate::parse("1000/h").unwrap().period,
+            Duration::from_secs(3600)
+        );
+        for bad in ["", "14", "0/s", "x/s", "5/w"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn burst_of_one_second_then_the_steady_rate() {
+        let l = RateLimits::default();
+        let r = [Rate::parse("10/s").unwrap()];
+        // Ten go at once (one second's worth), the next ones wait about 100 ms more each.
+        let now: Vec<Decision> = (0..10).map(|_| l.take("t", &r)).collect();
+        assert!(now.iter().all(|d| *d == Decision::Now), "{now:?}");
+        let Decision::After(w1) = l.take("t", &r) else {
+            panic!("no wait")
+        };
+        let Decision::After(w2) = l.take("t", &r) else {
+            panic!("no wait")
+        };
+        assert!(w1 <= Duration::from_millis(110) && w2 > w1, "{w1:?} {w2:?}");
+        // Another transport is not affected.
+        assert_eq!(l.take("u", &r), Decision::Now);
+    }
+
+    #[test]
+    fn long_waits_defer_without_taking() {
+        let l = RateLimits::default();
+        let r = [Rate::parse("1/h").unwrap()];
+        assert_eq!(l.take("t", &r), Decision::Now);
+        let Decision::Defer(w) = l.take("t", &r) else {
+            panic!("not deferred")
+        };
+        assert!(w > Duration::from_secs(3000), "{w:?}");
+        let Decision::Defer(w2) = l.take("t", &r) else {
+            panic!("not deferred")
+        };
+        assert!(w2 <= w, "a deferral takes nothing");
+    }
+}
