@@ -630,28 +630,8 @@ pub struct TransportConfig {
 
 /// `"name:port"`, `"[v6]:port"`, or a bare name or address with `default_port`.
 pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), String> {
-    let t = text.trim();
-    let bad = || format!("{text:?} is not HOST or HOST:PORT");
-    if let Ok(a) = t.parse::<std::net::SocketAddr>() {
-        return Ok((a.ip().to_string(), a.port()));
-    }
-    if t.parse::<std::net::IpAddr>().is_ok() {
-        return Ok((t.to_string(), default_port));
-    }
-    let (host, port) = match t.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-        None => (t, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = !host.is_empty()
-        && port != 0
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    if !valid {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
+    relaygate_transports::stream::parse_host_port(text, Some(default_port))
+        .ok_or_else(|| format!("{text:?} is not HOST or HOST:PORT"))
 }
 
 impl TransportConfig {

@@ -257,7 +257,9 @@ impl Scheduler {
                 .map(|&index| record(&job.transport, index, &r, &DialedIps::new()))
                 .collect()
         };
-        let transport = self.snapshot.get().transports.get(&job.transport).cloned();
+        // One read of the snapshot for the whole attempt.
+        let snap = self.snapshot.get();
+        let transport = snap.transports.get(&job.transport).cloned();
         let Some(transport) = transport else {
             // RFC 3463 X.3.5: system incorrectly configured.
             return local(
@@ -322,9 +324,8 @@ impl Scheduler {
         };
         // A rate limit holds the batch back: a short wait is slept through, a longer one
         // puts the recipients back until then (not an attempt).
-        let limits = self.snapshot.get().rates.get(&job.transport).cloned();
-        if let Some(limits) = limits {
-            match self.rates.take(&job.transport, &limits) {
+        if let Some(limits) = snap.rates.get(&job.transport) {
+            match self.rates.take(&job.transport, limits) {
                 super::rate::Decision::Now => {}
                 super::rate::Decision::After(wait) => tokio::time::sleep(wait).await,
                 super::rate::Decision::Defer(wait) => {
@@ -343,7 +344,7 @@ impl Scheduler {
         }
         let mut used: Arc<str> = Arc::from(job.transport.as_str());
         let mut result = match self
-            .through(&job.transport, transport.as_ref(), &batch)
+            .through(&snap, &job.transport, transport.as_ref(), &batch)
             .await
         {
             Some(r) => r,
@@ -355,14 +356,14 @@ impl Scheduler {
             if !handover_failed(&result) {
                 break;
             }
-            let Some(t) = self.snapshot.get().transports.get(next.as_ref()).cloned() else {
+            let Some(t) = snap.transports.get(next.as_ref()).cloned() else {
                 tracing::warn!(queue_id = %format_id(msg.id), transport = %next, "fallback transport is not configured; skipped");
                 continue;
             };
             tracing::info!(queue_id = %format_id(msg.id), from = %used, to = %next,
                 reason = result.rcpts.first().and_then(|r| r.reason).map_or("-", |k| k.as_str()),
                 "delivery attempt: falling back to the next transport");
-            let Some(r) = self.through(next, t.as_ref(), &batch).await else {
+            let Some(r) = self.through(&snap, next, t.as_ref(), &batch).await else {
                 continue;
             };
             metrics::counter!("relaygate_fallback_total", "from" => used.to_string(), "to" => next.to_string())
@@ -392,11 +393,12 @@ impl Scheduler {
     /// so it takes the next matching route.
     async fn through(
         &self,
+        snap: &Snapshot,
         name: &str,
         transport: &dyn relaygate_transports::Transport,
         batch: &Batch,
     ) -> Option<relaygate_transports::BatchResult> {
-        let breaker = self.snapshot.get().breakers.get(name).copied();
+        let breaker = snap.breakers.get(name).copied();
         let Some(breaker) = breaker else {
             return Some(transport.deliver(batch).await);
         };

@@ -203,25 +203,30 @@ impl ReasonKind {
         .find(|k| k.as_str() == s)
     }
 
+    /// The kind a failure at `stage` has whatever was said: the stages before the
+    /// message is offered (connect, greeting, TLS, AUTH); `None` for the transaction.
+    pub fn of_stage(stage: Stage) -> Option<ReasonKind> {
+        match stage {
+            Stage::Connect => Some(ReasonKind::Connect),
+            Stage::Greeting | Stage::Ehlo | Stage::Helo => Some(ReasonKind::Greeting),
+            Stage::TlsHandshake | Stage::StartTls => Some(ReasonKind::Tls),
+            Stage::Auth => Some(ReasonKind::Auth),
+            Stage::Mail
+            | Stage::Rcpt
+            | Stage::Data
+            | Stage::DataBlock
+            | Stage::DataEnd
+            | Stage::Rset
+            | Stage::Quit => None,
+        }
+    }
+
     /// The kind of a negative reply: by the command it answered where that decides it
     /// (greeting, TLS, AUTH), else by its enhanced code's subject (RFC 3463 §3), else
     /// by the command again.
     pub fn of_reply(reply: &Reply) -> ReasonKind {
-        match reply.stage {
-            Some(Stage::Connect) => return ReasonKind::Connect,
-            Some(Stage::Greeting | Stage::Ehlo | Stage::Helo) => return ReasonKind::Greeting,
-            Some(Stage::TlsHandshake | Stage::StartTls) => return ReasonKind::Tls,
-            Some(Stage::Auth) => return ReasonKind::Auth,
-            Some(
-                Stage::Mail
-                | Stage::Rcpt
-                | Stage::Data
-                | Stage::DataBlock
-                | Stage::DataEnd
-                | Stage::Rset
-                | Stage::Quit,
-            )
-            | None => {}
+        if let Some(kind) = reply.stage.and_then(ReasonKind::of_stage) {
+            return kind;
         }
         if let Some(e) = reply.enhanced {
             match (e.subject, e.detail) {
@@ -531,20 +536,9 @@ impl TransportError {
     pub fn reason(&self) -> ReasonKind {
         match self {
             TransportError::Connect { .. } => ReasonKind::Connect,
-            TransportError::Timeout { stage, .. } | TransportError::Io { stage, .. } => match stage
-            {
-                Stage::Connect => ReasonKind::Connect,
-                Stage::Greeting | Stage::Ehlo | Stage::Helo => ReasonKind::Greeting,
-                Stage::TlsHandshake | Stage::StartTls => ReasonKind::Tls,
-                Stage::Auth => ReasonKind::Auth,
-                Stage::Mail
-                | Stage::Rcpt
-                | Stage::Data
-                | Stage::DataBlock
-                | Stage::DataEnd
-                | Stage::Rset
-                | Stage::Quit => ReasonKind::Protocol,
-            },
+            TransportError::Timeout { stage, .. } | TransportError::Io { stage, .. } => {
+                ReasonKind::of_stage(*stage).unwrap_or(ReasonKind::Protocol)
+            }
             TransportError::Tls { .. }
             | TransportError::StartTlsUnavailable { .. }
             | TransportError::StartTlsRejected { .. }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::{
     message::OutboundMessage,
-    outcome::{RcptOutcome, Stage, TransportError},
+    outcome::{RcptOutcome, ReasonKind, Stage, TransportError},
     reply::Reply,
     sasl::{CacheStats, Mechanism, SaltedCache},
     session::{
@@ -720,14 +720,10 @@ fn next_host_may_help(e: &TransportError) -> bool {
         | TransportError::EhloRejected { .. }
         | TransportError::NoCommonMechanism { .. }
         | TransportError::AuthWithoutTls { .. } => true,
+        // Before AUTH: this host's network, greeting or TLS.
         TransportError::Timeout { stage, .. } | TransportError::Io { stage, .. } => matches!(
-            stage,
-            Stage::Connect
-                | Stage::Greeting
-                | Stage::Ehlo
-                | Stage::Helo
-                | Stage::StartTls
-                | Stage::TlsHandshake
+            ReasonKind::of_stage(*stage),
+            Some(ReasonKind::Connect | ReasonKind::Greeting | ReasonKind::Tls)
         ),
         TransportError::Protocol { .. }
         | TransportError::MessageTooLarge { .. }

@@ -149,6 +149,29 @@ impl std::fmt::Debug for TcpConnector {
     }
 }
 
+/// `host:port`, `[v6]:port`, `IP:port`, or with `default_port` a bare host or IP: the
+/// host (an IP literal without brackets, or a name of letters, digits, `.`, `-`, `_`)
+/// and a non-zero port. `None` when it is none of these.
+pub fn parse_host_port(text: &str, default_port: Option<u16>) -> Option<(String, u16)> {
+    let t = text.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return (a.port() != 0).then(|| (a.ip().to_string(), a.port()));
+    }
+    if t.parse::<IpAddr>().is_ok() {
+        return default_port.map(|p| (t.to_string(), p));
+    }
+    let (host, port) = match t.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (t, default_port?),
+    };
+    let valid = !host.is_empty()
+        && port != 0
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    valid.then(|| (host.to_string(), port))
+}
+
 /// The addresses `/etc/hosts`-format `text` lists for `name` (case-insensitive).
 pub fn hosts_lookup(text: &str, name: &str) -> Vec<IpAddr> {
     let name = name.trim_end_matches('.');
@@ -293,6 +316,25 @@ impl Connector for TcpConnector {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn host_and_port() {
+        let hp = |t, d| parse_host_port(t, d);
+        assert_eq!(
+            hp("smtp.example:587", None),
+            Some(("smtp.example".into(), 587))
+        );
+        assert_eq!(
+            hp("smtp.example", Some(25)),
+            Some(("smtp.example".into(), 25))
+        );
+        assert_eq!(hp("smtp.example", None), None);
+        assert_eq!(hp("[::1]:2525", None), Some(("::1".into(), 2525)));
+        assert_eq!(hp("192.0.2.1", Some(465)), Some(("192.0.2.1".into(), 465)));
+        for bad in ["h:0", "a b:25", ":25", "h:99999", "h:587:587"] {
+            assert_eq!(hp(bad, Some(25)), None, "{bad}");
+        }
+    }
 
     #[test]
     fn hosts_file_entries() {

@@ -28,11 +28,19 @@ impl Session {
         let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; msg.rcpts.len()];
         let mut todo: Vec<usize> = (0..msg.rcpts.len()).collect();
         loop {
-            let batch = OutboundMessage {
-                rcpts: todo.iter().map(|&i| msg.rcpts[i].clone()).collect(),
-                ..msg.clone()
+            // The first transaction sends the message as given; only the recipients
+            // refused with 452 need a copy of it.
+            let again_msg;
+            let batch = if todo.len() == msg.rcpts.len() {
+                msg
+            } else {
+                again_msg = OutboundMessage {
+                    rcpts: todo.iter().map(|&i| msg.rcpts[i].clone()).collect(),
+                    ..msg.clone()
+                };
+                &again_msg
             };
-            let got = match self.send_message(&batch).await {
+            let got = match self.send_message(batch).await {
                 Ok(got) => got,
                 Err(e) => return (outcomes, Some(e)),
             };

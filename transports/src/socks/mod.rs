@@ -63,20 +63,10 @@ impl std::str::FromStr for ProxyAddr {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(ProxyAddr::Ip(a));
         }
-        let bad = || BadProxyAddr(s.to_string());
-        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        let valid = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-        if !valid || port == 0 {
-            return Err(bad());
+        match crate::stream::parse_host_port(s, None) {
+            Some((host, port)) => Ok(ProxyAddr::Name { host, port }),
+            None => Err(BadProxyAddr(s.to_string())),
         }
-        Ok(ProxyAddr::Name {
-            host: host.to_string(),
-            port,
-        })
     }
 }
 
