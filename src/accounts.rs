@@ -32,6 +32,10 @@ pub struct AccountRecord {
     /// MAIL FROM addresses this account may use (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_senders: Vec<String>,
+    /// Submission rate limit(s) (`"10/s"`, `"1000/h"`, ...); a MAIL over one is answered
+    /// `452 4.7.0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limit: Vec<String>,
 }
 
 impl std::fmt::Debug for AccountRecord {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for AccountRecord {
             .field("scram_sha1", &self.scram_sha1.as_ref().map(|_| "<set>"))
             .field("cram_md5", &self.cram_md5.as_ref().map(|_| "<set>"))
             .field("allowed_senders", &self.allowed_senders)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -57,6 +62,9 @@ pub enum AccountError {
     /// An `allowed_senders` entry is not an address, `@domain` or `.domain`.
     #[error("{0:?} is not an address, @domain or .domain")]
     Sender(String),
+    /// A `rate_limit` entry does not parse.
+    #[error("{0}")]
+    Rate(String),
     /// In this field.
     #[error("{field}: {source}")]
     Field {
@@ -92,6 +100,7 @@ impl AccountRecord {
             scram_sha1: creds.scram_sha1.map(|v| v.to_string()),
             cram_md5: creds.cram_md5.map(|v| v.to_string()),
             allowed_senders: Vec::new(),
+            rate_limit: Vec::new(),
         })
     }
 
@@ -229,6 +238,7 @@ impl SenderPolicy {
 pub struct Accounts {
     map: HashMap<String, StoredCredentials>,
     senders: HashMap<String, SenderPolicy>,
+    rates: HashMap<String, Vec<crate::queue::rate::Rate>>,
 }
 
 impl Accounts {
@@ -261,12 +271,18 @@ impl Accounts {
         self.senders.get(account)
     }
 
+    /// The submission rate limits of `account` (none: unlimited).
+    pub fn rate_limits(&self, account: &str) -> &[crate::queue::rate::Rate] {
+        self.rates.get(account).map_or(&[], Vec::as_slice)
+    }
+
     /// Accounts from stored records (the Redis store).
     pub fn from_records(
         records: &HashMap<String, AccountRecord>,
     ) -> Result<Accounts, AccountError> {
         let mut map = HashMap::new();
         let mut senders = HashMap::new();
+        let mut rates = HashMap::new();
         for (name, r) in records {
             map.insert(
                 name.clone(),
@@ -280,8 +296,29 @@ impl Accounts {
                 AccountError::of(name, e)
             })?;
             senders.insert(name.clone(), policy);
+            let limits = r
+                .rate_limit
+                .iter()
+                .map(|t| crate::queue::rate::Rate::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    AccountError::of(
+                        name,
+                        AccountError::Field {
+                            field: "rate_limit",
+                            source: Box::new(AccountError::Rate(e)),
+                        },
+                    )
+                })?;
+            if !limits.is_empty() {
+                rates.insert(name.clone(), limits);
+            }
         }
-        Ok(Accounts { map, senders })
+        Ok(Accounts {
+            map,
+            senders,
+            rates,
+        })
     }
 }
 

@@ -184,7 +184,40 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let health = Arc::new(crate::queue::health::Health::default());
+    // Transport health and rate limits: local, or shared by the fleet through Redis.
+    let (health, rates, health_events) = match &runtime.fleet {
+        Some(redis) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (
+                Arc::new(crate::queue::health::Health::with_events(
+                    &config.hostname,
+                    tx,
+                )),
+                Arc::new(crate::queue::rate::Limiter::fleet(Arc::new(
+                    crate::store::fleet_state::RedisRates::new(Arc::clone(redis)),
+                ))),
+                Some((Arc::clone(redis), rx)),
+            )
+        }
+        None => (
+            Arc::new(crate::queue::health::Health::default()),
+            Arc::new(crate::queue::rate::Limiter::default()),
+            None,
+        ),
+    };
+    let health_sync = health_events.map(|(redis, rx)| {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(crate::store::fleet_state::sync_health(
+            redis,
+            Arc::clone(&health),
+            rx,
+            snap.clone(),
+            Box::new(move |name: &str| {
+                let _ = queue.retry_now(&crate::queue::Selector::LastTransport(name.to_string()));
+            }),
+            shutdown_rx.clone(),
+        ))
+    });
     let store_handle = store_runner.map(|r| r.spawn(snap.clone(), shutdown_rx.clone()));
     let scheduler = Scheduler::new(
         Arc::clone(&queue),
@@ -198,6 +231,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             per_destination: config.queue.max_per_destination,
         },
         Arc::clone(&health),
+        Arc::clone(&rates),
     );
     let scheduler_task = tokio::spawn(scheduler.run(shutdown_rx.clone()));
 
@@ -233,6 +267,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             snapshot: snap.clone(),
             sasl: Arc::new(sasl_settings(&config.hostname, &data_dir)?),
             auth_guard: Arc::clone(&auth_guard),
+            rates: Arc::clone(&rates),
         },
         Arc::clone(&queue),
     );
@@ -315,6 +350,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         tracing::warn!("submission sessions still open after 30s; closing");
     }
     let _ = tokio::time::timeout(Duration::from_secs(35), scheduler_task).await;
+    if let Some(sync) = health_sync {
+        let _ = tokio::time::timeout(Duration::from_secs(2), sync).await;
+    }
     spool.close();
     let _ = std::fs::remove_file(ready_path(&data_dir));
     drop(lock);

@@ -73,29 +73,39 @@ pub struct Runtime {
     pub policy_store: Arc<dyn PolicyStore>,
     /// Where TLS status records go; `None`: files under `data_dir/tls-status/`.
     pub tls_status: Option<Arc<dyn TlsStatusSink>>,
+    /// The fleet's shared Redis (transport health, rate limits); `None` with the file
+    /// store.
+    pub fleet: Option<Arc<FleetRedis>>,
 }
 
 impl Runtime {
     /// Opens everything a build needs: the stores (once per process run) and the
     /// system view.
     pub fn open(config: &Config) -> Result<Runtime, BuildError> {
-        let (policy_store, tls_status): (Arc<dyn PolicyStore>, Option<Arc<dyn TlsStatusSink>>) =
-            match config.store.kind {
-                StoreKind::File => (
-                    open_mtasts_file(&mtasts_cache_path(&config.data_dir))
-                        .map_err(BuildError::Store)?,
-                    None,
-                ),
-                StoreKind::Redis => {
-                    let store = RedisStore::open(&config.store, &config.tls)
-                        .map_err(|e| BuildError::Store(e.to_string()))?;
-                    let redis = Arc::new(FleetRedis::new(store));
-                    (
-                        Arc::new(RedisPolicyStore::new(Arc::clone(&redis))),
-                        Some(Arc::new(RedisTlsStatusSink::new(redis)) as Arc<dyn TlsStatusSink>),
-                    )
-                }
-            };
+        type Stores = (
+            Arc<dyn PolicyStore>,
+            Option<Arc<dyn TlsStatusSink>>,
+            Option<Arc<FleetRedis>>,
+        );
+        let (policy_store, tls_status, fleet): Stores = match config.store.kind {
+            StoreKind::File => (
+                open_mtasts_file(&mtasts_cache_path(&config.data_dir))
+                    .map_err(BuildError::Store)?,
+                None,
+                None,
+            ),
+            StoreKind::Redis => {
+                let store = RedisStore::open(&config.store, &config.tls)
+                    .map_err(|e| BuildError::Store(e.to_string()))?;
+                let redis = Arc::new(FleetRedis::new(store));
+                (
+                    Arc::new(RedisPolicyStore::new(Arc::clone(&redis))),
+                    Some(Arc::new(RedisTlsStatusSink::new(Arc::clone(&redis)))
+                        as Arc<dyn TlsStatusSink>),
+                    Some(redis),
+                )
+            }
+        };
         let (resolver, roots, tls) = system(config)?;
         Ok(Runtime {
             resolver,
@@ -103,6 +113,7 @@ impl Runtime {
             tls,
             policy_store,
             tls_status,
+            fleet,
         })
     }
 
@@ -116,6 +127,7 @@ impl Runtime {
             tls,
             policy_store: Arc::clone(&self.policy_store),
             tls_status: self.tls_status.clone(),
+            fleet: self.fleet.clone(),
         })
     }
 }
@@ -312,6 +324,7 @@ mod tests {
             tls,
             policy_store: Arc::new(MemoryStore::new()),
             tls_status: None,
+            fleet: None,
         }
     }
 

@@ -761,6 +761,10 @@ pub struct AccountConfig {
     /// subdomains); empty allows any (check-config warns).
     #[serde(default)]
     pub allowed_senders: Vec<String>,
+    /// Submission rate limit(s) of this account (`"10/s"`, or a list): a MAIL over it is
+    /// answered `452 4.7.0`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub rate_limit: Vec<String>,
     /// Routes for mail this account submits.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,

@@ -133,6 +133,15 @@ impl Config {
                     e.to_string(),
                 );
             }
+            for r in &a.rate_limit {
+                if let Err(e) = crate::queue::rate::Rate::parse(r) {
+                    err(
+                        find_line("rate_limit"),
+                        &format!("accounts.{name}.rate_limit"),
+                        e,
+                    );
+                }
+            }
         }
         if self.queue.max_attempts == 0 {
             err(

@@ -1,8 +1,14 @@
-//! Rate limits per transport (`rate_limit = "14/s"`, `"1000/h"`, `"50000/d"`, or a list):
-//! a GCRA per limit, allowing a burst of at most one second's worth. The scheduler asks
-//! before each delivery: a short wait is slept through; a longer one puts the recipients
-//! back in the queue until then, which is neither a failed attempt nor a reason for a
-//! delayed DSN. State is local to this gateway.
+//! Rate limits (`rate_limit = "14/s"`, `"1000/h"`, `"50000/d"`, or a list) of transports
+//! and of submitting accounts: a GCRA per limit, allowing a burst of at most one
+//! second's worth. The scheduler asks before each delivery: a short wait is slept
+//! through; a longer one puts the recipients back in the queue until then, which is
+//! neither a failed attempt nor a reason for a delayed DSN. Submission asks at each
+//! MAIL of an account with a limit and answers `452 4.7.0` when over it.
+//!
+//! [`Limiter`] holds the state: in this process ([`RateLimits`]), or, with the Redis
+//! store, in Redis (a [`FleetRates`] backend, one atomic script per message), so that
+//! a limit holds for the sum of every gateway of the fleet. When Redis cannot answer,
+//! the local state stands in (a throttled warning says so).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,13 +41,13 @@ impl Rate {
     }
 
     /// Time between two messages at the steady rate.
-    fn interval(&self) -> Duration {
+    pub fn interval(&self) -> Duration {
         self.period / self.count
     }
 
     /// How far ahead of the steady schedule a burst may run: one second's worth of
     /// messages (at least one message).
-    fn tolerance(&self) -> Duration {
+    pub fn tolerance(&self) -> Duration {
         let per_second = (self.count as f64 / self.period.as_secs_f64()).floor() as u32;
         self.interval() * per_second.max(1).saturating_sub(1)
     }
@@ -58,7 +64,13 @@ pub enum Decision {
     Defer(Duration),
 }
 
-/// The limiters of all transports: the theoretical arrival time per (transport, limit).
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}s", self.count, self.period.as_secs())
+    }
+}
+
+/// The local limiters: the theoretical arrival time per (key, limit).
 #[derive(Debug, Default)]
 pub struct RateLimits {
     tat: Mutex<HashMap<(String, usize), Instant>>,
@@ -67,9 +79,61 @@ pub struct RateLimits {
 /// Waits up to this long are slept through by the delivery; longer ones defer.
 pub const MAX_SLEEP: Duration = Duration::from_secs(5);
 
+/// A fleet-wide backend: takes one message under `limits` for `key` (e.g.
+/// `transport:ses`), with the same rules as [`RateLimits::take`].
+pub trait FleetRates: Send + Sync {
+    fn take<'a>(
+        &'a self,
+        key: &'a str,
+        limits: &'a [Rate],
+        max_sleep: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Decision, String>> + Send + 'a>>;
+}
+
+/// The rate limiter of this gateway: local, or fleet-wide with the local state standing
+/// in while the fleet backend cannot answer.
+#[derive(Default)]
+pub struct Limiter {
+    local: RateLimits,
+    fleet: Option<std::sync::Arc<dyn FleetRates>>,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl Limiter {
+    /// Limits shared through `fleet`.
+    pub fn fleet(fleet: std::sync::Arc<dyn FleetRates>) -> Limiter {
+        Limiter {
+            fleet: Some(fleet),
+            ..Default::default()
+        }
+    }
+
+    /// One message for `key` under `limits`; waits up to `max_sleep` are `After`,
+    /// longer ones `Defer` (nothing taken).
+    pub async fn take(&self, key: &str, limits: &[Rate], max_sleep: Duration) -> Decision {
+        if limits.is_empty() {
+            return Decision::Now;
+        }
+        if let Some(fleet) = &self.fleet {
+            match fleet.take(key, limits, max_sleep).await {
+                Ok(d) => return d,
+                Err(e) => {
+                    let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+                    if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                        *warned = Some(Instant::now());
+                        tracing::warn!(key, error = %e,
+                            "rate limit: the fleet state is unavailable; this gateway counts alone");
+                    }
+                }
+            }
+        }
+        self.local.take(key, limits, max_sleep)
+    }
+}
+
 impl RateLimits {
-    /// One message through `transport` under `limits`.
-    pub fn take(&self, transport: &str, limits: &[Rate]) -> Decision {
+    /// One message for `key` under `limits`.
+    pub fn take(&self, key: &str, limits: &[Rate], max_sleep: Duration) -> Decision {
         if limits.is_empty() {
             return Decision::Now;
         }
@@ -81,7 +145,7 @@ impl RateLimits {
             .enumerate()
             .map(|(i, r)| {
                 let t = tat
-                    .get(&(transport.to_string(), i))
+                    .get(&(key.to_string(), i))
                     .copied()
                     .unwrap_or(now)
                     .max(now);
@@ -89,11 +153,11 @@ impl RateLimits {
             })
             .max()
             .unwrap_or_default();
-        if wait > MAX_SLEEP {
+        if wait > max_sleep {
             return Decision::Defer(wait);
         }
         for (i, r) in limits.iter().enumerate() {
-            let t = tat.entry((transport.to_string(), i)).or_insert(now);
+            let t = tat.entry((key.to_string(), i)).or_insert(now);
             *t = (*t).max(now) + r.interval();
         }
         if wait.is_zero() {
@@ -131,29 +195,29 @@ mod tests {
         let l = RateLimits::default();
         let r = [Rate::parse("10/s").unwrap()];
         // Ten go at once (one second's worth), the next ones wait about 100 ms more each.
-        let now: Vec<Decision> = (0..10).map(|_| l.take("t", &r)).collect();
+        let now: Vec<Decision> = (0..10).map(|_| l.take("t", &r, MAX_SLEEP)).collect();
         assert!(now.iter().all(|d| *d == Decision::Now), "{now:?}");
-        let Decision::After(w1) = l.take("t", &r) else {
+        let Decision::After(w1) = l.take("t", &r, MAX_SLEEP) else {
             panic!("no wait")
         };
-        let Decision::After(w2) = l.take("t", &r) else {
+        let Decision::After(w2) = l.take("t", &r, MAX_SLEEP) else {
             panic!("no wait")
         };
         assert!(w1 <= Duration::from_millis(110) && w2 > w1, "{w1:?} {w2:?}");
         // Another transport is not affected.
-        assert_eq!(l.take("u", &r), Decision::Now);
+        assert_eq!(l.take("u", &r, MAX_SLEEP), Decision::Now);
     }
 
     #[test]
     fn long_waits_defer_without_taking() {
         let l = RateLimits::default();
         let r = [Rate::parse("1/h").unwrap()];
-        assert_eq!(l.take("t", &r), Decision::Now);
-        let Decision::Defer(w) = l.take("t", &r) else {
+        assert_eq!(l.take("t", &r, MAX_SLEEP), Decision::Now);
+        let Decision::Defer(w) = l.take("t", &r, MAX_SLEEP) else {
             panic!("not deferred")
         };
         assert!(w > Duration::from_secs(3000), "{w:?}");
-        let Decision::Defer(w2) = l.take("t", &r) else {
+        let Decision::Defer(w2) = l.take("t", &r, MAX_SLEEP) else {
             panic!("not deferred")
         };
         assert!(w2 <= w, "a deferral takes nothing");

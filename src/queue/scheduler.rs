@@ -51,7 +51,7 @@ pub struct Scheduler {
     /// Transport health (circuit breakers).
     health: Arc<super::health::Health>,
     /// Rate limits per transport.
-    rates: super::rate::RateLimits,
+    rates: Arc<super::rate::Limiter>,
     global: Arc<Semaphore>,
     limits: Limits,
     running: Mutex<Running>,
@@ -74,12 +74,13 @@ impl Scheduler {
         snapshot: SnapshotCell,
         limits: Limits,
         health: Arc<super::health::Health>,
+        rates: Arc<super::rate::Limiter>,
     ) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             queue,
             snapshot,
             health,
-            rates: Default::default(),
+            rates,
             global: Arc::new(Semaphore::new(limits.global)),
             limits,
             running: Mutex::new(Running::default()),
@@ -325,7 +326,8 @@ impl Scheduler {
         // A rate limit holds the batch back: a short wait is slept through, a longer one
         // puts the recipients back until then (not an attempt).
         if let Some(limits) = snap.rates.get(&job.transport) {
-            match self.rates.take(&job.transport, limits) {
+            let key = format!("transport:{}", job.transport);
+            match self.rates.take(&key, limits, super::rate::MAX_SLEEP).await {
                 super::rate::Decision::Now => {}
                 super::rate::Decision::After(wait) => tokio::time::sleep(wait).await,
                 super::rate::Decision::Defer(wait) => {
@@ -406,9 +408,14 @@ impl Scheduler {
             return None;
         }
         let result = transport.deliver(batch).await;
-        let failed = handover_failed(&result);
-        let why = result.rcpts.first().map(|r| r.text()).unwrap_or_default();
-        if self.health.record(name, breaker, failed, &why) {
+        let failure = handover_failed(&result).then(|| super::health::Failure {
+            why: result.rcpts.first().map(|r| r.text()).unwrap_or_default(),
+            quota: result
+                .rcpts
+                .iter()
+                .any(|r| r.reason == Some(relaygate_transports::ReasonKind::Quota)),
+        });
+        if self.health.record(name, breaker, failure.as_ref()) {
             let _ = self
                 .queue
                 .retry_now(&super::Selector::LastTransport(name.to_string()));

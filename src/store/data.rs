@@ -359,11 +359,12 @@ impl StoreData {
                 scram_sha256: non_empty(&a.scram_sha256),
                 scram_sha1: non_empty(&a.scram_sha1),
                 cram_md5: non_empty(&a.cram_md5),
-                allowed_senders: Vec::new(),
+                ..Default::default()
             };
             if given != AccountRecord::default() {
                 let record = AccountRecord {
                     allowed_senders: a.allowed_senders.clone(),
+                    rate_limit: a.rate_limit.clone(),
                     ..given
                 };
                 data.accounts.insert(name.clone(), record);
@@ -373,6 +374,7 @@ impl StoreData {
                 Ok(Some(pw)) => match AccountRecord::from_password(&pw) {
                     Ok(mut r) => {
                         r.allowed_senders = a.allowed_senders.clone();
+                        r.rate_limit = a.rate_limit.clone();
                         data.accounts.insert(name.clone(), r);
                     }
                     Err(e) => problems.push(Problem::new(&at, e)),

@@ -151,7 +151,7 @@ impl FleetRedis {
         result
     }
 
-    async fn invoke<T: redis::FromRedisValue>(
+    pub async fn invoke<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {

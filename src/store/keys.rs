@@ -143,6 +143,18 @@ impl Keys {
         format!("{}fleet:tlsstatus:{domain}", self.prefix)
     }
 
+    /// STRING: the JSON of a transport's latest health change seen by the fleet
+    /// (`{"state":"down",...}` or `{"state":"up",...}`), with an expiry.
+    pub fn fleet_health(&self, transport: &str) -> String {
+        format!("{}fleet:health:{transport}", self.prefix)
+    }
+
+    /// STRING: the GCRA state (theoretical arrival time, Unix µs) of one rate limit of
+    /// `key` (`transport:NAME` or `account:NAME`), e.g. `fleet:rate:transport:ses:20/1s`.
+    pub fn fleet_rate(&self, key: &str, rate: &str) -> String {
+        format!("{}fleet:rate:{key}:{rate}", self.prefix)
+    }
+
     /// The `SCAN ... MATCH` pattern of every key of the prefix (migration only).
     pub fn scan_pattern(&self) -> String {
         format!("{}*", glob_escape(&self.prefix))

@@ -27,7 +27,8 @@
 //!
 //! The same Redis also holds the fleet-wide caches of direct delivery ([`fleet`]), under
 //! `{prefix}fleet:`, which a load never touches: the MTA-STS policy cache and the
-//! per-domain TLS status records.
+//! per-domain TLS status records; and the state gateways share about transports
+//! ([`fleet_state`]): health (circuit breakers) and rate limits.
 //!
 //! Key names, the hash tag for Redis Cluster and redis-cli examples: `docs/redis.md`.
 
@@ -35,6 +36,7 @@ pub mod client;
 pub mod data;
 pub mod explain;
 pub mod fleet;
+pub mod fleet_state;
 pub mod keys;
 pub mod layout;
 pub mod live;

@@ -38,6 +38,9 @@ pub struct SubmissionSettings {
     /// Failed logins: waits and lockouts per (account, address) and per address; the
     /// admin API shares it to list and clear lockouts.
     pub auth_guard: Arc<AuthGuard>,
+    /// Rate limits of accounts (`accounts.NAME.rate_limit`), shared by the fleet with
+    /// the Redis store.
+    pub rates: Arc<crate::queue::rate::Limiter>,
 }
 
 impl SubmissionSettings {
@@ -234,6 +237,7 @@ mod tests {
             snapshot,
             sasl: Arc::new(ServerSettings::with_random_secret("h")),
             auth_guard: Default::default(),
+            rates: Default::default(),
             hostname: "h".into(),
             max_message_size: 1,
             max_recipients: 1,

@@ -106,6 +106,13 @@ enum Next {
         mechanism: String,
         initial: Option<String>,
     },
+    /// MAIL passed every other check; the account's rate limit decides.
+    Rate {
+        helo: Helo,
+        tx: Transaction,
+        account: String,
+        limits: Vec<crate::queue::rate::Rate>,
+    },
     Close,
 }
 
@@ -269,6 +276,12 @@ impl Session {
                         Ok(false) | Err(_) => return,
                     }
                 }
+                Next::Rate {
+                    helo,
+                    tx,
+                    account,
+                    limits,
+                } => self.rate_checked_mail(helo, tx, &account, &limits).await,
                 Next::Data => {
                     if self.flush(&mut reader).await.is_err() {
                         return;
@@ -486,16 +499,68 @@ impl Session {
             self.reply(Reply::new(555, "5.5.4", "parameters need EHLO"));
             return Next::Continue;
         }
-        self.phase = Phase::Mail(
-            helo,
-            Transaction {
-                from,
-                params,
-                rcpts: Vec::new(),
-            },
-        );
+        let tx = Transaction {
+            from,
+            params,
+            rcpts: Vec::new(),
+        };
+        if let Some(account) = &self.account {
+            let limits = self
+                .settings
+                .snapshot
+                .get()
+                .accounts
+                .rate_limits(account)
+                .to_vec();
+            if !limits.is_empty() {
+                return Next::Rate {
+                    helo,
+                    tx,
+                    account: account.clone(),
+                    limits,
+                };
+            }
+        }
+        self.phase = Phase::Mail(helo, tx);
         self.reply(Reply::new(250, "2.1.0", "sender OK"));
         Next::Continue
+    }
+
+    /// Answers a MAIL of an account with a rate limit: over it, `452 4.7.0` with the
+    /// time to wait (the client's queue retries; nothing is lost).
+    async fn rate_checked_mail(
+        &mut self,
+        helo: Helo,
+        tx: Transaction,
+        account: &str,
+        limits: &[crate::queue::rate::Rate],
+    ) {
+        let key = format!("account:{account}");
+        match self
+            .settings
+            .rates
+            .take(&key, limits, std::time::Duration::ZERO)
+            .await
+        {
+            crate::queue::rate::Decision::Now | crate::queue::rate::Decision::After(_) => {
+                self.phase = Phase::Mail(helo, tx);
+                self.reply(Reply::new(250, "2.1.0", "sender OK"));
+            }
+            crate::queue::rate::Decision::Defer(wait) => {
+                metrics::counter!("relaygate_submissions_refused_total", "reason" => "rate")
+                    .increment(1);
+                tracing::info!(account, peer = %self.peer, wait_ms = wait.as_millis() as u64,
+                    "submission: account over its rate limit");
+                self.reply(Reply::new(
+                    452,
+                    "4.7.0",
+                    format!(
+                        "sending rate limit of this account reached, try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                ));
+            }
+        }
     }
 
     /// Answers RCPT; returns the reply code.

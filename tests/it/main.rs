@@ -18,6 +18,7 @@ mod dnscheck;
 mod durability;
 mod failover;
 mod fleet_cache;
+mod fleet_failover;
 mod harness;
 mod hostile;
 mod intl_dsn;

@@ -97,6 +97,9 @@ pub enum Mode {
     /// Announce STARTTLS (even without a certificate), answer it with 220, then answer
     /// the client's TLS hello with bytes that are not TLS and close: a broken TLS server.
     BrokenTls,
+    /// MAIL and RCPT accepted; the end of DATA gets this reply line (e.g. Amazon SES's
+    /// `"454 Throttling failure: Maximum sending rate exceeded"`).
+    DataReply(String),
     /// Accept at most this many RCPTs per transaction; further ones get
     /// `452 4.5.3 too many recipients` (RFC 5321 §4.5.3.1.10).
     RcptsPerTransaction(usize),
@@ -389,7 +392,11 @@ async fn run_session(
     match mode {
         Mode::CloseConnections => return Ok(()),
         Mode::Greeting(reply) => return send(&mut stream, &format!("{reply}\r\n")).await,
-        Mode::Normal | Mode::RejectAll(_) | Mode::BrokenTls | Mode::RcptsPerTransaction(_) => {}
+        Mode::Normal
+        | Mode::RejectAll(_)
+        | Mode::DataReply(_)
+        | Mode::BrokenTls
+        | Mode::RcptsPerTransaction(_) => {}
     }
     send(&mut stream, "220 sink.test ESMTP relaygate test sink\r\n").await?;
     let mut conn: Conn = BufReader::new(Box::new(stream));
@@ -606,6 +613,8 @@ fn finish_data(
         let mut state = shared.lock();
         if data.len() > MAX_DATA {
             Some(format!("552 5.3.4 message over {MAX_DATA} bytes"))
+        } else if let Mode::DataReply(r) = &state.mode {
+            Some(r.clone())
         } else {
             let mut reply = None;
             for rcpt in &t.rcpts {
