@@ -292,6 +292,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             allowed_hosts: Arc::new(config.admin.allowed_hosts.clone()),
             auth_guard: Arc::clone(&auth_guard),
             health: Arc::clone(&health),
+            rates: Arc::clone(&rates),
         };
         Some(
             admin::start(&config.admin.listen, state, shutdown_rx.clone())

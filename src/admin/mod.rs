@@ -33,6 +33,7 @@ use crate::snapshot::SnapshotCell;
 use crate::submission::auth_guard::AuthGuard;
 
 mod lockouts;
+mod transports;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -49,6 +50,8 @@ pub struct AdminState {
     pub auth_guard: Arc<AuthGuard>,
     /// Transport health (circuit breakers).
     pub health: Arc<crate::queue::health::Health>,
+    /// Rate limits (shown with the health).
+    pub rates: Arc<crate::queue::rate::Limiter>,
 }
 
 /// Connections the admin listener holds at once; more are closed at once.
@@ -145,7 +148,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/drop", post(one_drop))
         .route("/api/queue/{id}/requiretls", post(one_requiretls))
         .route("/api/queue/{id}/transport", post(one_transport))
-        .route("/api/transports", get(transports_health))
+        .route("/api/transports", get(transports::health))
         .route("/api/auth/lockouts", get(lockouts::list))
         .route("/api/auth/lockouts/clear", post(lockouts::clear))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -551,11 +554,6 @@ async fn bulk_retry(State(state): State<AdminState>, Json(b): Json<BulkSelector>
     // A retry also probes down transports at once.
     state.health.probe_now();
     count_reply(b.selector().and_then(|s| state.queue.retry_now(&s)))
-}
-
-/// `GET /api/transports`: each transport's health (up, down until, why).
-async fn transports_health(State(state): State<AdminState>) -> Json<Value> {
-    Json(json!({ "transports": state.health.views() }))
 }
 
 async fn bulk_hold(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {

@@ -175,6 +175,20 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
         }
         for r in rows {
             let state = r["state"].as_str().unwrap_or("?");
+            if let Some(limits) = r["rate_limit"].as_array() {
+                let limits: Vec<&str> = limits.iter().filter_map(Value::as_str).collect();
+                let wait = r["rate_wait_ms"].as_u64().unwrap_or(0);
+                let now = if wait == 0 {
+                    "a message may go now".to_string()
+                } else {
+                    format!("the next message waits {wait} ms")
+                };
+                println!(
+                    "{:<20} rate limit {}: {now}",
+                    r["transport"].as_str().unwrap_or("?"),
+                    limits.join(", ")
+                );
+            }
             match state {
                 "up" => println!(
                     "{:<20} up ({} consecutive failures)",

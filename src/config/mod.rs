@@ -580,6 +580,10 @@ pub struct TransportConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub rate_limit: Vec<String>,
+    /// Most recipients per transaction (a provider's per-message limit, e.g. 50); the
+    /// other recipients of a message go in further transactions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_recipients: Option<usize>,
     /// Consecutive transport-level failures before the transport is down (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_after: Option<u32>,

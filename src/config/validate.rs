@@ -269,6 +269,9 @@ pub fn transport_problems(
     if let Err(e) = t.rate_limits() {
         out.push(e);
     }
+    if t.max_recipients == Some(0) {
+        out.push("max_recipients: must be at least 1".into());
+    }
     if t.kind == TransportKind::Direct && !t.on_reply.is_empty() {
         out.push("on_reply applies to smarthost and socks transports".into());
     }

@@ -29,6 +29,9 @@ pub struct Placement {
     /// The route's fallback transports, tried in the same attempt when this one cannot
     /// take the message.
     pub fallback: Vec<Arc<str>>,
+    /// Most recipients per transaction through the transport (`max_recipients`); the
+    /// others of the message are claimed again, as another transaction.
+    pub max_rcpts: Option<usize>,
 }
 
 /// What one call of [`Queue::claim`] found.
@@ -104,6 +107,9 @@ impl Queue {
                 }
             }
             for (j, k, slot) in keys {
+                if placement.max_rcpts.is_some_and(|max| rcpts.len() >= max) {
+                    break;
+                }
                 let removed = match slot {
                     Slot::Idle => st.due.remove(&k),
                     _ => st
@@ -259,6 +265,7 @@ mod tests {
             transport: Arc::from("direct"),
             route: "none".into(),
             fallback: Vec::new(),
+            max_rcpts: None,
         }
     }
 

@@ -699,6 +699,7 @@ mod tests {
             transport: "t".into(),
             route: "none".into(),
             fallback: Vec::new(),
+            max_rcpts: None,
         };
         let Claim::Work(work, _) = q.claim(now_ms(), place, |_| Ok(())) else {
             panic!("work expected");

@@ -66,7 +66,13 @@ pub enum Decision {
 
 impl std::fmt::Display for Rate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}s", self.count, self.period.as_secs())
+        match self.period.as_secs() {
+            1 => write!(f, "{}/s", self.count),
+            60 => write!(f, "{}/m", self.count),
+            3600 => write!(f, "{}/h", self.count),
+            86_400 => write!(f, "{}/d", self.count),
+            secs => write!(f, "{}/{secs}s", self.count),
+        }
     }
 }
 
@@ -81,12 +87,14 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(5);
 
 /// A fleet-wide backend: takes one message under `limits` for `key` (e.g.
 /// `transport:ses`), with the same rules as [`RateLimits::take`].
+/// With `max_sleep` of `None` nothing is taken: the answer is the wait a message would
+/// have now (`Now` or `Defer`), for views.
 pub trait FleetRates: Send + Sync {
     fn take<'a>(
         &'a self,
         key: &'a str,
         limits: &'a [Rate],
-        max_sleep: Duration,
+        max_sleep: Option<Duration>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Decision, String>> + Send + 'a>>;
 }
 
@@ -115,7 +123,7 @@ impl Limiter {
             return Decision::Now;
         }
         if let Some(fleet) = &self.fleet {
-            match fleet.take(key, limits, max_sleep).await {
+            match fleet.take(key, limits, Some(max_sleep)).await {
                 Ok(d) => return d,
                 Err(e) => {
                     let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,9 +139,36 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// How long a message for `key` would wait now (zero: it may go), without taking.
+    pub async fn wait(&self, key: &str, limits: &[Rate]) -> Duration {
+        if let Some(fleet) = &self.fleet {
+            if let Ok(d) = fleet.take(key, limits, None).await {
+                return match d {
+                    Decision::Now => Duration::ZERO,
+                    Decision::After(w) | Decision::Defer(w) => w,
+                };
+            }
+        }
+        self.local.wait(key, limits)
+    }
+}
+
 impl RateLimits {
+    /// The wait [`RateLimits::take`] would answer now, without taking.
+    pub fn wait(&self, key: &str, limits: &[Rate]) -> Duration {
+        match self.take_if(key, limits, None) {
+            Decision::Now => Duration::ZERO,
+            Decision::After(w) | Decision::Defer(w) => w,
+        }
+    }
+
     /// One message for `key` under `limits`.
     pub fn take(&self, key: &str, limits: &[Rate], max_sleep: Duration) -> Decision {
+        self.take_if(key, limits, Some(max_sleep))
+    }
+
+    fn take_if(&self, key: &str, limits: &[Rate], max_sleep: Option<Duration>) -> Decision {
         if limits.is_empty() {
             return Decision::Now;
         }
@@ -153,6 +188,13 @@ impl RateLimits {
             })
             .max()
             .unwrap_or_default();
+        let Some(max_sleep) = max_sleep else {
+            return if wait.is_zero() {
+                Decision::Now
+            } else {
+                Decision::Defer(wait)
+            };
+        };
         if wait > max_sleep {
             return Decision::Defer(wait);
         }
@@ -185,6 +227,9 @@ mod tests {
             Rate::parse("1000/h").unwrap().period,
             Duration::from_secs(3600)
         );
+        for text in ["14/s", "1000/h", "50000/d", "3/m"] {
+            assert_eq!(Rate::parse(text).unwrap().to_string(), text);
+        }
         for bad in ["", "14", "0/s", "x/s", "5/w"] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }

@@ -216,12 +216,19 @@ impl Scheduler {
                 Verdict::Deferred(_) => continue,
             };
             let tls = r.info.tls.clone().unwrap_or_else(|| "none".into());
+            // The transport that took this attempt: a fallback's, when the route's
+            // could not.
+            let transport = if r.info.transport.is_empty() {
+                job.transport.as_str()
+            } else {
+                r.info.transport.as_str()
+            };
             tracing::info!(
                 queue_id = %format_id(job.message.id),
                 rcpt = %rcpt.address,
                 attempt = rcpt.attempts + 1,
                 route = %job.route,
-                transport = %job.transport,
+                transport = %transport,
                 remote = r.info.remote.as_deref().unwrap_or("-"),
                 tls = %tls,
                 result,
@@ -230,11 +237,11 @@ impl Scheduler {
                 "delivery attempt"
             );
             metrics::counter!("relaygate_delivery_attempts_total",
-                "transport" => job.transport.clone(), "result" => result)
+                "transport" => transport.to_string(), "result" => result)
             .increment(1);
             metrics::histogram!("relaygate_queue_delivery_duration_seconds",
                 "attempt" => attempt_label(rcpt.attempts + 1),
-                "transport" => job.transport.clone(),
+                "transport" => transport.to_string(),
                 "tlsmode" => tls,
                 "result" => result)
             .record(elapsed.as_secs_f64());
@@ -517,6 +524,7 @@ fn placement(
             transport: Arc::from(DIRECT),
             route: "none".into(),
             fallback: Vec::new(),
+            max_rcpts: None,
         };
     };
     let to_domain = address_domain(&rcpt.address);
@@ -525,11 +533,15 @@ fn placement(
             Some(t) => (Arc::from(t.as_str()), "override".to_string(), Vec::new()),
             None => {
                 let from_domain = address_domain(&msg.mail_from);
+                // `minimum_attempts` counts every attempt made, throttled ones (and
+                // waits for a down transport) included, though those do not count
+                // against `max_attempts`: a provider that throttles forever must not
+                // keep the mail from the route meant for "after N attempts".
                 let q = RouteQuery {
                     account: msg.account.as_deref(),
                     from_domain: &from_domain,
                     to_domain: &to_domain,
-                    attempts: rcpt.attempts,
+                    attempts: rcpt.attempts.max(rcpt.attempts_log().count() as u32),
                 };
                 // Routes naming a down transport do not match; when only such routes
                 // match, the first of them is kept: the mail waits for it (never direct).
@@ -559,11 +571,16 @@ fn placement(
         Some(t) => Arc::from(t.destination(&transport, &to_domain)),
         None => Arc::from(format!("{transport}/{to_domain}")),
     };
+    let max_rcpts = snap
+        .configs
+        .get(transport.as_ref())
+        .and_then(|c| c.max_recipients);
     Placement {
         destination,
         transport,
         route,
         fallback,
+        max_rcpts,
     }
 }
 

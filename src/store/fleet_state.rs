@@ -153,9 +153,9 @@ async fn read_records(
 }
 
 /// Takes one message under every limit of a key at once, on Redis's clock (µs).
-/// KEYS: one per limit; ARGV[1]: the longest wait to take (µs); then per limit its
-/// interval and tolerance (µs). Returns {1, wait} when taken, {0, wait} when the wait is
-/// longer than ARGV[1] (nothing taken).
+/// KEYS: one per limit; ARGV[1]: the longest wait to take (µs; -1: take nothing, a
+/// view); then per limit its interval and tolerance (µs). Returns {1, wait} when taken,
+/// {0, wait} when not (nothing changed).
 const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -173,7 +173,7 @@ for i = 1, #KEYS do
   local w = tat - tonumber(ARGV[2 * i + 1]) - now
   if w > wait then wait = w end
 end
-if wait > max_wait then
+if max_wait < 0 or wait > max_wait then
   return {0, math.floor(wait)}
 end
 for i = 1, #KEYS do
@@ -204,13 +204,14 @@ impl FleetRates for RedisRates {
         &'a self,
         key: &'a str,
         limits: &'a [Rate],
-        max_sleep: Duration,
+        max_sleep: Option<Duration>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Decision, String>> + Send + 'a>>
     {
         Box::pin(async move {
             let keys = self.redis.store().keys();
             let mut invocation = self.script.prepare_invoke();
-            invocation.arg(max_sleep.as_micros() as u64);
+            // -1: take nothing, only say the wait.
+            invocation.arg(max_sleep.map_or(-1, |d| d.as_micros() as i64));
             for rate in limits {
                 invocation
                     .key(keys.fleet_rate(key, &rate.to_string()))
@@ -224,7 +225,8 @@ impl FleetRates for RedisRates {
                 .map_err(|e| e.to_string())?;
             let wait = Duration::from_micros(wait.max(0) as u64);
             Ok(match (taken, wait.is_zero()) {
-                (0, _) => Decision::Defer(wait),
+                (0, true) => Decision::Now,
+                (0, false) => Decision::Defer(wait),
                 (_, true) => Decision::Now,
                 (_, false) => Decision::After(wait),
             })

@@ -150,7 +150,7 @@ impl Keys {
     }
 
     /// STRING: the GCRA state (theoretical arrival time, Unix µs) of one rate limit of
-    /// `key` (`transport:NAME` or `account:NAME`), e.g. `fleet:rate:transport:ses:20/1s`.
+    /// `key` (`transport:NAME` or `account:NAME`), e.g. `fleet:rate:transport:ses:20/s`.
     pub fn fleet_rate(&self, key: &str, rate: &str) -> String {
         format!("{}fleet:rate:{key}:{rate}", self.prefix)
     }

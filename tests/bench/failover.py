@@ -5,8 +5,9 @@ a backup smarthost when the primary smarthost cannot take it.
 The clock starts when the client reads the gateway's 250 after DATA (one message
 submitted with smtplib from 127.0.0.1, a trusted network, so without AUTH; the client
 runs in a child process so that its clock is not held up by this one) and stops when
-the backup SMTP sink has read the final "." of that message (CLOCK_MONOTONIC in both). Four failure modes of the
-primary smarthost transport:
+the backup SMTP sink has read the final "." of that message (CLOCK_MONOTONIC in both).
+The gateway may start delivering before the client has read its 250, so a run can come
+out slightly negative. Four failure modes of the primary smarthost transport:
 
   closed  nothing listens on the primary's port (a port bound, noted and closed)
   421     the primary greets with "421 4.3.2 Service not available" and closes
@@ -23,7 +24,7 @@ sees state a previous one left (circuit breaker, 535 memory, idle connections).
 after (default, --binary): the route is `transport = "primary"` with
     `fallback = ["backup"]`. The queue keeps the default first retry (7m30s), so a
     delivery within the run's 60 s deadline was made by the first attempt. Each scenario
-    runs --runs times; the table gives the median and the maximum.
+    runs --runs times; the table gives the median, the maximum and the minimum.
 before (--before BIN, a build without `fallback`): failover by routes, a first route
     `minimum_attempts = 1` to the backup, then a route to the primary. The second
     attempt is minutes away, so the script does not wait for it: it waits for the first
@@ -437,7 +438,7 @@ async def one_run(mode, binary, scenario, token):
 
 def fmt_s(x):
     if abs(x) < 1:
-        return f"{x * 1000:.0f} ms"
+        return f"{x * 1000:.1f} ms"
     if x < 120:
         return f"{x:.2f} s"
     return f"{x:.0f} s ({int(x // 60)}m{int(x % 60):02d}s)"

@@ -400,3 +400,140 @@ async fn rate_limit_spaces_deliveries_without_failing_attempts() -> Result<()> {
     );
     Ok(())
 }
+
+/// `max_recipients = 2` on a transport (a provider's per-message recipient limit): a
+/// message to five recipients goes out as three transactions of at most two, and every
+/// recipient gets it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_recipients_splits_the_transactions() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[transports.relay]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\
+             max_recipients = 2\n\n[[routes]]\ntransport = \"relay\"\n",
+            sink.port()
+        ),
+        ..Default::default()
+    })
+    .await?;
+    let rcpts: Vec<String> = (0..5).map(|i| format!("m{i}@dst.test")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &refs,
+        &simple_message(SENDER, "m0@dst.test", "s", "split"),
+    )
+    .await?;
+    sink.wait_for(deadline(20), |m| {
+        m.iter().map(|m| m.rcpts.len()).sum::<usize>() >= 5
+    })
+    .await?;
+    gw.wait_queue_empty(deadline(10)).await?;
+    let msgs = sink.messages();
+    ensure!(
+        msgs.len() == 3 && msgs.iter().all(|m| m.rcpts.len() <= 2),
+        "{}",
+        sink.summary()
+    );
+    for r in &rcpts {
+        let n = msgs.iter().filter(|m| m.has_rcpt(r)).count();
+        ensure!(n == 1, "{r} received {n} times");
+    }
+    Ok(())
+}
+
+/// Failover by `minimum_attempts` (no `fallback`) still works when the primary throttles:
+/// throttled attempts do not count against `max_attempts`, but they are attempts made, so
+/// the "from the second attempt on" route takes the message. (Before this, the message
+/// waited for the throttling primary forever.) Metrics and logs name the transport that
+/// took each attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimum_attempts_routes_count_throttled_attempts() -> Result<()> {
+    let primary = Sink::start().await?;
+    primary.set_mode(Mode::RejectAll(
+        "454 Throttling failure: Maximum sending rate exceeded.".into(),
+    ));
+    let backup = Sink::start().await?;
+    let mut opts = GatewayOptions {
+        extra_toml: format!(
+            "[transports.primary]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\n\
+             [transports.backup]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\n\
+             [[routes]]\nminimum_attempts = 1\ntransport = \"backup\"\n\n\
+             [[routes]]\ntransport = \"primary\"\n",
+            primary.port(),
+            backup.port()
+        ),
+        first_retry: "200ms".into(),
+        ..Default::default()
+    };
+    opts.max_attempts = 3;
+    let gw = Gateway::start(opts).await?;
+    let rcpt = "late@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[rcpt],
+        &simple_message(SENDER, rcpt, "s", rcpt),
+    )
+    .await?;
+    backup
+        .wait_for(deadline(20), |m| m.iter().any(|m| m.has_rcpt(rcpt)))
+        .await?;
+    gw.wait_queue_empty(deadline(10)).await?;
+    ensure!(
+        !backup.messages().iter().any(|m| m.is_bounce()),
+        "a DSN went out"
+    );
+    let metrics = gw.metrics_text().await?;
+    ensure!(
+        metrics.lines().any(|l| l.starts_with(
+            "relaygate_delivery_attempts_total{result=\"delivered\",transport=\"backup\"}"
+        ) || l.starts_with(
+            "relaygate_delivery_attempts_total{transport=\"backup\",result=\"delivered\"}"
+        )),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("relaygate_delivery_attempts_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}
+
+/// With `fallback`, the attempt the backup took is counted and logged under the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_attempt_is_counted_under_the_transport_that_took_it() -> Result<()> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let backup = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!(
+            "[transports.primary]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {dead}\nno_starttls = true\n\n\
+             [transports.backup]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nno_starttls = true\n\n\
+             [[routes]]\ntransport = \"primary\"\nfallback = [\"backup\"]\n",
+            backup.port()
+        ),
+        first_retry: "1h".into(),
+        ..Default::default()
+    })
+    .await?;
+    send_and_expect(&gw, &backup, "fb@dst.test").await?;
+    let metrics = gw.metrics_text().await?;
+    let attempts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("relaygate_delivery_attempts_total{"))
+        .collect();
+    ensure!(
+        attempts
+            .iter()
+            .any(|l| l.contains("transport=\"backup\"") && l.contains("delivered"))
+            && !attempts
+                .iter()
+                .any(|l| l.contains("transport=\"primary\"") && l.contains("delivered")),
+        "{attempts:?}"
+    );
+    Ok(())
+}

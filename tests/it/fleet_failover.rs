@@ -192,7 +192,12 @@ async fn a_rate_limit_holds_for_the_sum_of_the_fleet() -> Result<()> {
             "Redis was not used"
         );
     }
-    let key = "relaygate:fleet:rate:transport:relay:20/1s";
+    let status = gw1.run_cli(&["transports", "status"]).await?;
+    ensure!(
+        status.code == Some(0) && status.stdout.contains("rate limit 20/s"),
+        "{status}"
+    );
+    let key = "relaygate:fleet:rate:transport:relay:20/s";
     ensure!(
         !matches!(redis.cmd(&["GET", key]).await?, redis::Value::Nil),
         "no {key}"
