@@ -29,6 +29,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dkim;
 pub mod dsn;
 pub mod message;
 pub mod metrics;

@@ -102,6 +102,11 @@ enum Command {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// DKIM keys: `dkim keygen DOMAIN SELECTOR` writes a new key and prints its DNS record.
+    Dkim {
+        #[command(subcommand)]
+        action: relaygate::cli::dkim::DkimAction,
+    },
     /// Check a sender domain's DNS against the egress IPs: SPF (MAIL FROM and HELO),
     /// reverse DNS vs the EHLO name, MX, MTA-STS and TLSA; exit 1 when a check fails.
     Dnscheck(relaygate::cli::dnscheck::DnscheckArgs),
@@ -241,6 +246,7 @@ fn main() -> ExitCode {
             relaygate::cli::auth_test::run(&config, &transport)
         }
         Command::Dnscheck(args) => relaygate::cli::dnscheck::run(args),
+        Command::Dkim { action } => exit_code(relaygate::cli::dkim::run(action)),
         Command::SocksTest(args) => relaygate::cli::socks_test::run(args),
         Command::Lockouts {
             config,

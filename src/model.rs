@@ -202,6 +202,10 @@ pub struct StoredMessage {
     #[serde(default)]
     pub overrides: Overrides,
     pub rcpts: Vec<Recipient>,
+    /// The `DKIM-Signature` fields made when it was queued (each ending in CRLF), put in
+    /// front of the body at delivery unless the transport sets `dkim = false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
 }
 
 impl StoredMessage {
@@ -279,6 +283,7 @@ impl StoredMessage {
     /// A one-recipient message `a@b` → `c@d` with id `id`.
     pub fn sample(id: MsgId) -> StoredMessage {
         StoredMessage {
+            dkim: None,
             id,
             received_at: 1,
             mail_from: "a@b".into(),

@@ -58,6 +58,9 @@ pub enum BuildError {
     /// An account.
     #[error(transparent)]
     Account(#[from] crate::accounts::AccountError),
+    /// `[[dkim.keys]]`.
+    #[error(transparent)]
+    Dkim(#[from] crate::dkim::DkimError),
 }
 
 /// What snapshot builds use from outside the data.
@@ -215,7 +218,9 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let dkim = Arc::new(crate::dkim::Signer::from_config(&config.dkim, None)?);
     Ok(Snapshot {
+        dkim,
         routes: data.route_table()?,
         transports,
         configs: data.transports.clone().into_iter().collect(),

@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub breakers: HashMap<String, crate::queue::health::Breaker>,
     /// Rate limits per transport (only those with `rate_limit`).
     pub rates: HashMap<String, Vec<crate::queue::rate::Rate>>,
+    /// DKIM signing keys (`[[dkim.keys]]`).
+    pub dkim: Arc<crate::dkim::Signer>,
 }
 
 /// The current snapshot, replaced whole on reload, with a generation counter that

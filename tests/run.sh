@@ -10,6 +10,9 @@ command -v msmtp >/dev/null 2>&1 || need+=(msmtp)            # real SASL client 
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)  # real SOCKS5 server
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core dovecot-submissiond)  # real SASL server
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # store tests (Redis 7)
+# DKIM verification by an independent implementation (dkimpy, Ed25519 through PyNaCl).
+/usr/bin/python3 -c 'import dkim, nacl, dns.resolver' >/dev/null 2>&1 \
+  || need+=(python3-dkim python3-nacl python3-dnspython)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test peers: ${need[*]}"
   sudo_cmd=""

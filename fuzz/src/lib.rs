@@ -208,6 +208,7 @@ pub fn message(data: &[u8]) {
         size: body.len() as u64,
         overrides: Overrides::default(),
         rcpts: vec![recipient],
+        dkim: None,
     };
     let rcpts = [DsnRecipient {
         address: "c@d.example".into(),

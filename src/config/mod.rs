@@ -5,9 +5,11 @@
 //! naming missing transports, transport fields per kind, domain syntax). The runtime view
 //! of routes and transports is built from a validated config by `crate::snapshot`.
 
+pub mod dkim;
 pub mod units;
 mod validate;
 
+pub use dkim::{DkimConfig, DkimKeyConfig};
 pub use validate::transport_problems;
 
 use std::collections::BTreeMap;
@@ -162,6 +164,9 @@ pub struct Config {
     /// Sender-domain routes.
     #[serde(default)]
     pub domains: BTreeMap<String, DomainConfig>,
+    /// DKIM signing keys.
+    #[serde(default)]
+    pub dkim: DkimConfig,
 }
 
 fn default_hostname() -> String {
@@ -580,6 +585,10 @@ pub struct TransportConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub rate_limit: Vec<String>,
+    /// DKIM-sign mail sent through this transport (default true; false for a provider
+    /// that signs itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<bool>,
     /// Most recipients per transaction (a provider's per-message limit, e.g. 50); the
     /// other recipients of a message go in further transactions.
     #[serde(default, skip_serializing_if = "Option::is_none")]

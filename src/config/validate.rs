@@ -118,6 +118,17 @@ impl Config {
                 );
             }
         }
+        // Each DKIM key is read and parsed now, so a bad file is named at load, not at
+        // the first message.
+        for (i, k) in self.dkim.keys.iter().enumerate() {
+            if let Err(e) = crate::dkim::Key::load(k, None) {
+                err(
+                    find_line("key_file"),
+                    &format!("dkim.keys[{i}]"),
+                    e.to_string(),
+                );
+            }
+        }
         if let Err(e) = crate::accounts::SenderPolicy::parse(&self.submission.trusted_senders) {
             err(
                 find_line("trusted_senders"),

@@ -280,6 +280,7 @@ mod tests {
 
     fn original() -> StoredMessage {
         StoredMessage {
+            dkim: None,
             id: 1,
             received_at: 0,
             mail_from: "sender@s.org".into(),
@@ -367,6 +368,7 @@ mod intl_tests {
 
     fn intl() -> StoredMessage {
         StoredMessage {
+            dkim: None,
             id: 1,
             received_at: 0,
             mail_from: "sender@s.org".into(),

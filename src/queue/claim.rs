@@ -244,6 +244,7 @@ mod tests {
             q.enqueue(
                 id,
                 NewMessage {
+                    dkim: None,
                     mail_from: "s@s.org".into(),
                     params: MailParams::default(),
                     account: None,

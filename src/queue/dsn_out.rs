@@ -59,6 +59,7 @@ impl Queue {
         self.enqueue(
             dsn_id,
             NewMessage {
+                dkim: None,
                 mail_from: String::new(),
                 params: MailParams {
                     eight_bit,
@@ -112,6 +113,7 @@ impl Queue {
         };
         let id = self.next_id();
         let new = NewMessage {
+            dkim: None,
             mail_from: String::new(),
             params: MailParams {
                 eight_bit: ascii.iter().any(|&b| b >= 0x80),

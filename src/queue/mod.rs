@@ -59,6 +59,8 @@ pub struct NewMessage {
     /// (address, NOTIFY, ORCPT)
     pub rcpts: Vec<(String, Option<String>, Option<String>)>,
     pub body: Vec<u8>,
+    /// DKIM signatures of the body (see `StoredMessage::dkim`).
+    pub dkim: Option<String>,
 }
 
 /// The verdict of one attempt for one recipient, as the transport layer reports it.
@@ -376,6 +378,7 @@ impl Queue {
                     delayed_dsn_sent: false,
                 })
                 .collect(),
+            dkim: new.dkim,
         };
         let body = self.spool.add_message(&msg, &new.body).await?;
         {
@@ -681,6 +684,7 @@ mod tests {
         q.enqueue(
             id,
             NewMessage {
+                dkim: None,
                 mail_from: "s@s.org".into(),
                 params: MailParams::default(),
                 account: None,

@@ -296,7 +296,7 @@ impl Scheduler {
                     orcpt: msg.rcpts[i].orcpt.as_deref().map(orcpt_xtext),
                 })
                 .collect(),
-            body: Arc::from(body),
+            body: with_dkim(msg.dkim.as_deref(), body, signs(&snap, &job.transport)),
             params: MailParams {
                 // The operator's override, if any, is what is in force.
                 requiretls: msg.overrides.requiretls.unwrap_or(msg.params.requiretls),
@@ -322,7 +322,7 @@ impl Scheduler {
             .min()
             .unwrap_or(0)
             + 1;
-        let batch = Batch {
+        let mut batch = Batch {
             domain: first
                 .map(|r| address_domain(&r.address))
                 .unwrap_or_default(),
@@ -372,6 +372,15 @@ impl Scheduler {
             tracing::info!(queue_id = %format_id(msg.id), from = %used, to = %next,
                 reason = result.rcpts.first().and_then(|r| r.reason).map_or("-", |k| k.as_str()),
                 "delivery attempt: falling back to the next transport");
+            if msg.dkim.is_some() && signs(&snap, next) != signs(&snap, &used) {
+                // The next transport differs on `dkim`: the body with or without them.
+                let body = batch.message.body.to_vec();
+                let body = match (signs(&snap, next), msg.dkim.as_deref()) {
+                    (true, Some(h)) => with_dkim(Some(h), body, true),
+                    _ => Arc::from(&body[msg.dkim.as_deref().map_or(0, str::len)..]),
+                };
+                batch.message.body = body;
+            }
             let Some(r) = self.through(&snap, next, t.as_ref(), &batch).await else {
                 continue;
             };
@@ -445,6 +454,27 @@ impl Scheduler {
             .iter()
             .map(|&index| record(&job.transport, index, &r, &DialedIps::new()))
             .collect()
+    }
+}
+
+/// Whether mail through `transport` carries the DKIM signatures made at queueing
+/// (every transport but those with `dkim = false`).
+fn signs(snap: &Snapshot, transport: &str) -> bool {
+    snap.configs
+        .get(transport)
+        .is_none_or(|c| c.dkim != Some(false))
+}
+
+/// The body to send: with the signature fields in front when `sign`.
+fn with_dkim(dkim: Option<&str>, body: Vec<u8>, sign: bool) -> Arc<[u8]> {
+    match dkim {
+        Some(h) if sign => {
+            let mut out = Vec::with_capacity(h.len() + body.len());
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(&body);
+            Arc::from(out)
+        }
+        _ => Arc::from(body),
     }
 }
 

@@ -232,6 +232,7 @@ mod tests {
             mtasts: None,
             breakers: Default::default(),
             rates: Default::default(),
+            dkim: Default::default(),
         });
         let s = SubmissionSettings {
             snapshot,

@@ -720,6 +720,8 @@ impl Session {
                 now_ms: now,
             },
         );
+        let dkim =
+            crate::dkim::sign_for_queue(&self.settings.snapshot.get().dkim, &body, &format_id(id));
         let tls_required_header = field_value(header_section(&body), "TLS-Required")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"));
         let new = NewMessage {
@@ -741,6 +743,7 @@ impl Session {
                 .map(|(a, p)| (a, p.notify, p.orcpt))
                 .collect(),
             body,
+            dkim,
         };
         let nrcpt = new.rcpts.len();
         let size = new.body.len();

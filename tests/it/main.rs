@@ -14,6 +14,7 @@ mod dane;
 mod delivery;
 mod direct;
 mod diskfull;
+mod dkim;
 mod dnscheck;
 mod durability;
 mod failover;

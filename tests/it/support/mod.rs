@@ -19,6 +19,7 @@
 
 #![allow(dead_code)]
 
+pub mod dkim;
 pub mod dovecot;
 pub mod gateway;
 pub mod https;

@@ -167,9 +167,15 @@ impl TestDns {
         self.insert(owner, RData::CNAME(CNAME(name(target))));
     }
 
-    /// Adds a TXT record with one string.
+    /// Adds a TXT record: one string, or several of at most 255 bytes when it is longer
+    /// (RFC 1035 §3.3; e.g. an RSA DKIM key record).
     pub fn add_txt(&self, owner: &str, text: &str) {
-        self.insert(owner, RData::TXT(TXT::new(vec![text.to_string()])));
+        let strings = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        self.insert(owner, RData::TXT(TXT::new(strings)));
     }
 
     /// Adds a TLSA record.
