@@ -14,6 +14,8 @@
 //!    addresses include the IP (forward-confirmed).
 //! 3. **Mail DNS** ([`mail`]): MX present and not null, the `_mta-sts` TXT record, TLSA
 //!    at `_25._tcp.<MX host>` with its DNSSEC status.
+//! 4. **DKIM** ([`dkim`]): each `[[dkim.keys]]` selector signing for the domain is
+//!    published and holds the key of its `key_file`.
 //!
 //! Lookups go to `dns.nameservers` (so a lab DNS works), with the `[dns]` DNSSEC mode.
 //! Without `-c` the default config file is used when it exists; otherwise the system's
@@ -31,6 +33,7 @@
 //! - [`resolvers`] — our resolver and mail-auth's, both from `[dns]`.
 //! - [`spf`], [`rdns`], [`mail`] — the checks.
 
+pub mod dkim;
 pub mod mail;
 pub mod rdns;
 pub mod report;
@@ -253,6 +256,11 @@ pub async fn check(args: &DnscheckArgs) -> anyhow::Result<Report> {
     checks.extend(rdns::check(&resolver, &ptr_targets).await);
     let dnssec_known = mode != DnssecMode::Plain;
     checks.extend(mail::check(&resolver, &domain, dnssec_known).await);
+    if let Some(config) = &config {
+        let signer =
+            crate::dkim::Signer::from_config(&config.dkim, None).map_err(|e| anyhow!("{e}"))?;
+        checks.extend(dkim::check(&resolver, &domain, signer.keys()).await);
+    }
 
     Ok(Report {
         domain,

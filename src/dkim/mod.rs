@@ -263,6 +263,11 @@ impl Key {
         format!("{}._domainkey.{}", self.selector, self.domain)
     }
 
+    /// Whether this key signs mail whose header From is in `domain`.
+    pub fn signs_for(&self, domain: &str) -> bool {
+        self.covers(domain)
+    }
+
     fn covers(&self, from_domain: &str) -> bool {
         from_domain == self.domain
             || (self.subdomains

@@ -61,6 +61,10 @@ impl Lab {
         dns.add_ptr(HOST_IP.parse()?, HOSTNAME);
 
         let dir = temp_dir("relaygate-dnscheck")?;
+        // A DKIM key made by `dkim keygen` and published.
+        let dkim = crate::support::dkim::keygen(dir.path(), &dns, DOMAIN, "ed1", "ed25519", true)
+            .await?
+            .toml();
         let config = dir.path().join("relaygate.toml");
         let text = format!(
             r#"hostname = "{HOSTNAME}"
@@ -75,7 +79,8 @@ kind = "socks"
 address = "127.0.0.1:1"
 remote_ips = ["{SOCKS_IP}"]
 remote_hostname = "{REMOTE_HOSTNAME}"
-"#,
+
+{dkim}"#,
             ns = toml_str(&dns.addr().to_string()),
         );
         std::fs::write(&config, text).context("writing the config")?;
@@ -244,6 +249,7 @@ async fn dnscheck_all_good_exits_zero_with_a_verdict_per_check() -> Result<()> {
         ("mx", 1),
         ("mta_sts", 1),
         ("tlsa", 1),
+        ("dkim", 1),
     ] {
         let found = checks(&doc, id);
         assert_eq!(found.len(), n, "{id}: {found:?}");
@@ -509,6 +515,48 @@ async fn socks_test_connects_to_the_first_mx_or_a_named_target() -> Result<()> {
     ensure!(
         line_of(&out, proxy.addr).contains("proxy reply"),
         "the RFC 1928 reply is reported:\n{out}"
+    );
+    Ok(())
+}
+
+/// DKIM selectors: one configured but not published, one whose published record holds
+/// another key; both fail (exit 1) and name the record to publish, the good one stays ok.
+#[tokio::test]
+async fn dnscheck_reports_missing_and_mismatched_dkim_selectors() -> Result<()> {
+    use crate::support::dkim::keygen;
+    let lab = Lab::good().await?;
+    let missing = keygen(
+        lab.dir.path(),
+        &lab.dns,
+        DOMAIN,
+        "missing",
+        "ed25519",
+        false,
+    )
+    .await?;
+    let mismatched = keygen(lab.dir.path(), &lab.dns, DOMAIN, "mm", "ed25519", false).await?;
+    let other = lab.dir.path().join("other");
+    std::fs::create_dir(&other)?;
+    keygen(&other, &lab.dns, DOMAIN, "mm", "rsa", true).await?;
+    let mut text = std::fs::read_to_string(&lab.config)?;
+    text.push_str(&missing.toml());
+    text.push_str(&mismatched.toml());
+    std::fs::write(&lab.config, text)?;
+    let (code, doc) = lab.json(&["--ip", HOST_IP]).await?;
+    ensure!(code == Some(1), "a DKIM failure must exit 1: {doc:#}");
+    let (verdict, detail) = check_of(&doc, "dkim", "ed1._domainkey")?;
+    ensure!(verdict == "ok", "{detail}");
+    let (verdict, detail) = check_of(&doc, "dkim", "missing._domainkey")?;
+    ensure!(
+        verdict == "fail"
+            && detail.contains("not published")
+            && detail.contains("v=DKIM1; k=ed25519; p="),
+        "{detail}"
+    );
+    let (verdict, detail) = check_of(&doc, "dkim", "mm._domainkey")?;
+    ensure!(
+        verdict == "fail" && detail.contains("does not match"),
+        "{detail}"
     );
     Ok(())
 }

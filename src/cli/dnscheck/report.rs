@@ -60,6 +60,8 @@ pub mod ids {
     pub const MTA_STS: &str = "mta_sts";
     /// TLSA records of one MX host.
     pub const TLSA: &str = "tlsa";
+    /// A DKIM key record (`SELECTOR._domainkey.DOMAIN`) against `key_file`.
+    pub const DKIM: &str = "dkim";
     /// Nothing to check (for example no egress IPs known).
     pub const EGRESS: &str = "egress";
 }
