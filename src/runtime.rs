@@ -218,7 +218,11 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let dkim = Arc::new(crate::dkim::Signer::from_config(&config.dkim, None)?);
+    // The config's keys, and those of the Redis store (the file store's are the same).
+    let dkim = Arc::new(crate::dkim::Signer::from_entries(
+        config.dkim.keys.iter().chain(data.dkim.values().flatten()),
+        None,
+    )?);
     Ok(Snapshot {
         dkim,
         routes: data.route_table()?,

@@ -292,10 +292,11 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
                 let data = StoreData::from_config(&source, true)
                     .map_err(|p| anyhow!("{}: {}", file.display(), format_problems(&p)))?;
                 let what = format!(
-                    "imported {} transport(s), {} route(s), {} account(s) from {}",
+                    "imported {} transport(s), {} route(s), {} account(s), {} DKIM key(s) from {}",
                     data.transports.len(),
                     data.route_count(),
                     data.accounts.len(),
+                    data.dkim.values().map(Vec::len).sum::<usize>(),
                     file.display()
                 );
                 let w = apply(&store, Mutation::Replace(Box::new(data))).await?;

@@ -51,6 +51,48 @@ const SHA256_DIGEST_INFO: &[u8] = &[
 /// Smallest RSA key accepted (RFC 8301 §3.2: at least 1024 bits).
 pub const RSA_MIN_BITS: usize = 1024;
 
+type Entry = (String, bool, String, Option<Algorithm>);
+
+/// The domain (normalized), whether subdomains are covered, the selector (lowercase) and
+/// the algorithm of an entry, checked without reading its file.
+fn parse_entry(c: &DkimKeyConfig) -> Result<Entry, DkimError> {
+    let (subdomains, domain) = match c.domain.trim().strip_prefix('.') {
+        Some(d) => (true, d),
+        None => (false, c.domain.trim()),
+    };
+    let domain = crate::address::normalize_domain(domain)
+        .map_err(|e| DkimError::Config(format!("domain {:?}: {e}", c.domain)))?;
+    let selector = c.selector.trim();
+    if selector.is_empty()
+        || !selector
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(DkimError::Config(format!(
+            "selector {:?} is not a DNS label (letters, digits, hyphens)",
+            c.selector
+        )));
+    }
+    let algorithm = match c.algorithm.trim() {
+        "" => None,
+        a => Some(Algorithm::parse(a).ok_or_else(|| {
+            DkimError::Config(format!(
+                "algorithm {a:?}: \"ed25519-sha256\" or \"rsa-sha256\""
+            ))
+        })?),
+    };
+    if c.key_file.trim().is_empty() {
+        return Err(DkimError::Config("key_file is empty".into()));
+    }
+    Ok((domain, subdomains, selector.to_ascii_lowercase(), algorithm))
+}
+
+/// Checks an entry's form (domain, selector, algorithm) without reading its key file:
+/// what a store write can check on a host that does not hold the keys.
+pub fn check_entry(c: &DkimKeyConfig) -> Result<(), DkimError> {
+    parse_entry(c).map(|_| ())
+}
+
 /// A signing algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -189,31 +231,7 @@ impl Key {
 
     /// Loads one `[[dkim.keys]]` entry.
     pub fn load(c: &DkimKeyConfig, base: Option<&Path>) -> Result<Key, DkimError> {
-        let (subdomains, domain) = match c.domain.trim().strip_prefix('.') {
-            Some(d) => (true, d),
-            None => (false, c.domain.trim()),
-        };
-        let domain = crate::address::normalize_domain(domain)
-            .map_err(|e| DkimError::Config(format!("domain {:?}: {e}", c.domain)))?;
-        let selector = c.selector.trim();
-        if selector.is_empty()
-            || !selector
-                .split('.')
-                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        {
-            return Err(DkimError::Config(format!(
-                "selector {:?} is not a DNS label (letters, digits, hyphens)",
-                c.selector
-            )));
-        }
-        let algorithm = match c.algorithm.trim() {
-            "" => None,
-            a => Some(Algorithm::parse(a).ok_or_else(|| {
-                DkimError::Config(format!(
-                    "algorithm {a:?}: \"ed25519-sha256\" or \"rsa-sha256\""
-                ))
-            })?),
-        };
+        let (domain, subdomains, selector, algorithm) = parse_entry(c)?;
         let path = match base {
             Some(b) if Path::new(&c.key_file).is_relative() => b.join(&c.key_file),
             _ => Path::new(&c.key_file).to_path_buf(),
@@ -226,7 +244,7 @@ impl Key {
         Ok(Key {
             domain,
             subdomains,
-            selector: selector.to_ascii_lowercase(),
+            selector,
             algorithm,
             material,
         })
@@ -314,11 +332,25 @@ pub struct Signer {
 impl Signer {
     /// Loads every `[[dkim.keys]]` entry; relative paths are taken from `base`.
     pub fn from_config(c: &DkimConfig, base: Option<&Path>) -> Result<Signer, DkimError> {
-        let keys = c
-            .keys
-            .iter()
-            .map(|k| Key::load(k, base))
-            .collect::<Result<Vec<_>, _>>()?;
+        Signer::from_entries(c.keys.iter(), base)
+    }
+
+    /// Loads entries; the same (domain, selector) twice is loaded once (the config's
+    /// keys and the store's may name the same).
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = &'a DkimKeyConfig>,
+        base: Option<&Path>,
+    ) -> Result<Signer, DkimError> {
+        let mut keys: Vec<Key> = Vec::new();
+        for entry in entries {
+            let key = Key::load(entry, base)?;
+            if !keys
+                .iter()
+                .any(|k| k.domain == key.domain && k.selector == key.selector)
+            {
+                keys.push(key);
+            }
+        }
         Ok(Signer { keys })
     }
 

@@ -169,6 +169,10 @@ pub struct StoreData {
     /// Account → stored credentials (verifiers, never a plaintext password).
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountRecord>,
+    /// DKIM keys by the domain they sign for (as written in `domain`, `.` included);
+    /// the key material is in the files they name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dkim: BTreeMap<String, Vec<crate::config::DkimKeyConfig>>,
 }
 
 impl StoreData {
@@ -240,6 +244,21 @@ impl StoreData {
                     RouteList::Domain(domain.clone()).to_string(),
                     e.to_string(),
                 )),
+            }
+        }
+        // DKIM entries: their form only (the key files are read where the gateway runs).
+        for (domain, keys) in &self.dkim {
+            for (i, k) in keys.iter().enumerate() {
+                let at = format!("dkim:{domain}[{i}]");
+                if k.domain != *domain {
+                    problems.push(Problem::new(
+                        &at,
+                        format!("domain {:?} in a list for {domain:?}", k.domain),
+                    ));
+                }
+                if let Err(e) = crate::dkim::check_entry(k) {
+                    problems.push(Problem::new(&at, e.to_string()));
+                }
             }
         }
         for account in self.accounts_routes.keys().chain(self.accounts.keys()) {
@@ -331,6 +350,12 @@ impl StoreData {
             global: config.routes.iter().map(RouteSpec::from_config).collect(),
             ..Default::default()
         };
+        for k in &config.dkim.keys {
+            data.dkim
+                .entry(k.domain.clone())
+                .or_default()
+                .push(k.clone());
+        }
         let mut problems = Vec::new();
         for (domain, d) in &config.domains {
             match normalize_domain(domain) {

@@ -95,6 +95,18 @@ impl Keys {
         format!("{}routes:account:{account}", self.prefix)
     }
 
+    /// LIST of the DKIM keys signing for a domain (JSON objects like `[[dkim.keys]]`
+    /// entries; the key material stays in files, named by `key_file`). Listed in the
+    /// index SET with the route lists, so a load finds them without a scan.
+    pub fn dkim(&self, domain: &str) -> String {
+        format!("{}dkim:{domain}", self.prefix)
+    }
+
+    /// What every DKIM key list key starts with.
+    pub fn dkim_prefix(&self) -> String {
+        self.dkim("")
+    }
+
     /// Counter increased by every change (the cheap consistency check reads it).
     pub fn version(&self) -> String {
         format!("{}version", self.prefix)
@@ -174,6 +186,12 @@ impl Keys {
     pub fn domain_of<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?
             .strip_prefix("routes:domain:")
+    }
+
+    /// The domain of a DKIM key list key, if it is one.
+    pub fn dkim_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("dkim:")
     }
 
     /// The account of an account route list key, if it is one.

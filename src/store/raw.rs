@@ -29,6 +29,8 @@ pub struct RawStore {
     pub domains: BTreeMap<String, Vec<String>>,
     /// `{prefix}routes:account:{account}`.
     pub account_routes: BTreeMap<String, Vec<String>>,
+    /// `{prefix}dkim:{domain}`: DKIM key entries.
+    pub dkim: BTreeMap<String, Vec<String>>,
 }
 
 /// One write of a change; applied with the others in one atomic script.
@@ -132,6 +134,21 @@ impl RawStore {
             let routes = decode_routes(RouteList::Account(a.clone()), items, &mut problems);
             data.accounts_routes.insert(a.clone(), routes);
         }
+        for (domain, items) in &self.dkim {
+            let mut keys = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match parse_object::<crate::config::DkimKeyConfig>(item) {
+                    Ok(k) => keys.push(k),
+                    Err(e) => problems.push(Problem::new(
+                        format!("dkim:{domain}[{i}]"),
+                        format!("not a DKIM key object: {e}"),
+                    )),
+                }
+            }
+            if !keys.is_empty() {
+                data.dkim.insert(domain.clone(), keys);
+            }
+        }
         data.prune_empty_lists();
         if problems.is_empty() {
             Ok(data)
@@ -167,6 +184,18 @@ impl RawStore {
                 .iter()
                 .filter(|(_, l)| !l.is_empty())
                 .map(|(k, l)| (k.clone(), routes(l)))
+                .collect(),
+            dkim: data
+                .dkim
+                .iter()
+                .filter(|(_, l)| !l.is_empty())
+                .map(|(d, l)| {
+                    let items = l
+                        .iter()
+                        .map(|k| serde_json::to_string(k).unwrap_or_default())
+                        .collect();
+                    (d.clone(), items)
+                })
                 .collect(),
         }
     }
@@ -249,6 +278,7 @@ pub fn diff(keys: &Keys, old: &RawStore, new: &RawStore) -> Vec<WriteOp> {
         &new.account_routes,
         &mut ops,
     );
+    diff_lists(|d| keys.dkim(d), &old.dkim, &new.dkim, &mut ops);
     ops
 }
 

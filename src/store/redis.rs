@@ -41,8 +41,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Reads the whole store at once, without listing the keyspace. KEYS[1..6]: version,
 /// transports, accounts, global routes, the route index, the layout marker; ARGV[1]:
-/// the layout this build reads ([`LAYOUT`]), ARGV[2..3]: what domain and account route
-/// list keys start with. The route lists are the members of the index (a member whose
+/// the layout this build reads ([`LAYOUT`]), ARGV[2..4]: what domain and account route
+/// list keys and DKIM key list keys start with. The route lists are the members of the index (a member whose
 /// key is gone reads as an empty list; one that names no route list is an error).
 /// Returns `{layout}` alone when the marker is not [`LAYOUT`] (nothing else is read),
 /// else `{layout, version, transports, accounts, global, {key, list, ...}}`.
@@ -68,7 +68,7 @@ check(KEYS[5], 'set')
 local lists = {}
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   if k ~= KEYS[4] then
-    if not (starts(k, ARGV[2]) or starts(k, ARGV[3])) then
+    if not (starts(k, ARGV[2]) or starts(k, ARGV[3]) or starts(k, ARGV[4])) then
       error({err = 'RELAYGATE key ' .. KEYS[5] .. ' names ' .. k ..
         ', which is not a route list of this prefix (SREM it)'})
     end
@@ -627,7 +627,8 @@ impl RedisStore {
             .key(k.layout())
             .arg(LAYOUT)
             .arg(k.domain_routes_prefix())
-            .arg(k.account_routes_prefix());
+            .arg(k.account_routes_prefix())
+            .arg(k.dkim_prefix());
         let v: Value = self.deadline(invocation.invoke_async(conn)).await?;
         self.decode_load(&v).ok_or_else(|| StoreError::Shape {
             target: self.display.clone(),
@@ -657,6 +658,8 @@ impl RedisStore {
         for (key, items) in as_lists(&parts[5])? {
             if let Some(domain) = self.keys.domain_of(&key) {
                 raw.domains.insert(domain.to_string(), items);
+            } else if let Some(domain) = self.keys.dkim_of(&key) {
+                raw.dkim.insert(domain.to_string(), items);
             } else {
                 let account = self.keys.account_of(&key)?;
                 raw.account_routes.insert(account.to_string(), items);

@@ -193,3 +193,51 @@ async fn keygen_refuses_to_overwrite_a_key() -> Result<()> {
     ensure!(std::fs::read(&k.path)? == before, "the key was overwritten");
     Ok(())
 }
+
+/// With the Redis store, DKIM keys come from `{prefix}dkim:{domain}` (entries naming the
+/// key files, written by `routes import`), listed in the store's index: the gateway signs
+/// with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_the_redis_store_sign() -> Result<()> {
+    use crate::support::redis::{store_toml, RedisServer, StoreCli};
+    let redis = RedisServer::start().await?;
+    let dns = TestDns::start().await?;
+    let sink = Sink::start().await?;
+    let dir = temp_dir("relaygate-dkim-")?;
+    let ed = keygen(dir.path(), &dns, "src.test", "fleet1", "ed25519", true).await?;
+    let rsa = keygen(dir.path(), &dns, "src.test", "fleet2", "rsa", true).await?;
+    let cli = StoreCli::new(&store_toml(&redis.url()))?;
+    let out = cli
+        .import(&format!(
+            "{}[[routes]]\ntransport = \"relay\"\n\n{}{}",
+            crate::support::redis::sink_transport("relay", sink.port()),
+            ed.toml(),
+            rsa.toml()
+        ))
+        .await?;
+    ensure!(out.contains("2 DKIM key(s)"), "{out}");
+    let members = format!(
+        "{:?}",
+        redis.cmd(&["SMEMBERS", "relaygate:routes:index"]).await?
+    );
+    ensure!(members.contains("relaygate:dkim:src.test"), "{members}");
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: store_toml(&redis.url()),
+        ..Default::default()
+    })
+    .await?;
+    let to = "r@dst.test";
+    submit(
+        gw.submission_addr(),
+        SENDER,
+        &[to],
+        &simple_message(SENDER, to, "fleet keys", "fleet"),
+    )
+    .await?;
+    let msgs = sink
+        .wait_for(deadline(30), |m| m.iter().any(|m| m.has_rcpt(to)))
+        .await
+        .with_context(|| gw.log_tails())?;
+    let m = msgs.iter().find(|m| m.has_rcpt(to)).context("vanished")?;
+    both_verify(&m.data, &dns, "redis keys").await
+}
