@@ -108,8 +108,9 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     Ok(lock)
 }
 
-pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+pub async fn serve(source: &crate::config::ConfigSource) -> anyhow::Result<()> {
+    tracing::info!(config = %source.describe(), "relaygate starting");
+    let config = source.load().map_err(|e| anyhow!("{e}"))?;
     let data_dir = config.data_dir.clone();
     let lock = lock_data_dir(&data_dir)?;
 
@@ -332,7 +333,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             admin: admin_addr,
         },
     )?;
-    tracing::info!(config = %config_path.display(), hostname = %config.hostname, "relaygate ready");
+    tracing::info!(config = %source.describe(), hostname = %config.hostname, "relaygate ready");
 
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -341,7 +342,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(config_path, &config, &runtime, &snap, store_handle.as_ref()),
+            _ = hup.recv() => reload(source, &config, &runtime, &snap, store_handle.as_ref()),
         }
     }
 
@@ -412,13 +413,13 @@ fn file_snapshot(
 /// With the Redis store, routes and transports stay those of Redis: the new config is
 /// handed to the store task, which rebuilds the snapshot with it and reloads Redis.
 fn reload(
-    config_path: &Path,
+    source: &crate::config::ConfigSource,
     running: &Config,
     runtime: &crate::runtime::Runtime,
     snap: &SnapshotCell,
     store: Option<&crate::store::live::StoreHandle>,
 ) {
-    let fresh = match Config::load(config_path) {
+    let fresh = match source.load() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(errors = %e, "reload refused: config invalid; the running config stays");

@@ -31,8 +31,15 @@ enum LogFormat {
 enum Command {
     /// Run the gateway.
     Serve {
-        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        /// Config file (default: config/relaygate.toml when it exists, else the default
+        /// compiled into the binary).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// The default config: `config print-default` writes the embedded one to stdout.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Validate a config file; exit 0 when it is good, 1 with the errors otherwise.
     CheckConfig {
@@ -113,6 +120,12 @@ enum Command {
     /// Check that every proxy of a socks transport accepts our credentials and a
     /// CONNECT; exit 0 only when all of them work.
     SocksTest(relaygate::cli::socks_test::SocksTestArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the default config compiled into the binary.
+    PrintDefault,
 }
 
 #[derive(Subcommand)]
@@ -214,7 +227,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(relaygate::app::serve(&config)) {
+            let source = relaygate::config::ConfigSource::resolve(config);
+            match runtime.block_on(relaygate::app::serve(&source)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("relaygate: {e:#}");
@@ -246,6 +260,12 @@ fn main() -> ExitCode {
             relaygate::cli::auth_test::run(&config, &transport)
         }
         Command::Dnscheck(args) => relaygate::cli::dnscheck::run(args),
+        Command::Config {
+            action: ConfigAction::PrintDefault,
+        } => {
+            print!("{}", relaygate::config::EMBEDDED_DEFAULT);
+            ExitCode::SUCCESS
+        }
         Command::Dkim { action } => exit_code(relaygate::cli::dkim::run(action)),
         Command::SocksTest(args) => relaygate::cli::socks_test::run(args),
         Command::Lockouts {

@@ -6,10 +6,12 @@
 //! of routes and transports is built from a validated config by `crate::snapshot`.
 
 pub mod dkim;
+pub mod source;
 pub mod units;
 mod validate;
 
 pub use dkim::{DkimConfig, DkimKeyConfig};
+pub use source::{ConfigSource, EMBEDDED_DEFAULT};
 pub use validate::transport_problems;
 
 use std::collections::BTreeMap;
