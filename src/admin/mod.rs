@@ -283,8 +283,8 @@ fn attempt_json(a: &AttemptInfo) -> Value {
 }
 
 /// One message with every recorded attempt of every recipient (`queue show`).
-pub fn message_detail_json(m: &StoredMessage) -> Value {
-    let mut v = message_json(m);
+pub fn message_detail_json(m: &StoredMessage, holds: &[crate::queue::holds::HoldRule]) -> Value {
+    let mut v = message_json(m, holds);
     v["client"] = json!(m.client);
     v["params"] = json!({
         "eight_bit": m.params.eight_bit,
@@ -303,21 +303,36 @@ pub fn message_detail_json(m: &StoredMessage) -> Value {
     v
 }
 
-/// The JSON form of a message, as `relaygate queue list --json` shows it.
-pub fn message_json(m: &StoredMessage) -> Value {
+/// The JSON form of a message, as `relaygate queue list --json` shows it. A pending
+/// recipient that is held (its message, or a hold rule) shows status `held`, what holds
+/// it (`held_by`) and no next attempt: it waits for a release.
+pub fn message_json(m: &StoredMessage, holds: &[crate::queue::holds::HoldRule]) -> Value {
+    let held_by: Vec<Option<String>> = m
+        .rcpts
+        .iter()
+        .map(|r| {
+            if r.state.is_final() {
+                None
+            } else {
+                crate::queue::held_by(holds, m, r)
+            }
+        })
+        .collect();
     json!({
         "id": format_id(m.id),
         "from": m.mail_from,
         "size": m.size,
-        "held": m.overrides.held,
+        "held": m.overrides.held || held_by.iter().any(Option::is_some),
         "account": m.account,
         "received": rfc3339(m.received_at),
         "transport_override": m.overrides.transport,
-        "rcpts": m.rcpts.iter().map(|r| json!({
+        "rcpts": m.rcpts.iter().zip(&held_by).map(|(r, held)| json!({
             "address": r.address,
-            "status": r.state.name(),
+            "status": if held.is_some() { "held" } else { r.state.name() },
+            "held_by": held,
             "attempts": r.attempts,
             "next_attempt": match r.state {
+                RcptState::Pending { .. } if held.is_some() => Value::Null,
                 RcptState::Pending { next_attempt } => Value::String(rfc3339(next_attempt)),
                 RcptState::Delivered { .. } | RcptState::Failed { .. } => Value::Null,
             },
@@ -393,7 +408,11 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 impl ListFilter {
-    pub fn matches(&self, m: &StoredMessage) -> Result<bool, String> {
+    pub fn matches(
+        &self,
+        m: &StoredMessage,
+        holds: &[crate::queue::holds::HoldRule],
+    ) -> Result<bool, String> {
         if let Some(a) = &self.account {
             if m.account.as_deref() != Some(a.as_str()) {
                 return Ok(false);
@@ -426,7 +445,11 @@ impl ListFilter {
             }
         }
         if let Some(h) = self.held {
-            if m.overrides.held != h {
+            let held = m.overrides.held
+                || m.rcpts
+                    .iter()
+                    .any(|r| !r.state.is_final() && crate::queue::held_by(holds, m, r).is_some());
+            if held != h {
                 return Ok(false);
             }
         }
@@ -487,8 +510,9 @@ fn op_error(e: OpError) -> Response {
 
 async fn queue_list(State(state): State<AdminState>, Query(filter): Query<ListFilter>) -> Response {
     let mut matched = Vec::new();
+    let holds = state.queue.hold_rules();
     for m in state.queue.list() {
-        match filter.matches(&m) {
+        match filter.matches(&m, &holds) {
             Ok(true) => matched.push(m),
             Ok(false) => {}
             Err(e) => return bad_request(e),
@@ -500,7 +524,7 @@ async fn queue_list(State(state): State<AdminState>, Query(filter): Query<ListFi
         .iter()
         .skip(filter.offset)
         .take(limit)
-        .map(message_json)
+        .map(|m| message_json(m, &holds))
         .collect();
     Json(json!({ "total": total, "offset": filter.offset, "messages": messages })).into_response()
 }
@@ -515,7 +539,7 @@ async fn queue_show(State(state): State<AdminState>, Path(id): Path<String>) -> 
         Err(e) => return bad_request(e),
     };
     match state.queue.get(id) {
-        Some(m) => Json(message_detail_json(&m)).into_response(),
+        Some(m) => Json(message_detail_json(&m, &state.queue.hold_rules())).into_response(),
         None => op_error(OpError::NotFound(format_id(id))),
     }
 }
@@ -550,10 +574,24 @@ fn count_reply(result: Result<usize, OpError>) -> Response {
     }
 }
 
+/// A retry's answer: how many recipients are due now, and how many stay held (and by
+/// what): a retry does not release held mail.
+fn retry_reply(result: Result<crate::queue::Retried, OpError>) -> Response {
+    match result {
+        Ok(r) => Json(json!({
+            "recipients": r.due,
+            "held": r.held,
+            "held_by": r.held_by,
+        }))
+        .into_response(),
+        Err(e) => op_error(e),
+    }
+}
+
 async fn bulk_retry(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {
     // A retry also probes down transports at once.
     state.health.probe_now();
-    count_reply(b.selector().and_then(|s| state.queue.retry_now(&s)))
+    retry_reply(b.selector().and_then(|s| state.queue.retry_now(&s)))
 }
 
 async fn bulk_hold(State(state): State<AdminState>, Json(b): Json<BulkSelector>) -> Response {
@@ -572,7 +610,7 @@ async fn one_retry(State(state): State<AdminState>, Path(id): Path<String>) -> R
     match id_of(&id) {
         Ok(id) => {
             state.health.probe_now();
-            count_reply(state.queue.retry_now(&Selector::Id(id)))
+            retry_reply(state.queue.retry_now(&Selector::Id(id)))
         }
         Err(e) => bad_request(e),
     }

@@ -252,5 +252,16 @@ pub fn queue_action(
         _ => bail!("give a message ID, or one of --all, --domain, --account"),
     };
     println!("{action}: {} recipient(s)", v["recipients"]);
+    let held = v["held"].as_u64().unwrap_or(0);
+    if held > 0 {
+        let by: Vec<&str> = v["held_by"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{held} recipient(s) not retried: held ({}); `relaygate queue release` first",
+            by.join(", ")
+        );
+    }
     Ok(())
 }

@@ -34,6 +34,11 @@ pub enum QueueAction {
         #[arg(long)]
         account: Option<String>,
     },
+    /// List the hold rules in force (`queue hold --domain/--account` made them).
+    Holds {
+        #[arg(long)]
+        json: bool,
+    },
     /// Release held mail; it is attempted at once.
     Release {
         id: Option<String>,
@@ -60,6 +65,28 @@ pub fn run(target: &AdminTarget, action: QueueAction) -> anyhow::Result<()> {
     match action {
         QueueAction::List { json } => queue_list(target, json),
         QueueAction::Show { id, json } => queue_show(target, &id, json),
+        QueueAction::Holds { json } => {
+            let v = call(target, "GET", "/api/queue/holds", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rules = v["holds"].as_array().cloned().unwrap_or_default();
+            if rules.is_empty() {
+                println!("no hold rules");
+            }
+            for r in rules {
+                let mut parts = Vec::new();
+                if let Some(d) = r["domain"].as_str() {
+                    parts.push(format!("domain={d}"));
+                }
+                if let Some(a) = r["account"].as_str() {
+                    parts.push(format!("account={a}"));
+                }
+                println!("hold {}", parts.join(" "));
+            }
+            Ok(())
+        }
         QueueAction::Retry { id, all, domain } => {
             let bulk = if id.is_none() {
                 Some(bulk_body(all, domain.as_deref(), None)?)

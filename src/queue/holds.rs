@@ -18,6 +18,18 @@ pub struct HoldRule {
 }
 
 impl HoldRule {
+    /// `domain=x.org`, `account=app`, or both: how views name the rule.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(d) = &self.domain {
+            parts.push(format!("domain={d}"));
+        }
+        if let Some(a) = &self.account {
+            parts.push(format!("account={a}"));
+        }
+        format!("rule {}", parts.join(" "))
+    }
+
     /// Whether the rule holds a recipient at `rcpt_domain` of a message from `account`.
     pub fn matches(&self, account: Option<&str>, rcpt_domain: &str) -> bool {
         let domain_ok = self.domain.as_deref().is_none_or(|d| d == rcpt_domain);

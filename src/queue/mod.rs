@@ -20,7 +20,7 @@ pub mod retry;
 pub mod scheduler;
 
 pub use claim::{Claim, Placement};
-pub use ops::{OpError, Selector};
+pub use ops::{OpError, Retried, Selector};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,18 +132,24 @@ struct State {
     holds: Vec<holds::HoldRule>,
 }
 
+/// Why a recipient is held: the operator held its message, or a hold rule matches it.
+pub fn held_by(holds: &[holds::HoldRule], msg: &StoredMessage, rcpt: &Recipient) -> Option<String> {
+    if msg.overrides.held {
+        return Some("message".into());
+    }
+    if holds.is_empty() {
+        return None;
+    }
+    let domain = crate::address::address_domain(&rcpt.address);
+    holds
+        .iter()
+        .find(|h| h.matches(msg.account.as_deref(), &domain))
+        .map(holds::HoldRule::describe)
+}
+
 impl State {
     fn rcpt_held(&self, msg: &StoredMessage, rcpt: &Recipient) -> bool {
-        if msg.overrides.held {
-            return true;
-        }
-        if self.holds.is_empty() {
-            return false;
-        }
-        let domain = crate::address::address_domain(&rcpt.address);
-        self.holds
-            .iter()
-            .any(|h| h.matches(msg.account.as_deref(), &domain))
+        held_by(&self.holds, msg, rcpt).is_some()
     }
 
     fn index(&mut self, id: MsgId) {
@@ -507,7 +513,13 @@ impl Queue {
             ..Default::default()
         };
         for e in st.messages.values() {
-            if e.msg.overrides.held {
+            // Held by the operator, or a pending recipient held by a rule.
+            if e.msg.overrides.held
+                || e.msg
+                    .rcpts
+                    .iter()
+                    .any(|r| !r.state.is_final() && st.rcpt_held(&e.msg, r))
+            {
                 c.held_messages += 1;
             }
             c.oldest_received_ms = Some(

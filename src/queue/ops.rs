@@ -53,29 +53,47 @@ fn selects(sel: &Selector, id: MsgId, account: Option<&str>, r: &crate::model::R
 
 impl State {
     /// Sets every selected, idle, pending recipient due now; returns how many.
-    fn make_due_now(&mut self, sel: &Selector) -> usize {
+    fn make_due_now(&mut self, sel: &Selector) -> Retried {
         let now = now_ms();
-        let mut n = 0;
+        let mut n = Retried::default();
         for e in self.messages.values_mut() {
             let (id, account) = (e.msg.id, e.msg.account.clone());
-            for (i, r) in e.msg.rcpts.iter_mut().enumerate() {
-                if e.slots[i] == Slot::InFlight {
-                    continue;
-                }
-                if !matches!(r.state, RcptState::Pending { .. })
+            for i in 0..e.msg.rcpts.len() {
+                let r = &e.msg.rcpts[i];
+                if e.slots[i] == Slot::InFlight
+                    || !matches!(r.state, RcptState::Pending { .. })
                     || !selects(sel, id, account.as_deref(), r)
                 {
                     continue;
                 }
-                if let RcptState::Pending { next_attempt } = &mut r.state {
+                // A held recipient stays held: retry does not release it.
+                if let Some(why) = super::held_by(&self.holds, &e.msg, r) {
+                    n.held += 1;
+                    if !n.held_by.contains(&why) {
+                        n.held_by.push(why);
+                    }
+                    continue;
+                }
+                if let RcptState::Pending { next_attempt } = &mut e.msg.rcpts[i].state {
                     *next_attempt = (*next_attempt).min(now);
-                    n += 1;
+                    n.due += 1;
                 }
             }
         }
         self.reindex_all();
         n
     }
+}
+
+/// What a retry did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retried {
+    /// Recipients made due now.
+    pub due: usize,
+    /// Recipients left waiting because they are held.
+    pub held: usize,
+    /// What holds them (`message`, `rule domain=x.org`, ...).
+    pub held_by: Vec<String>,
 }
 
 impl Queue {
@@ -89,8 +107,8 @@ impl Queue {
         self.lock().holds.clone()
     }
 
-    /// Makes the selected recipients due now. Returns how many.
-    pub fn retry_now(&self, sel: &Selector) -> Result<usize, OpError> {
+    /// Makes the selected recipients due now, except held ones. Says how many of each.
+    pub fn retry_now(&self, sel: &Selector) -> Result<Retried, OpError> {
         let n = {
             let mut st = self.lock();
             if let Selector::Id(id) = sel {
@@ -197,7 +215,7 @@ impl Queue {
                 self.save_holds(&st)?;
             }
         }
-        self.retry_now(sel)
+        self.retry_now(sel).map(|r| r.due)
     }
 
     /// Sets or clears (`None`) the REQUIRETLS override of a message.

@@ -56,6 +56,40 @@ async fn held_domain_waits_until_released() -> Result<()> {
         sink.rcpt_attempts("x@held.test") == 0,
         "held mail reached the sink"
     );
+    // Held by a rule, and shown so (issue 16 item 5): the message, its recipient with
+    // the rule, no next attempt; /healthz counts it; the rules are listed; a retry does
+    // not send it and says why.
+    let m = &msgs[0];
+    let r = &m["rcpts"][0];
+    ensure!(
+        m["held"] == true
+            && r["status"] == "held"
+            && r["held_by"] == "rule domain=held.test"
+            && r["next_attempt"].is_null(),
+        "{m}"
+    );
+    let health: serde_json::Value = serde_json::from_slice(&gw.http_get("/healthz").await?.body)?;
+    ensure!(health["queue"]["held_messages"] == 1, "{health}");
+    let holds = gw.run_cli(&["queue", "holds"]).await?;
+    cli_ok(&holds)?;
+    ensure!(holds.stdout.contains("hold domain=held.test"), "{holds}");
+    let retry = gw.run_cli(&["queue", "retry", "--all"]).await?;
+    cli_ok(&retry)?;
+    ensure!(
+        retry
+            .stdout
+            .contains("1 recipient(s) not retried: held (rule domain=held.test)"),
+        "{retry}"
+    );
+    ensure!(
+        sink.rcpt_attempts("x@held.test") == 0,
+        "retry sent held mail"
+    );
+    let listed = gw.run_cli(&["queue", "list"]).await?;
+    ensure!(
+        listed.stdout.contains("HELD") && listed.stdout.contains(" held "),
+        "{listed}"
+    );
 
     let t0 = std::time::Instant::now();
     cli_ok(
