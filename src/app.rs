@@ -166,6 +166,7 @@ pub async fn serve(source: &crate::config::ConfigSource) -> anyhow::Result<()> {
     // Everything snapshot builds use from outside (stores, resolver, roots), opened once.
     let runtime = crate::runtime::Runtime::open(&config).map_err(|e| anyhow!("{e}"))?;
     let metrics_handle = crate::metrics::install();
+    crate::metrics::register_known();
     let (snap, store_status, store_runner) = match config.store.kind {
         StoreKind::File => (
             SnapshotCell::new(file_snapshot(&config, &runtime).map_err(|e| anyhow!("{e}"))?),

@@ -249,6 +249,7 @@ async fn healthz(State(state): State<AdminState>) -> Json<Value> {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     crate::metrics::refresh_queue_gauges(&state.queue);
+    crate::metrics::refresh_transport_series(&state.snapshot.get(), &state.health);
     match &state.metrics {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

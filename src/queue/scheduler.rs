@@ -239,6 +239,13 @@ impl Scheduler {
             metrics::counter!("relaygate_delivery_attempts_total",
                 "transport" => transport.to_string(), "result" => result)
             .increment(1);
+            if r.verdict == Verdict::Delivered {
+                // From acceptance to delivery (docs/operations.md).
+                let latency = (now_ms() - job.message.received_at).max(0) as f64 / 1000.0;
+                metrics::histogram!("relaygate_delivery_latency_seconds",
+                    "transport" => transport.to_string())
+                .record(latency);
+            }
             metrics::histogram!("relaygate_queue_delivery_duration_seconds",
                 "attempt" => attempt_label(rcpt.attempts + 1),
                 "transport" => transport.to_string(),

@@ -124,6 +124,9 @@ pub struct Started {
 /// Loads the first snapshot: from Redis, else from the persisted one.
 pub async fn start(config: &Config, rt: &Runtime) -> Result<Started, StoreError> {
     let store = Arc::new(RedisStore::open(&config.store, &config.tls)?);
+    for result in ["ok", "unchanged", "invalid", "error"] {
+        metrics::counter!("relaygate_store_reloads_total", "result" => result).increment(0);
+    }
     let source = format!("{} {}", store.display(), store.keys().prefix());
     let status = StoreStatus::redis(&source);
     let data_dir = config.data_dir.clone();

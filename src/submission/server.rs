@@ -79,7 +79,7 @@ impl SubmissionServer {
         for limit in limits::LIMIT_LABELS {
             metrics::counter!("relaygate_submission_limits_total", "limit" => limit).absolute(0);
         }
-        for reason in ["relay", "size", "spool", "connections", "sender"] {
+        for reason in ["relay", "size", "spool", "connections", "sender", "rate"] {
             metrics::counter!("relaygate_submissions_refused_total", "reason" => reason)
                 .absolute(0);
         }

@@ -11,6 +11,7 @@ mod auth_client;
 mod auth_server;
 mod config_check;
 mod dane;
+mod dashboard;
 mod defaults;
 mod delivery;
 mod direct;
