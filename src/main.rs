@@ -174,6 +174,9 @@ fn main() -> ExitCode {
     if invoked_as == "sendmail" {
         return ExitCode::from(relaygate::cli::sendmail::run(&argv[1..]));
     }
+    if invoked_as == "mailq" {
+        return ExitCode::from(relaygate::cli::sendmail::run(&["-bp".to_string()]));
+    }
     if argv.get(1).map(String::as_str) == Some("sendmail") {
         return ExitCode::from(relaygate::cli::sendmail::run(&argv[2..]));
     }

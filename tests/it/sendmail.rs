@@ -13,6 +13,7 @@ use crate::support::temp_dir;
 
 struct Run {
     code: Option<i32>,
+    stdout: String,
     stderr: String,
 }
 
@@ -40,6 +41,7 @@ async fn run(
         .await??;
     Ok(Run {
         code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     })
 }
@@ -133,11 +135,141 @@ async fn gateway_down_exits_75_and_saves_the_message() -> Result<()> {
         .stderr
         .lines()
         .find_map(|l| l.strip_prefix("sendmail: message saved to "))
+        .and_then(|l| l.split(" (").next())
         .context(format!("no saved path in: {}", r.stderr))?;
     let saved = std::fs::read_to_string(path.trim())?;
     ensure!(
         saved.contains("precious") && saved.contains("Subject: keep me"),
         "{saved}"
+    );
+
+    // -bp lists it with its envelope; so does `mailq` (the binary under that name).
+    let bp = run(
+        Path::new(binary()),
+        &["sendmail", "-bp"],
+        b"",
+        dir.path(),
+        &cfg,
+    )
+    .await?;
+    ensure!(bp.code == Some(0), "{}", bp.stderr);
+    ensure!(
+        bp.stdout.contains("1 message(s) saved") && bp.stdout.contains("<a@b>"),
+        "{}",
+        bp.stdout
+    );
+    let mailq = dir.path().join("mailq");
+    std::os::unix::fs::symlink(binary(), &mailq)?;
+    let q = run(&mailq, &[], b"", dir.path(), &cfg).await?;
+    ensure!(
+        q.code == Some(0) && q.stdout == bp.stdout,
+        "mailq: {}{}",
+        q.stdout,
+        q.stderr
+    );
+
+    // The gateway is up now: -q sends it and forgets it.
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    std::fs::write(
+        &cfg,
+        format!(
+            "server = \"127.0.0.1\"\nport = {}\n",
+            gw.submission_addr().port()
+        ),
+    )?;
+    let sent = run(
+        Path::new(binary()),
+        &["sendmail", "-q"],
+        b"",
+        dir.path(),
+        &cfg,
+    )
+    .await?;
+    ensure!(sent.code == Some(0), "sendmail -q: {}", sent.stderr);
+    let msgs = sink
+        .wait_for(deadline(30), |m| m.iter().any(|m| m.has_rcpt("a@b")))
+        .await?;
+    ensure!(
+        msgs.iter().any(|m| m.text().contains("precious")),
+        "{}",
+        sink.summary()
+    );
+    let bp = run(
+        Path::new(binary()),
+        &["sendmail", "-bp"],
+        b"",
+        dir.path(),
+        &cfg,
+    )
+    .await?;
+    ensure!(bp.stdout.contains("mail queue is empty"), "{}", bp.stdout);
+    Ok(())
+}
+
+/// `from` in the config is the envelope sender without `-f` (cron mail); `-f` that is
+/// not an address is refused (64) instead of becoming another sender; `--help` works.
+#[tokio::test]
+async fn config_from_bad_dash_f_and_help() -> Result<()> {
+    let sink = Sink::start().await?;
+    let gw = Gateway::start(GatewayOptions::relay_to(sink.port())).await?;
+    let dir = temp_dir("relaygate-sendmail-")?;
+    let cfg = dir.path().join("sendmail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server = \"127.0.0.1\"\nport = {}\nfrom = \"cron@example.org\"\n",
+            gw.submission_addr().port()
+        ),
+    )?;
+    let r = run(
+        Path::new(binary()),
+        &["sendmail", "x@dst.test"],
+        b"Subject: cron\n\nran\n",
+        dir.path(),
+        &cfg,
+    )
+    .await?;
+    ensure!(r.code == Some(0), "{}", r.stderr);
+    let msgs = sink.wait_for(deadline(30), |m| !m.is_empty()).await?;
+    ensure!(
+        msgs[0].mail_from == "cron@example.org",
+        "sender {}",
+        msgs[0].mail_from
+    );
+    ensure!(
+        msgs[0].text().contains("From: <cron@example.org>"),
+        "{}",
+        msgs[0].text()
+    );
+
+    let bad = run(
+        Path::new(binary()),
+        &["sendmail", "-f", "bad", "x@dst.test"],
+        b"Subject: x\n\nx\n",
+        dir.path(),
+        &cfg,
+    )
+    .await?;
+    ensure!(
+        bad.code == Some(64) && bad.stderr.contains("not an address"),
+        "{:?} {}",
+        bad.code,
+        bad.stderr
+    );
+
+    let help = run(
+        Path::new(binary()),
+        &["sendmail", "--help"],
+        b"",
+        dir.path(),
+        &cfg,
+    )
+    .await?;
+    ensure!(
+        help.code == Some(0) && help.stdout.contains("usage: sendmail"),
+        "{}",
+        help.stdout
     );
     Ok(())
 }

@@ -4,10 +4,14 @@
 //! configured. Exit codes follow sysexits(3); a message that cannot be submitted is saved
 //! to a file whose path is printed, so it is never lost.
 //!
-//! Accepted flags: `-t -f ADDR -F NAME -i -oi -odb -oem -bs`, other `-o*` and a few
-//! common no-op flags are ignored.
+//! Accepted flags: `-t -f ADDR -F NAME -i -oi -odb -oem -bs -bp -q`, other `-o*` and a
+//! few common no-op flags are ignored. A message that cannot be submitted is saved with
+//! its envelope ([`unsent`]); `-bp` (or the binary invoked as `mailq`) lists them and
+//! `-q` sends them. The manual: docs/sendmail.md.
 
-use std::io::{Read, Write};
+pub mod unsent;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +57,15 @@ pub struct SendmailConfig {
     /// One SASL mechanism to use instead of the strongest offered.
     #[serde(default)]
     pub mechanism: String,
+    /// The envelope sender when `-f` is not given (e.g. `cron@example.org`).
+    #[serde(default)]
+    pub from: String,
+    /// Without `-f` and `from`: `USER@domain` (the login name at `domain`).
+    #[serde(default)]
+    pub auto_from: bool,
+    /// The domain of `auto_from` addresses (default: the host name).
+    #[serde(default)]
+    pub domain: String,
 }
 
 fn default_server() -> String {
@@ -75,6 +88,9 @@ impl Default for SendmailConfig {
             username: String::new(),
             password_file: String::new(),
             mechanism: String::new(),
+            from: String::new(),
+            auto_from: false,
+            domain: String::new(),
         }
     }
 }
@@ -115,6 +131,12 @@ pub struct Args {
     /// `-i`/`-oi`: a line with a single "." does not end the message.
     pub ignore_dots: bool,
     pub smtp_on_stdio: bool,
+    /// `-bp` (`mailq`): list the saved unsent messages.
+    pub list_unsent: bool,
+    /// `-q`: send the saved unsent messages.
+    pub send_unsent: bool,
+    /// `--help`.
+    pub help: bool,
     pub rcpts: Vec<String>,
 }
 
@@ -147,6 +169,15 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
             a.ignore_dots = true;
         } else if arg == "-bs" {
             a.smtp_on_stdio = true;
+        } else if arg == "-bp" {
+            a.list_unsent = true;
+        } else if arg == "-q"
+            || (arg.starts_with("-q") && arg[2..].bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            // `-q` or `-q30m` (an interval: this runs once).
+            a.send_unsent = true;
+        } else if arg == "--help" || arg == "-h" {
+            a.help = true;
         } else if arg == "-bm"
             || arg == "-odb"
             || arg == "-odi"
@@ -308,36 +339,77 @@ fn all_values(headers: &[u8], name: &str) -> Vec<String> {
     values
 }
 
-/// Saves a message that could not be submitted; returns where.
-fn save_dead_letter(message: &[u8]) -> Result<PathBuf, String> {
-    let dir = std::env::var_os("HOME")
-        .map(|h| Path::new(&h).join(".local/state/relaygate/unsent"))
-        .unwrap_or_else(|| std::env::temp_dir().join("relaygate-unsent"));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let name = format!(
-        "{}-{}.eml",
-        crate::model::format_id((crate::model::now_ms().max(0) as u64) << 12),
-        std::process::id()
-    );
-    let path = dir.join(name);
-    let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(message)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
-}
-
-fn default_sender() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/etc/hostname")
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
+        .unwrap_or_else(|| "localhost".into())
 }
+
+/// The envelope sender: `-f`, else `from`, else `USER@domain` (with `auto_from`), else
+/// `USER@hostname`. `-f` must be an address or `<>` (the null sender).
+pub fn sender(args: &Args, config: &SendmailConfig) -> Result<String, String> {
+    let user = || {
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "root".into())
+    };
+    if let Some(f) = &args.sender {
+        let f = f.trim();
+        if f == "<>" || f.is_empty() {
+            return Ok("<>".into());
+        }
+        let bare = f.trim_start_matches('<').trim_end_matches('>');
+        if !bare.contains('@') || bare.starts_with('@') || bare.ends_with('@') || bare.contains(' ')
+        {
+            return Err(format!(
+                "-f {f:?} is not an address (user@domain, or <> for none)"
+            ));
+        }
+        return Ok(bare.to_string());
+    }
+    if !config.from.trim().is_empty() {
+        return Ok(config.from.trim().to_string());
+    }
+    if config.auto_from {
+        let domain = if config.domain.trim().is_empty() {
+            host_name()
+        } else {
+            config.domain.trim().to_string()
+        };
+        return Ok(format!("{}@{domain}", user()));
+    }
+    Ok(format!("{}@{}", user(), host_name()))
+}
+
+/// `sendmail --help`.
+pub const HELP: &str = "usage: sendmail [-t] [-i] [-f ADDR] [-F NAME] [RCPT ...]
+       sendmail -bs | -bp | -q | --help
+       mailq
+
+Reads a message on standard input and hands it to the relaygate gateway over SMTP.
+
+  -t         take recipients from the To, Cc and Bcc fields (Bcc is removed)
+  -i, -oi    a line with a single dot does not end the message
+  -f ADDR    envelope sender (<> for none); default: `from` in the config, else
+             USER@domain with `auto_from`, else USER@hostname
+  -F NAME    full name for the From field added when the message has none
+  -bs        speak SMTP on standard input and output (relayed to the gateway)
+  -bp        list messages saved while the gateway was unreachable (also: mailq)
+  -q         send the saved messages now (remove each one that goes)
+  --help     this text
+  -odb -odi -oem -oep -v and other -o options are accepted and ignored.
+
+Config: $RELAYGATE_SENDMAIL_CONFIG, else ~/.config/relaygate/sendmail.toml, else
+/etc/relaygate/sendmail.toml, else defaults (server 127.0.0.1, port 2525, no TLS).
+Keys: server, port, tls (none|starttls|implicit), ca_file, username, password_file,
+mechanism, from, auto_from, domain.
+
+A message that cannot be submitted is saved (~/.local/state/relaygate/unsent) and the
+exit status says why (sysexits: 75 try again later, 69 refused, 78 config, 64 usage).
+Manual: docs/sendmail.md.
+";
 
 fn transport(config: &SendmailConfig) -> Result<SmarthostTransport, String> {
     let tls = match config.tls.as_str() {
@@ -374,11 +446,7 @@ fn transport(config: &SendmailConfig) -> Result<SmarthostTransport, String> {
             reply_rules: Default::default(),
             tls,
             verify_certificates: true,
-            ehlo_name: std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "localhost".into()),
+            ehlo_name: host_name(),
             timeouts: Timeouts::uniform(Duration::from_secs(60)),
             max_idle: 0,
             idle_timeout: Duration::from_secs(1),
@@ -406,6 +474,22 @@ pub fn run(args: &[String]) -> u8 {
             return EX_CONFIG;
         }
     };
+    if args.help {
+        print!("{HELP}");
+        return EX_OK;
+    }
+    if args.list_unsent {
+        return match unsent::list() {
+            Ok(saved) => {
+                print!("{}", unsent::render(&saved));
+                EX_OK
+            }
+            Err(e) => {
+                eprintln!("sendmail -bp: {e}");
+                EX_SOFTWARE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -419,6 +503,9 @@ pub fn run(args: &[String]) -> u8 {
     if args.smtp_on_stdio {
         return runtime.block_on(proxy_stdio(&config));
     }
+    if args.send_unsent {
+        return runtime.block_on(send_unsent(&config));
+    }
     let message = match read_message(std::io::stdin().lock(), args.ignore_dots) {
         Ok(m) => m,
         Err(e) => {
@@ -426,7 +513,13 @@ pub fn run(args: &[String]) -> u8 {
             return EX_DATAERR;
         }
     };
-    let sender = args.sender.clone().unwrap_or_else(default_sender);
+    let sender = match sender(&args, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_USAGE;
+        }
+    };
     let (message, header_rcpts) = prepare(&message, &args, &sender);
     let mut rcpts = args.rcpts.clone();
     rcpts.extend(header_rcpts);
@@ -435,10 +528,25 @@ pub fn run(args: &[String]) -> u8 {
         eprintln!("sendmail: no recipients (give addresses or -t)");
         return EX_USAGE;
     }
-    let code = runtime.block_on(submit(&config, &sender, &rcpts, &message));
+    let (code, reason) = runtime.block_on(submit(&config, &sender, &rcpts, &message));
+    // A temporary failure keeps the message for `sendmail -q`; a refusal or a config
+    // error is the caller's to fix, and the message is saved all the same (never lost).
     if code != EX_OK {
-        match save_dead_letter(&message) {
-            Ok(path) => eprintln!("sendmail: message saved to {}", path.display()),
+        let envelope = unsent::Envelope {
+            from: if sender == "<>" {
+                String::new()
+            } else {
+                sender.clone()
+            },
+            rcpts: rcpts.clone(),
+            saved_at: crate::model::now_ms(),
+            reason,
+        };
+        match unsent::save(&message, &envelope) {
+            Ok(path) => eprintln!(
+                "sendmail: message saved to {} (`sendmail -q` sends it, `sendmail -bp` lists it)",
+                path.display()
+            ),
             Err(e) => {
                 eprintln!("sendmail: could not save the message either: {e}");
                 return EX_SOFTWARE;
@@ -448,12 +556,64 @@ pub fn run(args: &[String]) -> u8 {
     code
 }
 
-async fn submit(config: &SendmailConfig, sender: &str, rcpts: &[String], message: &[u8]) -> u8 {
+/// `-q`: sends every saved message; each one that is accepted is removed. The exit
+/// status is the worst of them (0 when all went, or there were none).
+async fn send_unsent(config: &SendmailConfig) -> u8 {
+    let saved = match unsent::list() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sendmail -q: {e}");
+            return EX_SOFTWARE;
+        }
+    };
+    let mut worst = EX_OK;
+    let mut sent = 0;
+    for s in &saved {
+        let message = match std::fs::read(&s.message) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("sendmail -q: {}: {e}", s.message.display());
+                worst = EX_SOFTWARE;
+                continue;
+            }
+        };
+        let from = if s.envelope.from.is_empty() {
+            "<>".to_string()
+        } else {
+            s.envelope.from.clone()
+        };
+        let (code, reason) = submit(config, &from, &s.envelope.rcpts, &message).await;
+        if code == EX_OK {
+            if let Err(e) = unsent::remove(s) {
+                eprintln!("sendmail -q: sent {}, but: {e}", s.id);
+            }
+            sent += 1;
+        } else {
+            eprintln!("sendmail -q: {} stays saved: {reason}", s.id);
+            if worst == EX_OK || code == EX_TEMPFAIL {
+                worst = code;
+            }
+        }
+    }
+    eprintln!(
+        "sendmail -q: {sent} of {} saved message(s) sent",
+        saved.len()
+    );
+    worst
+}
+
+/// Submits one message; the exit status and, when it failed, why.
+async fn submit(
+    config: &SendmailConfig,
+    sender: &str,
+    rcpts: &[String],
+    message: &[u8],
+) -> (u8, String) {
     let transport = match transport(config) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("sendmail: config: {e}");
-            return EX_CONFIG;
+            return (EX_CONFIG, format!("config: {e}"));
         }
     };
     let eight_bit = message.iter().any(|&b| b >= 0x80);
@@ -474,29 +634,33 @@ async fn submit(config: &SendmailConfig, sender: &str, rcpts: &[String], message
     match transport.deliver(&outbound).await {
         Ok(d) => {
             let mut code = EX_OK;
+            let mut reason = String::new();
             for (rcpt, outcome) in rcpts.iter().zip(&d.outcomes) {
                 match outcome {
                     RcptOutcome::Delivered(_) => {}
                     RcptOutcome::Transient(r) => {
                         eprintln!("sendmail: <{rcpt}>: {r}");
+                        reason = format!("<{rcpt}>: {r}");
                         code = EX_TEMPFAIL;
                     }
                     RcptOutcome::Permanent(r) => {
                         eprintln!("sendmail: <{rcpt}>: {r}");
+                        reason = format!("<{rcpt}>: {r}");
                         if code == EX_OK {
                             code = EX_UNAVAILABLE;
                         }
                     }
                 }
             }
-            code
+            (code, reason)
         }
         Err(e) => {
             eprintln!("sendmail: {e}");
-            match e.severity() {
+            let code = match e.severity() {
                 Severity::Temporary => EX_TEMPFAIL,
                 Severity::Permanent => EX_UNAVAILABLE,
-            }
+            };
+            (code, e.to_string())
         }
     }
 }
