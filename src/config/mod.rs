@@ -5,9 +5,11 @@
 //! naming missing transports, transport fields per kind, domain syntax). The runtime view
 //! of routes and transports is built from a validated config by `crate::snapshot`.
 
+pub mod oauth2;
 pub mod units;
 mod validate;
 
+pub use oauth2::OAuth2Config;
 pub use validate::transport_problems;
 
 use std::collections::BTreeMap;
@@ -630,6 +632,9 @@ pub struct TransportConfig {
     /// EHLO name used through this proxy.
     #[serde(default)]
     pub remote_hostname: String,
+    /// OAuth2 access tokens for the XOAUTH2/OAUTHBEARER mechanisms (`[transports.NAME.oauth2]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Config>,
 }
 
 /// `"name:port"`, `"[v6]:port"`, or a bare name or address with `default_port`.

@@ -76,7 +76,7 @@ impl fmt::Display for Secret {
 pub struct AuthParams<'a> {
     /// The authentication identity.
     pub username: &'a str,
-    /// Its password.
+    /// Its password; for XOAUTH2 and OAUTHBEARER, the access token.
     pub password: &'a Secret,
     /// Mechanisms in preference order; empty means
     /// [`sasl::DEFAULT_CLIENT_PREFERENCE`].
@@ -203,13 +203,25 @@ impl Session {
             mechanism,
             source,
         };
-        let mut mech = sasl::new_client(
-            mechanism,
-            params.username,
-            params.password.expose(),
-            plan.binding.clone(),
-            params.cache.cloned(),
-        )
+        let mut mech = if mechanism.is_bearer() {
+            // RFC 7628 §3.1: OAUTHBEARER names the host and port connected to.
+            let endpoint = self.peer.map(|addr| (self.host.as_str(), addr.port()));
+            sasl::BearerClient::new(
+                mechanism,
+                params.username,
+                params.password.expose(),
+                endpoint,
+            )
+            .map(|c| Box::new(c) as Box<dyn sasl::ClientMechanism>)
+        } else {
+            sasl::new_client(
+                mechanism,
+                params.username,
+                params.password.expose(),
+                plan.binding.clone(),
+                params.cache.cloned(),
+            )
+        }
         .map_err(|e| sasl_error(&self.host, e))?;
         tracing::debug!(host = %self.host, %mechanism, binding = %plan.binding(), "AUTH");
 
@@ -289,6 +301,8 @@ impl Session {
                         host: self.host.clone(),
                         mechanism,
                         reply,
+                        // XOAUTH2/OAUTHBEARER: the JSON error of the challenge before.
+                        bearer: mech.bearer_error().cloned().map(Box::new),
                     });
                 }
             }
