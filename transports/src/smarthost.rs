@@ -531,10 +531,19 @@ impl SmarthostTransport {
                 bearer,
                 ..
             } if reply.code == 535 => {
-                tracing::error!(transport = %cfg.name, host = %cfg.host, %mechanism,
-                    reply = %reply, holddown_secs = cfg.auth_failure_holddown.as_secs(),
-                    "smarthost refused the credentials; messages stay queued until the \
-                     operator fixes the username/password (no weaker mechanism is tried)");
+                if mechanism.is_bearer() {
+                    let detail = bearer.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                    tracing::error!(transport = %cfg.name, host = %cfg.host, %mechanism,
+                        reply = %reply, %detail,
+                        holddown_secs = cfg.auth_failure_holddown.as_secs(),
+                        "smarthost refused the OAuth2 access token; messages stay queued until \
+                         the token source gives one it accepts (check scope and permissions)");
+                } else {
+                    tracing::error!(transport = %cfg.name, host = %cfg.host, %mechanism,
+                        reply = %reply, holddown_secs = cfg.auth_failure_holddown.as_secs(),
+                        "smarthost refused the credentials; messages stay queued until the \
+                         operator fixes the username/password (no weaker mechanism is tried)");
+                }
                 *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(AuthRefusal {
                     at: Instant::now(),
                     mechanism: *mechanism,
