@@ -193,6 +193,13 @@ impl TokenSource for OAuthClient {
             self.config.grant.as_str()
         )
     }
+
+    fn forget(&self) {
+        // Busy means a request is under way, whose answer replaces the token anyway.
+        if let Ok(mut state) = self.state.try_lock() {
+            state.cached = None;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +359,22 @@ mod tests {
             c.token().await,
             Err(TokenError::Status { status: 500, .. })
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_forgotten() {
+        let http = Arc::new(Canned::default());
+        let c = client(Grant::ClientCredentials, &http);
+        http.token("refused", 3600);
+        http.token("next", 3600);
+        assert_eq!(c.token().await.unwrap().secret.expose(), "refused");
+        c.forget();
+        let t = c.token().await.unwrap();
+        assert_eq!(
+            (t.secret.expose(), t.origin),
+            ("next", TokenOrigin::Fetched)
+        );
+        assert_eq!(c.token().await.unwrap().origin, TokenOrigin::Cached);
     }
 
     #[tokio::test(start_paused = true)]

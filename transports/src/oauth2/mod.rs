@@ -191,6 +191,10 @@ pub trait TokenSource: Send + Sync {
 
     /// Where tokens come from, for logs and `auth-test` (no secret in it).
     fn describe(&self) -> String;
+
+    /// The server refused the last token: do not hand it out again. A source that
+    /// caches drops its token; the default does nothing.
+    fn forget(&self) {}
 }
 
 /// A token file kept fresh by another tool; read again at every login. Its first line,

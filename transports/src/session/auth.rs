@@ -13,8 +13,10 @@
 //!    which for SCRAM fails unless the server proved it knows the password.
 //!
 //! One AUTH per session: a refusal ends it, and nothing here ever tries a second,
-//! weaker mechanism. Responses are never logged: they carry passwords (PLAIN, LOGIN)
-//! or proofs; only the mechanism name is.
+//! weaker mechanism. Responses are never logged: they carry passwords (PLAIN, LOGIN),
+//! proofs or bearer tokens (XOAUTH2, OAUTHBEARER: the token is passed in place of the
+//! password); only the mechanism name is. For the bearer mechanisms, the JSON error a
+//! server sends before refusing (RFC 7628 §3.2.2) goes into the `AuthFailed` error.
 
 use std::{fmt, sync::Arc};
 

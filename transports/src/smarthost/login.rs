@@ -71,10 +71,16 @@ impl SmarthostTransport {
         };
         tracing::debug!(transport = %self.config.name, origin = token.origin.as_str(),
             valid_secs = token.valid_for.map(|d| d.as_secs()), "using OAuth2 access token");
-        conn.session
+        let result = conn
+            .session
             .run_auth(&self.auth_params(auth, Some(&token.secret)), &plan)
-            .await?;
-        Ok(plan)
+            .await;
+        if let (Err(TransportError::AuthFailed { .. }), Some(tokens)) = (&result, &self.tokens) {
+            // A refused token is not handed out again: the next login gets a new one
+            // (a permission granted since it was issued shows only in a new token).
+            tokens.forget();
+        }
+        result.map(|()| plan)
     }
 
     /// `auth-test`'s token step, before connecting: with a token source and a bearer

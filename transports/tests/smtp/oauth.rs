@@ -37,6 +37,7 @@ const SCOPE: &str = "https://mail.example/";
 struct Tokens {
     results: Mutex<Vec<Result<&'static str, TokenError>>>,
     calls: AtomicUsize,
+    forgotten: AtomicUsize,
 }
 
 impl Tokens {
@@ -80,6 +81,10 @@ impl TokenSource for Tokens {
 
     fn describe(&self) -> String {
         "scripted tokens".into()
+    }
+
+    fn forget(&self) {
+        self.forgotten.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -268,6 +273,8 @@ async fn xoauth2_answers_the_json_error_with_an_empty_line() {
     // What the queue records for the recipients carries the same.
     let reply = err.as_reply();
     assert_eq!(reply.code, 535);
+    // The refused token is not offered again.
+    assert_eq!(tokens.forgotten.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
