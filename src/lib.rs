@@ -16,6 +16,7 @@
 //! - [`store`]: where routes, transports and accounts come from (file or Redis), live
 //!   reload, outage handling.
 //! - [`secrets`]: upstream passwords from files, environment variables or the config.
+//! - [`oauth`]: a smarthost's OAuth2 token source (`[transports.NAME.oauth2]`).
 //! - [`dsn`]: delivery status notifications (RFC 3464).
 //! - [`admin`], [`metrics`]: the admin HTTP API, Prometheus metrics.
 //! - [`app`]: start-up, signals, shutdown; [`cli`]: commands that talk to a gateway.
@@ -34,6 +35,7 @@ pub mod dsn;
 pub mod message;
 pub mod metrics;
 pub mod model;
+pub mod oauth;
 pub mod queue;
 pub mod routes;
 pub mod runtime;

@@ -187,7 +187,12 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
                     socks.resolver = Some(Arc::clone(&rt.resolver));
                     Arc::new(SocksConnector::new(socks).with_resolver(Arc::clone(&rt.resolver)))
                 };
-                Arc::new(SmarthostTransport::new(sh, &rt.tls, connector))
+                let smarthost = SmarthostTransport::new(sh, &rt.tls, connector);
+                // OAuth2 access tokens for XOAUTH2/OAUTHBEARER (`[transports.NAME.oauth2]`).
+                Arc::new(
+                    crate::oauth::attach(smarthost, name, t, Arc::clone(&rt.resolver), &rt.roots)
+                        .map_err(BuildError::Transport)?,
+                )
             }
             TransportKind::Direct => Arc::clone(&direct) as Arc<dyn Transport>,
             TransportKind::Socks => {

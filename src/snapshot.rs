@@ -155,7 +155,8 @@ pub fn smarthost_config(
         (_, true) => SmarthostTls::None,
         (_, false) => SmarthostTls::StartTls { required: true },
     };
-    let auth = match secrets::transport_password(name, t).map_err(|e| e.to_string())? {
+    // A transport that logs in with OAuth2 tokens only has an empty password.
+    let auth = match crate::oauth::transport_password(name, t).map_err(|e| e.to_string())? {
         None => None,
         Some(password) => Some(SmarthostAuth {
             username: t.username.clone(),

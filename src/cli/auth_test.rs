@@ -7,6 +7,11 @@
 //! server advertised after TLS, the mechanism chosen (and its channel binding), and
 //! "authentication succeeded" or the server's reply. Exit status 0 on success, 1 on any
 //! failure. The password is never printed.
+//!
+//! A transport with `[transports.NAME.oauth2]` gets its access token first (the token
+//! step: from the token file or the token endpoint, with the token's remaining
+//! lifetime when known, never the token itself); the report says whether the token
+//! step or the AUTH step failed.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use relaygate_transports::sasl::DEFAULT_CLIENT_PREFERENCE;
 use relaygate_transports::smarthost::{AuthProbe, SmarthostTls, SmarthostTransport};
-use relaygate_transports::{TcpConnector, TlsInfo};
+use relaygate_transports::{TcpConnector, TlsInfo, TransportError};
 
 use crate::config::Config;
 
@@ -53,8 +58,17 @@ pub async fn test(config_path: &Path, name: &str) -> anyhow::Result<(String, boo
     let tls = crate::app::tls_configs(&config).context("loading TLS trust roots")?;
     // The host resolves as delivery resolves it: through `[dns]`.
     let resolver = crate::runtime::resolver(&config).map_err(|e| anyhow!(e))?;
-    let connector = Arc::new(TcpConnector::new(Duration::from_secs(30)).with_resolver(resolver));
-    let transport = SmarthostTransport::new(sh, &tls, connector);
+    let connector =
+        Arc::new(TcpConnector::new(Duration::from_secs(30)).with_resolver(Arc::clone(&resolver)));
+    let roots = crate::runtime::tls_roots(&config).map_err(|e| anyhow!(e))?;
+    let transport = crate::oauth::attach(
+        SmarthostTransport::new(sh, &tls, connector),
+        name,
+        t,
+        resolver,
+        &roots,
+    )
+    .map_err(|e| anyhow!(e))?;
     let probe = transport.probe_auth().await;
     Ok(report(name, &transport, &probe))
 }
@@ -63,6 +77,28 @@ pub async fn test(config_path: &Path, name: &str) -> anyhow::Result<(String, boo
 fn report(name: &str, transport: &SmarthostTransport, probe: &AuthProbe) -> (String, bool) {
     let cfg = transport.config();
     let mut out = String::new();
+    if let Some(tokens) = transport.token_source() {
+        let _ = writeln!(out, "token source: {}", tokens.describe());
+        match (&probe.token, &probe.result) {
+            (Some(token), _) => {
+                let expiry = match token.valid_for {
+                    Some(d) => format!("valid for {} s", d.as_secs()),
+                    None => "expiry unknown".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "token step: OK, access token {} ({expiry})",
+                    token.origin.as_str()
+                );
+            }
+            (None, Err(e @ TransportError::Token { .. })) => {
+                let _ = writeln!(out, "token step FAILED: {e}");
+                let _ = writeln!(out, "AUTH step: not attempted (no access token)");
+                return (out, false);
+            }
+            (None, _) => {}
+        }
+    }
     let mode = match cfg.tls {
         SmarthostTls::Implicit => "implicit TLS",
         SmarthostTls::StartTls { required: true } => "STARTTLS required",
@@ -119,16 +155,22 @@ fn report(name: &str, transport: &SmarthostTransport, probe: &AuthProbe) -> (Str
             plan.binding()
         );
     }
+    // With a token step, the AUTH step is named as such.
+    let step = if probe.token.is_some() {
+        "AUTH step: "
+    } else {
+        ""
+    };
     match &probe.result {
         Ok(()) => {
-            let _ = writeln!(out, "authentication succeeded");
+            let _ = writeln!(out, "{step}authentication succeeded");
             (out, true)
         }
         Err(e) => {
             if let Some(reply) = e.reply() {
                 let _ = writeln!(out, "server reply: {reply}");
             }
-            let _ = writeln!(out, "authentication failed: {e}");
+            let _ = writeln!(out, "{step}authentication failed: {e}");
             (out, false)
         }
     }

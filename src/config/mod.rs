@@ -6,11 +6,13 @@
 //! of routes and transports is built from a validated config by `crate::snapshot`.
 
 pub mod dkim;
+pub mod oauth2;
 pub mod source;
 pub mod units;
 mod validate;
 
 pub use dkim::{DkimConfig, DkimKeyConfig};
+pub use oauth2::OAuth2Config;
 pub use source::{ConfigSource, EMBEDDED_DEFAULT};
 pub use validate::transport_problems;
 
@@ -641,6 +643,9 @@ pub struct TransportConfig {
     /// EHLO name used through this proxy.
     #[serde(default)]
     pub remote_hostname: String,
+    /// OAuth2 access tokens for the XOAUTH2/OAUTHBEARER mechanisms (`[transports.NAME.oauth2]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Config>,
 }
 
 /// `"name:port"`, `"[v6]:port"`, or a bare name or address with `default_port`.

@@ -193,6 +193,9 @@ impl Config {
             for problem in transport_problems(name, t, &self.transports) {
                 err(line, &key, problem);
             }
+            for problem in super::oauth2::file_problems(t) {
+                err(line, &key, problem);
+            }
         }
 
         let mut check_routes = |routes: &[RouteConfig], key: &str| {
@@ -283,6 +286,7 @@ pub fn transport_problems(
     if t.max_recipients == Some(0) {
         out.push("max_recipients: must be at least 1".into());
     }
+    out.extend(super::oauth2::problems(name, t));
     if t.kind == TransportKind::Direct && !t.on_reply.is_empty() {
         out.push("on_reply applies to smarthost and socks transports".into());
     }
@@ -310,7 +314,7 @@ pub fn transport_problems(
             if secrets > 0 && t.username.is_empty() {
                 out.push("a password is set but no username".into());
             }
-            if secrets == 0 && !t.username.is_empty() {
+            if secrets == 0 && !t.username.is_empty() && !super::oauth2::bearer_only(t) {
                 out.push("a username is set but no password_file, password_env or password".into());
             }
             for m in &t.mechanisms {

@@ -26,6 +26,7 @@ mod harness;
 mod hostile;
 mod intl_dsn;
 mod mtasts;
+mod oauth;
 mod operations;
 mod redis;
 mod redis_layout;

@@ -50,6 +50,8 @@
 //! - [`dns`] — the DNSSEC-aware resolver and MX destinations.
 //! - [`dane`] — DANE (RFC 7672): TLSA policy per MX host and the rustls verifier.
 //! - [`mtasts`] — MTA-STS (RFC 8461): TXT record, policy parser, HTTPS fetch, cache.
+//! - [`oauth2`] — access tokens for XOAUTH2/OAUTHBEARER: a token file, or our own
+//!   client for the token endpoint (client-credentials and refresh-token grants).
 //! - [`direct`] — direct MX delivery: hosts in order, address-family alternation, the
 //!   TLS policy per host (DANE, MTA-STS, REQUIRETLS, `TLS-Required: No`; otherwise
 //!   opportunistic STARTTLS with plaintext fallback), per-domain TLS status records.
@@ -62,6 +64,7 @@ pub mod dns;
 pub mod ehlo;
 pub mod message;
 pub mod mtasts;
+pub mod oauth2;
 pub mod outcome;
 pub mod replies;
 pub mod reply;

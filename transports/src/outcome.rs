@@ -10,8 +10,9 @@
 use std::{fmt, io};
 
 use crate::{
+    oauth2::TokenError,
     reply::{EnhancedCode, Reply},
-    sasl::{Mechanism, SaslError},
+    sasl::{BearerError, Mechanism, SaslError},
 };
 
 /// Whether a failure should be retried later.
@@ -367,7 +368,7 @@ pub enum TransportError {
     /// The server refused AUTH. A 535 (RFC 4954 §6: credentials invalid) is temporary
     /// for the message, since the operator may fix the password; the session is not
     /// retried with a weaker mechanism. 454 and other 4xx are temporary too.
-    #[error("{host}: AUTH {mechanism} refused: {reply}{hint}", hint = auth_hint(.reply))]
+    #[error("{host}: AUTH {mechanism} refused: {reply}{hint}", hint = auth_hint(.reply, .bearer.as_deref()))]
     AuthFailed {
         /// Remote host.
         host: String,
@@ -375,6 +376,21 @@ pub enum TransportError {
         mechanism: Mechanism,
         /// The server's reply.
         reply: Reply,
+        /// For XOAUTH2/OAUTHBEARER: the JSON error the server sent before refusing
+        /// (RFC 7628 §3.2.2), with its status and scope.
+        bearer: Option<Box<BearerError>>,
+    },
+    /// No access token for a bearer-token mechanism: the token file or the token
+    /// endpoint failed. Temporary: the operator or the provider can fix it.
+    #[error("{host}: AUTH {mechanism}: no OAuth2 access token: {source}")]
+    Token {
+        /// Remote host.
+        host: String,
+        /// The mechanism that needed the token.
+        mechanism: Mechanism,
+        /// What failed.
+        #[source]
+        source: TokenError,
     },
     /// No mechanism of our preference list is advertised after TLS (or AUTH is not
     /// offered at all while credentials are configured). Permanent: retrying will not
@@ -425,11 +441,13 @@ fn join<'a>(names: impl Iterator<Item = &'a str>) -> String {
     names.collect::<Vec<_>>().join(" ")
 }
 
-fn auth_hint(reply: &Reply) -> &'static str {
-    if reply.code == 535 {
-        " (the credentials were refused: check the transport's username and password)"
-    } else {
-        ""
+fn auth_hint(reply: &Reply, bearer: Option<&BearerError>) -> String {
+    match bearer {
+        Some(b) => format!(" (the bearer token was refused: {b})"),
+        None if reply.code == 535 => {
+            " (the credentials were refused: check the transport's username and password)".into()
+        }
+        None => String::new(),
     }
 }
 
@@ -445,6 +463,7 @@ impl TransportError {
             | TransportError::StartTlsRejected { .. }
             | TransportError::Protocol { .. }
             | TransportError::AuthWithoutTls { .. }
+            | TransportError::Token { .. }
             | TransportError::Sasl { .. } => Severity::Temporary,
             // RFC 4954 §6: 535 means the credentials are invalid. The operator may fix
             // them, so the message waits rather than bounces.
@@ -506,6 +525,8 @@ impl TransportError {
             // RFC 5248: X.7.11 encryption required for the authentication mechanism.
             TransportError::AuthWithoutTls { .. } => (7, 11),
             TransportError::Sasl { .. } => (7, 0),
+            // RFC 4954 §6: 454 4.7.0 temporary authentication failure.
+            TransportError::Token { .. } => (7, 0),
         };
         EnhancedCode::new(class, subject, detail)
     }
@@ -528,6 +549,7 @@ impl TransportError {
             TransportError::AuthFailed { .. }
             | TransportError::NoCommonMechanism { .. }
             | TransportError::AuthWithoutTls { .. }
+            | TransportError::Token { .. }
             | TransportError::Sasl { .. } => Stage::Auth,
         }
     }
@@ -555,6 +577,7 @@ impl TransportError {
             TransportError::AuthFailed { .. }
             | TransportError::NoCommonMechanism { .. }
             | TransportError::AuthWithoutTls { .. }
+            | TransportError::Token { .. }
             | TransportError::Sasl { .. } => ReasonKind::Auth,
         }
     }
@@ -597,6 +620,7 @@ impl TransportError {
             | TransportError::RequireTlsUnsupported { .. }
             | TransportError::NoCommonMechanism { .. }
             | TransportError::AuthWithoutTls { .. }
+            | TransportError::Token { .. }
             | TransportError::Sasl { .. } => None,
         }
     }
@@ -605,6 +629,7 @@ impl TransportError {
     pub fn auth_mechanism(&self) -> Option<Mechanism> {
         match self {
             TransportError::AuthFailed { mechanism, .. }
+            | TransportError::Token { mechanism, .. }
             | TransportError::Sasl { mechanism, .. } => Some(*mechanism),
             TransportError::Connect { .. }
             | TransportError::Timeout { .. }

@@ -17,6 +17,10 @@
 //! same reply instead of hammering the provider (which may lock the account).
 //! [`SmarthostTransport::probe_auth`] runs the same steps without sending a message, for
 //! `relaygate auth-test`.
+//!
+//! When the mechanism chosen is XOAUTH2 or OAUTHBEARER, the login asks the transport's
+//! [`TokenSource`] (set with [`SmarthostTransport::with_token_source`]) for an access
+//! token and sends that instead of a password.
 
 use std::{
     net::SocketAddr,
@@ -29,9 +33,10 @@ use tokio::time::Instant;
 
 use crate::{
     message::OutboundMessage,
+    oauth2::{AccessToken, TokenSource},
     outcome::{RcptOutcome, ReasonKind, Stage, TransportError},
     reply::Reply,
-    sasl::{CacheStats, Mechanism, SaltedCache},
+    sasl::{BearerError, CacheStats, Mechanism, SaltedCache},
     session::{
         server_name, AuthParams, AuthPlan, ConnectParams, Secret, Session, SessionState, Timeouts,
     },
@@ -98,7 +103,8 @@ pub struct SmarthostConfig {
 pub struct SmarthostAuth {
     /// The SASL authentication identity.
     pub username: String,
-    /// Its password.
+    /// Its password (empty when only XOAUTH2/OAUTHBEARER are listed: their token comes
+    /// from the transport's [`TokenSource`]).
     pub password: Secret,
     /// Mechanisms in preference order; empty means
     /// [`crate::sasl::DEFAULT_CLIENT_PREFERENCE`] (PLAIN and LOGIN only when listed).
@@ -117,6 +123,10 @@ pub struct AuthProbe {
     pub advertised: Option<Vec<String>>,
     /// The chosen mechanism, when one was chosen.
     pub plan: Option<AuthPlan>,
+    /// For XOAUTH2/OAUTHBEARER: the access token of the token step, which runs before
+    /// connecting (`None` without a token source or a bearer mechanism listed, and when
+    /// the step failed: `result` is then a [`TransportError::Token`]).
+    pub token: Option<AccessToken>,
     /// `Ok` when authenticated (or no credentials are configured).
     pub result: Result<(), TransportError>,
 }
@@ -176,6 +186,7 @@ struct AuthRefusal {
     at: Instant,
     mechanism: Mechanism,
     reply: Reply,
+    bearer: Option<Box<BearerError>>,
 }
 
 struct Idle {
@@ -192,6 +203,8 @@ struct PoolInner {
 
 type Pool = Arc<Mutex<PoolInner>>;
 
+mod login;
+
 /// Relays messages to one smarthost. `deliver` may be called concurrently.
 pub struct SmarthostTransport {
     config: SmarthostConfig,
@@ -203,6 +216,8 @@ pub struct SmarthostTransport {
     sasl_cache: Arc<SaltedCache>,
     /// The last 535, while it holds connections down.
     refused: Mutex<Option<AuthRefusal>>,
+    /// Access tokens for XOAUTH2/OAUTHBEARER.
+    tokens: Option<Arc<dyn TokenSource>>,
 }
 
 impl std::fmt::Debug for SmarthostTransport {
@@ -233,6 +248,7 @@ impl SmarthostTransport {
             pool: Arc::new(Mutex::new(PoolInner::default())),
             sasl_cache: Arc::new(SaltedCache::new(SaltedCache::DEFAULT_CAPACITY)),
             refused: Mutex::new(None),
+            tokens: None,
         }
     }
 
@@ -391,8 +407,7 @@ impl SmarthostTransport {
         if let Some(auth) = &cfg.auth {
             self.check_holddown()?;
             let mut conn = self.open(host, port).await?;
-            let params = self.auth_params(auth);
-            match conn.session.authenticate(&params).await {
+            match self.login(&mut conn, auth, None).await {
                 Ok(plan) => {
                     tracing::info!(transport = %cfg.name, host = %cfg.host,
                         mechanism = %plan.mechanism, binding = %plan.binding(),
@@ -469,10 +484,16 @@ impl SmarthostTransport {
         })
     }
 
-    fn auth_params<'a>(&'a self, auth: &'a SmarthostAuth) -> AuthParams<'a> {
+    /// What AUTH needs; `bearer` is the access token, sent instead of the password by
+    /// XOAUTH2 and OAUTHBEARER.
+    fn auth_params<'a>(
+        &'a self,
+        auth: &'a SmarthostAuth,
+        bearer: Option<&'a Secret>,
+    ) -> AuthParams<'a> {
         AuthParams {
             username: &auth.username,
-            password: &auth.password,
+            password: bearer.unwrap_or(&auth.password),
             preference: &auth.mechanisms,
             // Only the operator's explicit no_starttls lets credentials go in clear.
             plaintext_allowed: self.config.tls == SmarthostTls::None,
@@ -493,6 +514,7 @@ impl SmarthostTransport {
                     host: self.config.host.clone(),
                     mechanism: r.mechanism,
                     reply: r.reply.clone(),
+                    bearer: r.bearer.clone(),
                 })
             }
             Some(_) | None => Ok(()),
@@ -504,16 +526,29 @@ impl SmarthostTransport {
         let cfg = &self.config;
         match e {
             TransportError::AuthFailed {
-                mechanism, reply, ..
+                mechanism,
+                reply,
+                bearer,
+                ..
             } if reply.code == 535 => {
-                tracing::error!(transport = %cfg.name, host = %cfg.host, %mechanism,
-                    reply = %reply, holddown_secs = cfg.auth_failure_holddown.as_secs(),
-                    "smarthost refused the credentials; messages stay queued until the \
-                     operator fixes the username/password (no weaker mechanism is tried)");
+                if mechanism.is_bearer() {
+                    let detail = bearer.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                    tracing::error!(transport = %cfg.name, host = %cfg.host, %mechanism,
+                        reply = %reply, %detail,
+                        holddown_secs = cfg.auth_failure_holddown.as_secs(),
+                        "smarthost refused the OAuth2 access token; messages stay queued until \
+                         the token source gives one it accepts (check scope and permissions)");
+                } else {
+                    tracing::error!(transport = %cfg.name, host = %cfg.host, %mechanism,
+                        reply = %reply, holddown_secs = cfg.auth_failure_holddown.as_secs(),
+                        "smarthost refused the credentials; messages stay queued until the \
+                         operator fixes the username/password (no weaker mechanism is tried)");
+                }
                 *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(AuthRefusal {
                     at: Instant::now(),
                     mechanism: *mechanism,
                     reply: reply.clone(),
+                    bearer: bearer.clone(),
                 });
             }
             other => {
@@ -524,15 +559,22 @@ impl SmarthostTransport {
     }
 
     /// Connects and authenticates as a delivery would, reports each step, and quits
-    /// without sending a message (`relaygate auth-test`). Ignores the hold-down.
+    /// without sending a message (`relaygate auth-test`). Ignores the hold-down. With
+    /// a token source and a bearer mechanism listed, the token comes first: a token
+    /// that cannot be had stops the probe before it connects.
     pub async fn probe_auth(&self) -> AuthProbe {
         let mut probe = AuthProbe {
             addr: None,
             tls: TlsInfo::None,
             advertised: None,
             plan: None,
+            token: None,
             result: Ok(()),
         };
+        if let Some(Err(e)) = self.probe_token(&mut probe).await {
+            probe.result = Err(e);
+            return probe;
+        }
         // The first host (auth-test names it; delivery would go on to the next ones).
         let mut conn = match self.open(&self.config.host, self.config.port).await {
             Ok(conn) => conn,
@@ -545,15 +587,9 @@ impl SmarthostTransport {
         probe.tls = conn.tls.clone();
         probe.advertised = conn.session.capabilities().map(|c| c.auth.clone());
         if let Some(auth) = &self.config.auth {
-            let params = self.auth_params(auth);
-            probe.result = match conn.session.plan_auth(&params) {
-                Ok(plan) => {
-                    let result = conn.session.run_auth(&params, &plan).await;
-                    probe.plan = Some(plan);
-                    result
-                }
-                Err(e) => Err(e),
-            };
+            probe.plan = conn.session.plan_auth(&self.auth_params(auth, None)).ok();
+            let token = probe.token.as_ref();
+            probe.result = self.login(&mut conn, auth, token).await.map(|_| ());
         }
         conn.session.quit().await;
         probe
@@ -731,6 +767,7 @@ fn next_host_may_help(e: &TransportError) -> bool {
         | TransportError::SmtpUtf8Unsupported { .. }
         | TransportError::RequireTlsUnsupported { .. }
         | TransportError::AuthFailed { .. }
+        | TransportError::Token { .. }
         | TransportError::Sasl { .. } => false,
     }
 }

@@ -8,6 +8,8 @@
 //! - [`pki`]: a throw-away CA and a server certificate for `localhost`/127.0.0.1 (and
 //!   other names, e.g. `mx.dst.test`).
 //! - [`https`]: an HTTPS server for MTA-STS policies.
+//! - [`oauth_server`]: an HTTPS OAuth2 token endpoint (issues numbered tokens, or
+//!   refuses), and the sink's bearer-token AUTH in [`sink_auth`].
 //! - [`metrics`]: reading samples from the gateway's Prometheus text.
 //! - [`tls_lab`]: DNS with AD bits, a test CA, a policy server and a DSN sink for the
 //!   DANE / MTA-STS / REQUIRETLS scenarios.
@@ -25,9 +27,11 @@ pub mod gateway;
 pub mod https;
 pub mod metrics;
 pub mod microsocks;
+pub mod oauth_server;
 pub mod pki;
 pub mod redis;
 pub mod sink;
+pub mod sink_auth;
 pub mod smtp_client;
 pub mod tls_lab;
 

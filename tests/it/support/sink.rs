@@ -17,6 +17,9 @@
 //!
 //! [`Mode`] is a global override that can be changed at run time. Every transaction
 //! accepted with 250 at the end of DATA is recorded as a [`Received`].
+//!
+//! With [`Sink::set_bearer_auth`] the sink requires an XOAUTH2 or OAUTHBEARER login
+//! inside TLS (see `sink_auth`); every AUTH is recorded as a [`Login`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::pki::Pki;
+pub use super::sink_auth::{BearerAuth, Login};
 use super::Io;
 
 /// The largest DATA the sink accepts (it answers 552 above this).
@@ -116,6 +120,12 @@ struct State {
     requiretls: bool,
     /// Do not announce SMTPUTF8 (RFC 6531), and refuse the parameter.
     no_smtputf8: bool,
+    /// Require a bearer-token login (offered inside TLS).
+    bearer: Option<BearerAuth>,
+    /// Every AUTH exchange.
+    logins: Vec<Login>,
+    /// Close the connection after each accepted message (so the next one logs in again).
+    one_message_per_connection: bool,
 }
 
 struct Shared {
@@ -198,6 +208,33 @@ impl Sink {
 
     pub fn set_requiretls(&self, on: bool) {
         self.shared.lock().requiretls = on;
+    }
+
+    /// Requires XOAUTH2/OAUTHBEARER logins as `user` with one of `accepted` tokens (and
+    /// names `scope` in the error challenge for any other token).
+    pub fn set_bearer_auth(&self, user: &str, accepted: &[&str], scope: &str) {
+        self.shared.lock().bearer = Some(BearerAuth {
+            user: user.to_string(),
+            accepted: accepted.iter().map(|t| t.to_string()).collect(),
+            scope: scope.to_string(),
+        });
+    }
+
+    /// Changes the tokens that log in (keeps the user and scope).
+    pub fn accept_tokens(&self, accepted: &[&str]) {
+        if let Some(b) = self.shared.lock().bearer.as_mut() {
+            b.accepted = accepted.iter().map(|t| t.to_string()).collect();
+        }
+    }
+
+    /// Every AUTH exchange so far.
+    pub fn logins(&self) -> Vec<Login> {
+        self.shared.lock().logins.clone()
+    }
+
+    /// Closes each connection after its first accepted message.
+    pub fn set_one_message_per_connection(&self, on: bool) {
+        self.shared.lock().one_message_per_connection = on;
     }
 
     /// Every accepted transaction so far, in acceptance order.
@@ -405,6 +442,7 @@ async fn run_session(
     let mut tls = false;
     let mut ehlo: Option<String> = None;
     let mut tx: Option<Transaction> = None;
+    let mut authenticated = false;
 
     loop {
         // Flush pending replies before we would block for input (PIPELINING).
@@ -445,6 +483,9 @@ async fn run_session(
                 if shared.lock().no_smtputf8 {
                     caps.retain(|c| c != "SMTPUTF8");
                 }
+                if tls && shared.lock().bearer.is_some() {
+                    caps.push("AUTH OAUTHBEARER XOAUTH2".into());
+                }
                 let last = caps.len() - 1;
                 for (i, cap) in caps.iter().enumerate() {
                     let sep = if i == last { ' ' } else { '-' };
@@ -484,6 +525,23 @@ async fn run_session(
                 ehlo = None;
                 tx = None;
             }
+            "AUTH" => {
+                let bearer = shared.lock().bearer.clone();
+                let Some(bearer) = bearer.filter(|_| tls && !authenticated) else {
+                    out.push_str("503 5.5.1 AUTH not available\r\n");
+                    continue;
+                };
+                send(conn.get_mut(), &out).await?;
+                out.clear();
+                let (reply, login) =
+                    super::sink_auth::exchange(&mut conn, &bearer, arg, id, tls).await?;
+                if let Some(login) = login {
+                    authenticated = login.accepted;
+                    shared.lock().logins.push(login);
+                    shared.changed.notify_waiters();
+                }
+                out.push_str(&format!("{reply}\r\n"));
+            }
             "MAIL" => {
                 if let Some(reply) = reject {
                     out.push_str(&format!("{reply}\r\n"));
@@ -493,6 +551,8 @@ async fn run_session(
                     }
                 } else if ehlo.is_none() {
                     out.push_str("503 5.5.1 say EHLO first\r\n");
+                } else if shared.lock().bearer.is_some() && !authenticated {
+                    out.push_str("530 5.7.0 authentication required\r\n");
                 } else if tx.is_some() {
                     out.push_str("503 5.5.1 nested MAIL\r\n");
                 } else if let Some(path) = strip_prefix_ci(arg, "FROM:") {
@@ -582,6 +642,10 @@ async fn run_session(
                 }
                 let reply = finish_data(&shared, id, peer, &ehlo, tls, t, data);
                 out.push_str(&format!("{reply}\r\n"));
+                if reply.starts_with("250") && shared.lock().one_message_per_connection {
+                    send(conn.get_mut(), &out).await?;
+                    return Ok(());
+                }
             }
             "RSET" => {
                 tx = None;

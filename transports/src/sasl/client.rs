@@ -22,6 +22,7 @@ use super::{
     error::SaslError,
     login::LoginClient,
     mechanism::Mechanism,
+    oauth::{BearerClient, BearerError},
     plain::PlainClient,
     scram_client::ScramClient,
 };
@@ -74,11 +75,20 @@ pub trait ClientMechanism: Send {
     /// the exchange did not complete on our side, e.g. SCRAM without a verified server
     /// signature: the server then has not proven it knows the password.
     fn finish(&mut self, additional_data: Option<&[u8]>) -> Result<(), SaslError>;
+
+    /// The error a server reported inside the exchange before refusing, for the
+    /// bearer-token mechanisms (RFC 7628 §3.2.2: a JSON challenge with status and
+    /// scope); `None` for the others, and when no such challenge came.
+    fn bearer_error(&self) -> Option<&BearerError> {
+        None
+    }
 }
 
 /// Builds the client for `mechanism`. `binding` matters only to SCRAM (see
 /// [`ChannelBinding::negotiate`]): a -PLUS mechanism needs a `tls-exporter` value of
-/// 32 bytes and a non-PLUS one must not get one. `cache` is used by SCRAM only.
+/// 32 bytes and a non-PLUS one must not get one. `cache` is used by SCRAM only. For
+/// XOAUTH2 and OAUTHBEARER `password` is the access token (and OAUTHBEARER gets no
+/// `host`/`port`; [`BearerClient::new`] takes them).
 pub fn new_client(
     mechanism: Mechanism,
     username: &str,
@@ -97,6 +107,9 @@ pub fn new_client(
             Mechanism::CramMd5 => Ok(Box::new(CramMd5Client::new(username, password))),
             Mechanism::Plain => Ok(Box::new(PlainClient::new(username, password)?)),
             Mechanism::Login => Ok(Box::new(LoginClient::new(username, password))),
+            Mechanism::XOAuth2 | Mechanism::OAuthBearer => Ok(Box::new(BearerClient::new(
+                mechanism, username, password, None,
+            )?)),
             Mechanism::ScramSha1
             | Mechanism::ScramSha1Plus
             | Mechanism::ScramSha256

@@ -96,6 +96,17 @@ pub enum SaslError {
         /// "username" or "password"; the value itself is never reported.
         field: &'static str,
     },
+    /// A credential we were given cannot be put in the mechanism's message (an empty
+    /// bearer token, a byte the syntax does not allow). The value is never reported.
+    #[error("{mechanism}: the {field} cannot be used: {reason}")]
+    Credential {
+        /// The mechanism being run.
+        mechanism: Mechanism,
+        /// Which credential, e.g. "access token".
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A -PLUS mechanism was asked for without a channel binding value, or the value has the
     /// wrong size.
     #[error("{mechanism}: {reason}")]

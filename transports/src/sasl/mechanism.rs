@@ -11,11 +11,18 @@ use super::hash::ScramHash;
 
 /// A SASL mechanism relaygate implements.
 ///
-/// The derived order is the strength order, weakest first: `Login < Plain < CramMd5 <
-/// ScramSha1 < ScramSha1Plus < ScramSha256 < ScramSha256Plus`. SHA-256 without binding
-/// ranks above SHA-1 with binding, as in [`DEFAULT_CLIENT_PREFERENCE`].
+/// The derived order is the strength order of the password mechanisms, weakest first:
+/// `Login < Plain < CramMd5 < ScramSha1 < ScramSha1Plus < ScramSha256 <
+/// ScramSha256Plus`. SHA-256 without binding ranks above SHA-1 with binding, as in
+/// [`DEFAULT_CLIENT_PREFERENCE`]. The bearer-token mechanisms (XOAUTH2, OAUTHBEARER)
+/// carry an access token instead of a password and are outside that scale; they sort
+/// first and are used only when the operator lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mechanism {
+    /// XOAUTH2: an OAuth 2.0 bearer token in Google's and Microsoft's earlier format.
+    XOAuth2,
+    /// OAUTHBEARER (RFC 7628): an OAuth 2.0 bearer token.
+    OAuthBearer,
     /// LOGIN: user name and password in clear, in answer to two prompts.
     Login,
     /// PLAIN (RFC 4616): authzid, authcid and password in clear.
@@ -44,7 +51,7 @@ pub const DEFAULT_CLIENT_PREFERENCE: &[Mechanism] = &[
 ];
 
 impl Mechanism {
-    /// Every mechanism, strongest first.
+    /// Every password mechanism (client and server), strongest first.
     pub const ALL: [Mechanism; 7] = [
         Mechanism::ScramSha256Plus,
         Mechanism::ScramSha256,
@@ -54,6 +61,9 @@ impl Mechanism {
         Mechanism::Plain,
         Mechanism::Login,
     ];
+
+    /// The bearer-token mechanisms (client only), the standard one first.
+    pub const BEARER: [Mechanism; 2] = [Mechanism::OAuthBearer, Mechanism::XOAuth2];
 
     /// The registered name, as sent in `AUTH` and listed in the EHLO `AUTH` keyword.
     pub const fn as_str(self) -> &'static str {
@@ -65,6 +75,8 @@ impl Mechanism {
             Mechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::XOAuth2 => "XOAUTH2",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -73,7 +85,15 @@ impl Mechanism {
     pub fn from_wire(name: &str) -> Option<Mechanism> {
         Mechanism::ALL
             .into_iter()
+            .chain(Mechanism::BEARER)
             .find(|m| m.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// True for XOAUTH2 and OAUTHBEARER, which send an OAuth 2.0 access token (from the
+    /// transport's `oauth2` source) instead of a password. Like PLAIN they send the
+    /// credential itself, so they belong only on an encrypted connection.
+    pub const fn is_bearer(self) -> bool {
+        matches!(self, Mechanism::XOAuth2 | Mechanism::OAuthBearer)
     }
 
     /// True for the -PLUS variants, which need a channel binding.
@@ -92,7 +112,11 @@ impl Mechanism {
         match self {
             Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(ScramHash::Sha1),
             Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(ScramHash::Sha256),
-            Mechanism::Login | Mechanism::Plain | Mechanism::CramMd5 => None,
+            Mechanism::Login
+            | Mechanism::Plain
+            | Mechanism::CramMd5
+            | Mechanism::XOAuth2
+            | Mechanism::OAuthBearer => None,
         }
     }
 
@@ -101,7 +125,11 @@ impl Mechanism {
         match self {
             Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(Mechanism::ScramSha1Plus),
             Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(Mechanism::ScramSha256Plus),
-            Mechanism::Login | Mechanism::Plain | Mechanism::CramMd5 => None,
+            Mechanism::Login
+            | Mechanism::Plain
+            | Mechanism::CramMd5
+            | Mechanism::XOAuth2
+            | Mechanism::OAuthBearer => None,
         }
     }
 
@@ -124,7 +152,7 @@ impl fmt::Display for Mechanism {
 
 /// A mechanism name that relaygate does not implement (e.g. in a config file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown SASL mechanism {name:?} (known: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN)")]
+#[error("unknown SASL mechanism {name:?} (known: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN, OAUTHBEARER, XOAUTH2)")]
 pub struct UnknownMechanism {
     /// The name as given.
     pub name: String,
@@ -217,8 +245,15 @@ mod tests {
             Some(Mechanism::ScramSha256Plus)
         );
         assert_eq!(Mechanism::from_wire("GSSAPI"), None);
-        let err = "XOAUTH2".parse::<Mechanism>().unwrap_err();
-        assert!(err.to_string().contains("XOAUTH2"));
+        let err = "GSSAPI".parse::<Mechanism>().unwrap_err();
+        assert!(err.to_string().contains("GSSAPI"));
+        for m in Mechanism::BEARER {
+            assert_eq!(Mechanism::from_wire(&m.as_str().to_lowercase()), Some(m));
+            assert!(m.is_bearer() && !m.is_plus() && m.scram_hash().is_none());
+            assert!(!Mechanism::ALL.contains(&m));
+        }
+        assert_eq!("xoauth2".parse::<Mechanism>(), Ok(Mechanism::XOAuth2));
+        assert!(!DEFAULT_CLIENT_PREFERENCE.iter().any(|m| m.is_bearer()));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! authenticate to its submission listener, where it is the *server*. Both sides speak
 //! SCRAM-SHA-256 and SCRAM-SHA-1 (RFC 5802, RFC 7677) with their -PLUS variants bound to
 //! the TLS connection through `tls-exporter` (RFC 9266), CRAM-MD5 (RFC 2195), PLAIN
-//! (RFC 4616) and LOGIN (the de-facto "Username:"/"Password:" exchange).
+//! (RFC 4616) and LOGIN (the de-facto "Username:"/"Password:" exchange). Towards
+//! providers that take OAuth 2.0 access tokens, the client also speaks OAUTHBEARER
+//! (RFC 7628) and XOAUTH2; the submission listener never offers those.
 //!
 //! Nothing here reads or writes a socket, does base64 on the wire or knows about `334`
 //! lines: the SMTP layer (RFC 4954) decodes each challenge, hands the raw bytes to a
@@ -52,6 +54,7 @@
 //! - [`decoy`] — the fake exchange for unknown users.
 //! - [`md5_state`] — CRAM-MD5's stored HMAC-MD5 intermediate states.
 //! - [`cram_md5`], [`plain`], [`login`] — the other mechanisms, both sides.
+//! - [`oauth`] — OAUTHBEARER and XOAUTH2 (client), their JSON error challenge.
 
 pub mod cache;
 pub mod channel_binding;
@@ -64,6 +67,7 @@ pub mod hash;
 pub mod login;
 pub mod md5_state;
 pub mod mechanism;
+pub mod oauth;
 pub mod plain;
 pub mod saslprep;
 pub mod scram_client;
@@ -87,6 +91,7 @@ pub use md5_state::CramMd5Secret;
 pub use mechanism::{
     choose, Mechanism, NoCommonMechanism, UnknownMechanism, DEFAULT_CLIENT_PREFERENCE,
 };
+pub use oauth::{BearerClient, BearerError};
 pub use plain::{PlainClient, PlainServer};
 pub use scram_client::ScramClient;
 pub use scram_server::ScramServer;

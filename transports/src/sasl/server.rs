@@ -24,6 +24,7 @@ use super::{
     hash::ScramHash,
     login::LoginServer,
     mechanism::Mechanism,
+    oauth::NoBearerServer,
     plain::PlainServer,
     saslprep::saslprep,
     scram_server::ScramServer,
@@ -338,6 +339,8 @@ pub fn new_server(
         Mechanism::CramMd5 => Box::new(CramMd5Server::new(store, settings)),
         Mechanism::Plain => Box::new(PlainServer::new(store, settings)),
         Mechanism::Login => Box::new(LoginServer::new(store, settings)),
+        // Never offered by the submission listener: a bearer token cannot be checked.
+        Mechanism::XOAuth2 | Mechanism::OAuthBearer => Box::new(NoBearerServer::new(mechanism)),
     }
 }
 

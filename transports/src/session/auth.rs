@@ -13,8 +13,10 @@
 //!    which for SCRAM fails unless the server proved it knows the password.
 //!
 //! One AUTH per session: a refusal ends it, and nothing here ever tries a second,
-//! weaker mechanism. Responses are never logged: they carry passwords (PLAIN, LOGIN)
-//! or proofs; only the mechanism name is.
+//! weaker mechanism. Responses are never logged: they carry passwords (PLAIN, LOGIN),
+//! proofs or bearer tokens (XOAUTH2, OAUTHBEARER: the token is passed in place of the
+//! password); only the mechanism name is. For the bearer mechanisms, the JSON error a
+//! server sends before refusing (RFC 7628 §3.2.2) goes into the `AuthFailed` error.
 
 use std::{fmt, sync::Arc};
 
@@ -76,7 +78,7 @@ impl fmt::Display for Secret {
 pub struct AuthParams<'a> {
     /// The authentication identity.
     pub username: &'a str,
-    /// Its password.
+    /// Its password; for XOAUTH2 and OAUTHBEARER, the access token.
     pub password: &'a Secret,
     /// Mechanisms in preference order; empty means
     /// [`sasl::DEFAULT_CLIENT_PREFERENCE`].
@@ -203,13 +205,25 @@ impl Session {
             mechanism,
             source,
         };
-        let mut mech = sasl::new_client(
-            mechanism,
-            params.username,
-            params.password.expose(),
-            plan.binding.clone(),
-            params.cache.cloned(),
-        )
+        let mut mech = if mechanism.is_bearer() {
+            // RFC 7628 §3.1: OAUTHBEARER names the host and port connected to.
+            let endpoint = self.peer.map(|addr| (self.host.as_str(), addr.port()));
+            sasl::BearerClient::new(
+                mechanism,
+                params.username,
+                params.password.expose(),
+                endpoint,
+            )
+            .map(|c| Box::new(c) as Box<dyn sasl::ClientMechanism>)
+        } else {
+            sasl::new_client(
+                mechanism,
+                params.username,
+                params.password.expose(),
+                plan.binding.clone(),
+                params.cache.cloned(),
+            )
+        }
         .map_err(|e| sasl_error(&self.host, e))?;
         tracing::debug!(host = %self.host, %mechanism, binding = %plan.binding(), "AUTH");
 
@@ -289,6 +303,8 @@ impl Session {
                         host: self.host.clone(),
                         mechanism,
                         reply,
+                        // XOAUTH2/OAUTHBEARER: the JSON error of the challenge before.
+                        bearer: mech.bearer_error().cloned().map(Box::new),
                     });
                 }
             }

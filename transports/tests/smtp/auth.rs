@@ -463,7 +463,7 @@ fn config_debug_redacts_the_password() {
 /// Every tracing event of this test binary, with all its fields, as text: a global
 /// subscriber (a thread-scoped one misses events whose callsite interest another test
 /// thread cached first).
-mod capture {
+pub mod capture {
     use std::sync::{Arc, Mutex, OnceLock};
 
     use tracing::{

@@ -5,6 +5,7 @@
 
 mod auth;
 mod fake;
+mod oauth;
 mod pki;
 mod session;
 mod smarthost;
