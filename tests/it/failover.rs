@@ -527,12 +527,12 @@ async fn a_fallback_attempt_is_counted_under_the_transport_that_took_it() -> Res
         .filter(|l| l.starts_with("relaygate_delivery_attempts_total{"))
         .collect();
     ensure!(
-        attempts
-            .iter()
-            .any(|l| l.contains("transport=\"backup\"") && l.contains("delivered"))
-            && !attempts
-                .iter()
-                .any(|l| l.contains("transport=\"primary\"") && l.contains("delivered")),
+        attempts.iter().any(|l| l.contains("transport=\"backup\"")
+            && l.contains("delivered")
+            && l.ends_with(" 1"))
+            && !attempts.iter().any(|l| l.contains("transport=\"primary\"")
+                && l.contains("delivered")
+                && !l.ends_with(" 0")),
         "{attempts:?}"
     );
     Ok(())
