@@ -394,7 +394,7 @@ fn spawn_mtasts_refresh(snap: SnapshotCell, mut shutdown: watch::Receiver<bool>)
 
 /// The snapshot of the file store: the config's routes, transports and accounts as
 /// store data, validated and built like the Redis store's.
-fn file_snapshot(
+pub fn file_snapshot(
     config: &Config,
     rt: &crate::runtime::Runtime,
 ) -> Result<crate::snapshot::Snapshot, String> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use relaygate::config::{Config, DEFAULT_CONFIG_PATH};
+use relaygate::config::DEFAULT_CONFIG_PATH;
 
 #[derive(Parser)]
 #[command(
@@ -182,42 +182,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
-                let routes = c.routes.len()
-                    + c.domains.values().map(|d| d.routes.len()).sum::<usize>()
-                    + c.accounts.values().map(|a| a.routes.len()).sum::<usize>();
-                println!(
-                    "{}: OK ({} transports, {} routes, store {:?})",
-                    config.display(),
-                    c.transports.len(),
-                    routes,
-                    c.store.kind
-                );
-                for (name, a) in &c.accounts {
-                    if a.allowed_senders.is_empty() {
-                        println!(
-                            "warning: accounts.{name} has no allowed_senders: it may use any sender address"
-                        );
-                    }
-                }
-                match relaygate::cli::routes::check_store(&config, &c) {
-                    Ok(Some(line)) => {
-                        println!("{line}");
-                        ExitCode::SUCCESS
-                    }
-                    Ok(None) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("{e:#}");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig { config } => relaygate::cli::check_config::run(&config),
         Command::Serve { config } => {
             init_logging(cli.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()

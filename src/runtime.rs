@@ -120,6 +120,20 @@ impl Runtime {
         })
     }
 
+    /// What `check-config` builds with: the system view of `config` and an in-memory
+    /// MTA-STS cache (nothing under `data_dir` is opened or created; Redis is not).
+    pub fn for_check(config: &Config) -> Result<Runtime, BuildError> {
+        let (resolver, roots, tls) = system(config)?;
+        Ok(Runtime {
+            resolver,
+            roots,
+            tls,
+            policy_store: Arc::new(relaygate_transports::mtasts::MemoryStore::new()),
+            tls_status: None,
+            fleet: None,
+        })
+    }
+
     /// The same stores with the system view of `config` re-read (a reload: `[dns]`,
     /// `tls.extra_ca_file`). `[store]` changes take effect at the next start.
     pub fn reconfigure(&self, config: &Config) -> Result<Runtime, BuildError> {

@@ -5,6 +5,7 @@ pub mod account_hash;
 pub mod accounts;
 pub mod admin_client;
 pub mod auth_test;
+pub mod check_config;
 pub mod dkim;
 pub mod dnscheck;
 pub mod lockouts;

@@ -5,6 +5,7 @@
 //! naming missing transports, transport fields per kind, domain syntax). The runtime view
 //! of routes and transports is built from a validated config by `crate::snapshot`.
 
+pub mod diagnose;
 pub mod dkim;
 pub mod oauth2;
 pub mod source;
@@ -831,20 +832,16 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: e.span().map(|s| line_of(text, s.start)),
-                key: key_in_message(&message),
-                message,
-            }])
-        })?;
-        let errors = config.validate(path, text);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(errors))
+        match toml::from_str::<Config>(text) {
+            Ok(config) => {
+                let errors = config.validate(path, text);
+                if errors.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigErrors(errors))
+                }
+            }
+            Err(_) => Err(ConfigErrors(diagnose::all_errors(path, text))),
         }
     }
 }

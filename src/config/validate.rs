@@ -196,6 +196,27 @@ impl Config {
             for problem in super::oauth2::file_problems(t) {
                 err(line, &key, problem);
             }
+            // The secret's file must be readable here, where the gateway runs.
+            if !t.password_file.is_empty() {
+                if let Err(e) = std::fs::File::open(&t.password_file) {
+                    err(
+                        find_line("password_file").or(line),
+                        &format!("{key}.password_file"),
+                        format!("{:?} cannot be read: {e}", t.password_file),
+                    );
+                }
+            }
+        }
+        for (name, a) in &self.accounts {
+            if !a.password_file.is_empty() {
+                if let Err(e) = std::fs::File::open(&a.password_file) {
+                    err(
+                        find_line("password_file"),
+                        &format!("accounts.{name}.password_file"),
+                        format!("{:?} cannot be read: {e}", a.password_file),
+                    );
+                }
+            }
         }
 
         let mut check_routes = |routes: &[RouteConfig], key: &str| {
@@ -303,7 +324,16 @@ pub fn transport_problems(
                         out.push(e);
                     }
                 }
-                (false, true) => {}
+                (false, true) => {
+                    // `host = "h:587"` would be dialed as h:587:587.
+                    let h = t.host.trim();
+                    let v6 = h.starts_with('[') || h.matches(':').count() > 1;
+                    if !v6 && h.contains(':') {
+                        out.push(format!(
+                            "host {h:?} has a port: write the port in `port` (or use hosts = [{h:?}])"
+                        ));
+                    }
+                }
             }
             if t.kind == TransportKind::Submissions && t.no_starttls {
                 out.push("no_starttls cannot apply to submissions (implicit TLS)".into());

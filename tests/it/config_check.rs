@@ -134,7 +134,21 @@ async fn every_shipped_config_is_valid() -> Result<()> {
     );
     let mut failures = Vec::new();
     for file in &files {
-        let out = check(file, &root).await?;
+        // check-config checks what serve would, secrets included: the examples name
+        // theirs in environment variables, given here.
+        let path = file.to_string_lossy();
+        let out = tokio::process::Command::new(crate::support::gateway::binary())
+            .args(["check-config", "-c", &path])
+            .current_dir(&root)
+            .env("PROVIDER_PASSWORD", "x")
+            .env("BULK_PASSWORD", "x")
+            .output()
+            .await?;
+        let out = crate::support::gateway::CliOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
         if out.code != Some(0) {
             failures.push(format!("{}: {out}", file.display()));
         }
@@ -182,5 +196,49 @@ async fn redis_password_is_never_printed() -> Result<()> {
             ensure!(out.stderr.contains("***"), "{url}: {out}");
         }
     }
+    Ok(())
+}
+
+/// The broken configs of issue 16: a duration with a bad unit, a string where a list is
+/// expected, `host` with a port, a password file that does not exist. check-config
+/// reports all four at once, each with its line and key, prints no OK, and exits 1
+/// (before: the first error only, some without their key, and OK for the last two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_at_once_with_its_key() -> Result<()> {
+    let dir = crate::support::temp_dir("relaygate-check-")?;
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "hostname = \"x\"\ndata_dir = {}\n[queue]\nfirst_retry = \"5 minutes\"\n\
+             [submission]\ntrusted_networks = \"127.0.0.1\"\n[transports.p]\nkind = \"submission\"\n\
+             host = \"h.example:587\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n",
+            crate::support::gateway::toml_str(&dir.path().join("data").to_string_lossy())
+        ),
+    )?;
+    let out = check(&path, dir.path()).await?;
+    ensure!(out.code == Some(1), "{out}");
+    ensure!(!out.stdout.contains("OK"), "{out}");
+    for (line, key) in [
+        ("line 4", "queue.first_retry"),
+        ("line 6", "submission.trusted_networks"),
+        ("line 7", "transports.p"),
+        ("line 11", "transports.p.password_file"),
+    ] {
+        ensure!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(line) && l.contains(&format!("key `{key}`"))),
+            "no error at {line} for {key}:\n{out}"
+        );
+    }
+    ensure!(
+        out.stderr.contains("h.example:587") && out.stderr.contains("5 minutes"),
+        "{out}"
+    );
+    ensure!(
+        !dir.path().join("data").exists(),
+        "check-config created the data dir"
+    );
     Ok(())
 }
