@@ -149,6 +149,33 @@ impl Runtime {
     }
 }
 
+/// How a smarthost transport connects: directly (host names through `[dns]`), or
+/// through the proxy of the socks transport named by its `socks_proxy`. Delivery and
+/// `auth-test` use the same.
+pub fn smarthost_connector(
+    name: &str,
+    t: &crate::config::TransportConfig,
+    transports: &std::collections::BTreeMap<String, crate::config::TransportConfig>,
+    resolver: &Arc<dyn Resolver>,
+) -> Result<Arc<dyn Connector>, String> {
+    if t.socks_proxy.is_empty() {
+        return Ok(Arc::new(
+            TcpConnector::new(Duration::from_secs(30)).with_resolver(Arc::clone(resolver)),
+        ));
+    }
+    let proxy = transports.get(&t.socks_proxy).ok_or_else(|| {
+        format!(
+            "transport {name:?}: socks_proxy {:?} is not defined",
+            t.socks_proxy
+        )
+    })?;
+    let mut socks = socks_config(&t.socks_proxy, proxy)?;
+    socks.resolver = Some(Arc::clone(resolver));
+    Ok(Arc::new(
+        SocksConnector::new(socks).with_resolver(Arc::clone(resolver)),
+    ))
+}
+
 /// The resolver of `[dns]`, the trusted roots and the TLS client configs.
 fn system(config: &Config) -> Result<(Arc<dyn Resolver>, TlsRoots, TlsClientConfigs), BuildError> {
     let resolver = resolver(config).map_err(BuildError::Dns)?;
@@ -183,24 +210,8 @@ pub fn build(data: &StoreData, config: &Config, rt: &Runtime) -> Result<Snapshot
         let entry: Arc<dyn Transport> = match t.kind {
             TransportKind::Smtp | TransportKind::Submission | TransportKind::Submissions => {
                 let sh = smarthost_config(config, name, t).map_err(BuildError::Transport)?;
-                let connector: Arc<dyn Connector> = if t.socks_proxy.is_empty() {
-                    // Host names resolve through `[dns]` like everything else.
-                    Arc::new(
-                        TcpConnector::new(Duration::from_secs(30))
-                            .with_resolver(Arc::clone(&rt.resolver)),
-                    )
-                } else {
-                    let proxy = data.transports.get(&t.socks_proxy).ok_or_else(|| {
-                        BuildError::Transport(format!(
-                            "transport {name:?}: socks_proxy {:?} is not defined",
-                            t.socks_proxy
-                        ))
-                    })?;
-                    let mut socks =
-                        socks_config(&t.socks_proxy, proxy).map_err(BuildError::Transport)?;
-                    socks.resolver = Some(Arc::clone(&rt.resolver));
-                    Arc::new(SocksConnector::new(socks).with_resolver(Arc::clone(&rt.resolver)))
-                };
+                let connector = smarthost_connector(name, t, &data.transports, &rt.resolver)
+                    .map_err(BuildError::Transport)?;
                 let smarthost = SmarthostTransport::new(sh, &rt.tls, connector);
                 // OAuth2 access tokens for XOAUTH2/OAUTHBEARER (`[transports.NAME.oauth2]`).
                 Arc::new(

@@ -16,13 +16,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use relaygate_transports::sasl::DEFAULT_CLIENT_PREFERENCE;
 use relaygate_transports::smarthost::{AuthProbe, SmarthostTls, SmarthostTransport};
-use relaygate_transports::{TcpConnector, TlsInfo, TransportError};
+use relaygate_transports::{TlsInfo, TransportError};
 
 use crate::config::Config;
 
@@ -58,8 +56,9 @@ pub async fn test(config_path: &Path, name: &str) -> anyhow::Result<(String, boo
     let tls = crate::app::tls_configs(&config).context("loading TLS trust roots")?;
     // The host resolves as delivery resolves it: through `[dns]`.
     let resolver = crate::runtime::resolver(&config).map_err(|e| anyhow!(e))?;
-    let connector =
-        Arc::new(TcpConnector::new(Duration::from_secs(30)).with_resolver(Arc::clone(&resolver)));
+    // The same way delivery goes: through the transport's `socks_proxy` when it has one.
+    let connector = crate::runtime::smarthost_connector(name, t, &config.transports, &resolver)
+        .map_err(|e| anyhow!(e))?;
     let roots = crate::runtime::tls_roots(&config).map_err(|e| anyhow!(e))?;
     let transport = crate::oauth::attach(
         SmarthostTransport::new(sh, &tls, connector),
@@ -70,7 +69,23 @@ pub async fn test(config_path: &Path, name: &str) -> anyhow::Result<(String, boo
     )
     .map_err(|e| anyhow!(e))?;
     let probe = transport.probe_auth().await;
-    Ok(report(name, &transport, &probe))
+    let (text, ok) = report(name, &transport, &probe);
+    if t.socks_proxy.is_empty() {
+        return Ok((text, ok));
+    }
+    // Say which way it went: through the proxy, as delivery goes.
+    let addresses = config
+        .transports
+        .get(&t.socks_proxy)
+        .map(|p| p.address.join(", "))
+        .unwrap_or_default();
+    Ok((
+        format!(
+            "through the SOCKS proxy of transport {:?} ({addresses})\n{text}",
+            t.socks_proxy
+        ),
+        ok,
+    ))
 }
 
 /// The human-readable report of a probe, and whether it succeeded.

@@ -231,3 +231,73 @@ async fn submissions_smarthost_through_the_proxy_with_auth() -> Result<()> {
     );
     Ok(())
 }
+
+/// `auth-test` goes the way delivery goes (issue 16 item 3): through the transport's
+/// `socks_proxy`. With a wrong proxy password it fails and says the proxy refused (it
+/// used to connect directly and report success); with the right one it logs in through
+/// the proxy and says so.
+#[tokio::test]
+async fn auth_test_goes_through_the_proxy() -> Result<()> {
+    let pki = Pki::new()?;
+    let sink = Sink::start().await?;
+    let dir = crate::support::temp_dir("relaygate-socks-")?;
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "via proxy\n")?;
+    let mut a_opts = GatewayOptions::relay_to(sink.port());
+    a_opts.trusted_networks = Some(vec!["192.0.2.0/24".into()]);
+    a_opts.submission_toml = format!(
+        "listen_tls = [\"127.0.0.1:0\"]\ntls_cert = {}\ntls_key = {}\n",
+        toml_str(&pki.chain_pem.to_string_lossy()),
+        toml_str(&pki.key_pem.to_string_lossy())
+    );
+    a_opts.extra_toml.push_str(&format!(
+        "\n[accounts.app]\npassword_file = {}\n",
+        toml_str(&pw.to_string_lossy())
+    ));
+    let a = Gateway::start(a_opts).await?;
+    let tls_port = a
+        .ready()
+        .submission_tls
+        .first()
+        .context("A's implicit TLS listener")?
+        .port();
+    let proxy = Microsocks::start(Some(("relay", "s0cks")))?;
+    let b_with = |proxy_pw: &str| -> Result<GatewayOptions> {
+        let ppw = dir.path().join(format!("proxy-{proxy_pw}"));
+        std::fs::write(&ppw, format!("{proxy_pw}\n"))?;
+        Ok(GatewayOptions {
+            extra_toml: format!(
+                "[tls]\nextra_ca_file = {}\n\n[transports.proxy]\nkind = \"socks\"\naddress = {}\n\
+                 username = \"relay\"\npassword_file = {}\n\n\
+                 [transports.provider]\nkind = \"submissions\"\nhost = \"localhost\"\nport = {tls_port}\n\
+                 username = \"app\"\npassword_file = {}\nsocks_proxy = \"proxy\"\n\n[[routes]]\ntransport = \"provider\"\n",
+                toml_str(&pki.ca_pem.to_string_lossy()),
+                toml_str(&proxy.addr.to_string()),
+                toml_str(&ppw.to_string_lossy()),
+                toml_str(&pw.to_string_lossy())
+            ),
+            ..Default::default()
+        })
+    };
+    let bad = Gateway::start(b_with("wrong")?).await?;
+    let out = bad.run_cli(&["auth-test", "provider"]).await?;
+    ensure!(
+        out.code == Some(1),
+        "auth-test passed with a wrong proxy password:\n{out}"
+    );
+    let text = format!("{}{}", out.stdout, out.stderr).to_ascii_lowercase();
+    ensure!(
+        text.contains("proxy") && !text.contains("authentication succeeded"),
+        "{out}"
+    );
+    let good = Gateway::start(b_with("s0cks")?).await?;
+    let out = good.run_cli(&["auth-test", "provider"]).await?;
+    ensure!(out.code == Some(0), "{out}");
+    ensure!(
+        out.stdout
+            .contains("through the SOCKS proxy of transport \"proxy\"")
+            && out.stdout.contains("authentication succeeded"),
+        "{out}"
+    );
+    Ok(())
+}
