@@ -52,11 +52,16 @@ pub enum RoutesAction {
         #[arg(long)]
         index: Option<usize>,
     },
-    /// Remove the route at INDEX of a list (the global list unless --account or --domain).
+    /// Remove the route at INDEX of a list (the global list unless --account or --domain),
+    /// also an entry shown INVALID by `routes list`.
     Remove {
         #[command(flatten)]
         list: ListChoice,
+        /// The position `routes list` shows.
         index: usize,
+        /// Write even if the store then has problems it did not have before.
+        #[arg(long)]
+        force: bool,
     },
     /// Replace the store's routes, transports and accounts with those of a TOML config
     /// file (account passwords are turned into verifiers).
@@ -132,8 +137,17 @@ pub async fn load(store: &StoreClient) -> anyhow::Result<Loaded> {
 
 /// Applies a change and returns the result, with a context naming the store.
 pub async fn apply(store: &StoreClient, change: Mutation) -> anyhow::Result<Written> {
+    apply_forced(store, change, false).await
+}
+
+/// [`apply`], with `--force`: written even when the result has new problems.
+pub async fn apply_forced(
+    store: &StoreClient,
+    change: Mutation,
+    force: bool,
+) -> anyhow::Result<Written> {
     store
-        .apply(&change)
+        .apply_with(&change, force)
         .await
         .with_context(|| format!("changing the store ({})", store.describe()))
 }
@@ -167,14 +181,50 @@ pub fn report(w: Written, what: &str) {
 
 fn list_text(store: &StoreClient, loaded: &Loaded) -> String {
     let mut out = format!("{}\n", header(store, loaded));
-    for (list, routes) in loaded.data.lists() {
+    let mut lists: Vec<(RouteList, Vec<RouteSpec>)> = loaded
+        .data
+        .lists()
+        .into_iter()
+        .map(|(l, r)| (l, r.to_vec()))
+        .collect();
+    // Lists whose every entry is invalid are shown too.
+    for bad in &loaded.invalid {
+        if let Some((list, _)) = &bad.list {
+            if !lists.iter().any(|(l, _)| l == list) {
+                lists.push((list.clone(), Vec::new()));
+            }
+        }
+    }
+    for (list, routes) in &lists {
         out.push_str(&format!("{list}\n"));
-        if routes.is_empty() {
+        // Positions are those of the stored list, invalid entries included, so that
+        // `routes remove INDEX` takes out what is shown at INDEX.
+        let bad: Vec<(usize, &crate::store::raw::Invalid)> = loaded
+            .invalid
+            .iter()
+            .filter_map(|b| match &b.list {
+                Some((l, i)) if l == list => Some((*i, b)),
+                _ => None,
+            })
+            .collect();
+        let total = routes.len() + bad.len();
+        if total == 0 {
             out.push_str("  (empty)\n");
         }
-        for (i, r) in routes.iter().enumerate() {
-            out.push_str(&format!("  [{i}] {}\n", r.summary()));
+        let mut good = routes.iter();
+        for i in 0..total {
+            match bad.iter().find(|(j, _)| *j == i) {
+                Some((_, b)) => out.push_str(&format!("  [{i}] INVALID {} ({})\n", b.raw, b.why)),
+                None => {
+                    if let Some(r) = good.next() {
+                        out.push_str(&format!("  [{i}] {}\n", r.summary()));
+                    }
+                }
+            }
         }
+    }
+    for b in loaded.invalid.iter().filter(|b| b.list.is_none()) {
+        out.push_str(&format!("{} INVALID ({})\n", b.at, b.why));
     }
     out
 }
@@ -185,6 +235,9 @@ fn list_json(loaded: &Loaded) -> serde_json::Value {
         "global": loaded.data.global,
         "domains": loaded.data.domains,
         "accounts": loaded.data.accounts_routes,
+        "invalid": loaded.invalid.iter().map(|b| json!({
+            "at": b.at, "stored": b.raw, "why": b.why,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -275,14 +328,15 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
                 .await?;
                 report(w, &format!("added to {list} at {at}: {summary}"));
             }
-            RoutesAction::Remove { list, index } => {
+            RoutesAction::Remove { list, index, force } => {
                 let list = list.list()?;
-                let w = apply(
+                let w = apply_forced(
                     &store,
                     Mutation::RemoveRoute {
                         list: list.clone(),
                         index,
                     },
+                    force,
                 )
                 .await?;
                 report(w, &format!("removed {list}[{index}]"));

@@ -45,8 +45,14 @@ pub enum TransportsAction {
         #[command(flatten)]
         fields: TransportFlags,
     },
-    /// Remove a transport (refused while a route names it).
-    Remove { name: String },
+    /// Remove a transport (refused while a route names it, unless --force), also one
+    /// that does not decode.
+    Remove {
+        name: String,
+        /// Write even if the store then has problems it did not have before.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Transport fields as flags; each one set overrides `--json`.
@@ -265,8 +271,13 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                 .await?;
                 report(w, &format!("transport {name} set to {text}"));
             }
-            TransportsAction::Remove { name } => {
-                let w = apply(&store, Mutation::RemoveTransport { name: name.clone() }).await?;
+            TransportsAction::Remove { name, force } => {
+                let w = super::routes::apply_forced(
+                    &store,
+                    Mutation::RemoveTransport { name: name.clone() },
+                    force,
+                )
+                .await?;
                 report(w, &format!("transport {name} removed"));
             }
         }

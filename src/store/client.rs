@@ -35,6 +35,8 @@ pub struct Loaded {
     pub data: StoreData,
     /// What validation says about it (empty when it is good).
     pub problems: Vec<Problem>,
+    /// Entries that do not decode (left out of `data`), to show and remove.
+    pub invalid: Vec<super::raw::Invalid>,
 }
 
 /// The result of a change.
@@ -74,27 +76,35 @@ impl StoreClient {
     /// Reads the current data. Bad JSON is an error; a validation failure is not (it
     /// is reported in [`Loaded::problems`], so `list` can show what is there).
     pub async fn load(&self) -> Result<Loaded, StoreError> {
-        let (version, data) = match self {
-            StoreClient::File { data, .. } => (None, (**data).clone()),
+        let (version, data, mut problems, invalid) = match self {
+            StoreClient::File { data, .. } => (None, (**data).clone(), Vec::new(), Vec::new()),
             StoreClient::Redis(store) => {
                 let mut conn = store.connect().await?;
                 let raw = store.load(&mut conn).await?;
-                (
-                    Some(raw.version),
-                    raw.decode().map_err(StoreError::Invalid)?,
-                )
+                // Whatever decodes, so that a bad entry can be listed and removed.
+                let (data, problems, invalid) = raw.decode_lenient();
+                (Some(raw.version), data, problems, invalid)
             }
         };
-        let problems = data.validate().err().unwrap_or_default();
+        if let Err(more) = data.validate() {
+            problems.extend(more);
+        }
         Ok(Loaded {
             version,
             data,
             problems,
+            invalid,
         })
     }
 
-    /// Applies a change: validate the whole result, write atomically, publish.
+    /// Applies a change: validate the whole result, write atomically, publish. A change
+    /// may not add a problem to the store (`force`: write it anyway); removals work on
+    /// the stored entries, so a store with entries that do not decode can be repaired.
     pub async fn apply(&self, change: &Mutation) -> Result<Written, StoreError> {
+        self.apply_with(change, false).await
+    }
+
+    pub async fn apply_with(&self, change: &Mutation, force: bool) -> Result<Written, StoreError> {
         let store = match self {
             StoreClient::File { path, .. } => return Err(StoreError::ReadOnly(path.clone())),
             StoreClient::Redis(store) => store,
@@ -102,14 +112,29 @@ impl StoreClient {
         let mut conn = store.connect().await?;
         for _ in 0..WRITE_TRIES {
             let raw = store.load(&mut conn).await?;
-            let current = if change.needs_current() {
-                raw.decode().map_err(StoreError::Invalid)?
-            } else {
-                StoreData::default()
+            let new_raw = match change.raw_edit(&raw) {
+                Some(edited) => edited.map_err(StoreError::Change)?,
+                None => {
+                    let current = if change.needs_current() {
+                        raw.decode().map_err(StoreError::Invalid)?
+                    } else {
+                        StoreData::default()
+                    };
+                    RawStore::encode(&change.apply(&current).map_err(StoreError::Change)?)
+                }
             };
-            let new = change.apply(&current).map_err(StoreError::Change)?;
-            new.validate().map_err(StoreError::Invalid)?;
-            let ops = diff(store.keys(), &raw, &RawStore::encode(&new));
+            if !force {
+                // Only problems the store already had may remain.
+                let before: Vec<String> = problems_of(&raw).iter().map(|p| p.to_string()).collect();
+                let new_problems: Vec<Problem> = problems_of(&new_raw)
+                    .into_iter()
+                    .filter(|p| !before.contains(&p.to_string()))
+                    .collect();
+                if !new_problems.is_empty() {
+                    return Err(StoreError::Invalid(new_problems));
+                }
+            }
+            let ops = diff(store.keys(), &raw, &new_raw);
             if ops.is_empty() {
                 return Ok(Written {
                     version: raw.version,
@@ -125,4 +150,14 @@ impl StoreClient {
         }
         Err(StoreError::Conflict(WRITE_TRIES))
     }
+}
+
+/// What a gateway would say about a stored form: entries that do not decode, then the
+/// validation of what does.
+fn problems_of(raw: &RawStore) -> Vec<Problem> {
+    let (data, mut problems, _) = raw.decode_lenient();
+    if let Err(more) = data.validate() {
+        problems.extend(more);
+    }
+    problems
 }

@@ -62,6 +62,38 @@ pub enum MutationError {
 }
 
 impl Mutation {
+    /// Removals work on the stored form, so they also take out entries that do not
+    /// decode (repairing a store gateways refuse); other changes return `None`.
+    pub fn raw_edit(
+        &self,
+        raw: &super::raw::RawStore,
+    ) -> Option<Result<super::raw::RawStore, MutationError>> {
+        let mut new = raw.clone();
+        let result = match self {
+            Mutation::RemoveRoute { list, index } => match new.list_mut(list) {
+                Some(items) if *index < items.len() => {
+                    items.remove(*index);
+                    Ok(())
+                }
+                found => Err(MutationError::NoSuchIndex {
+                    list: list.to_string(),
+                    len: found.map_or(0, |i| i.len()),
+                    index: *index,
+                }),
+            },
+            Mutation::RemoveTransport { name } => match new.transports.remove(name) {
+                Some(_) => Ok(()),
+                None => Err(MutationError::NoSuchTransport(name.clone())),
+            },
+            Mutation::RemoveAccount { name } => match new.accounts.remove(name) {
+                Some(_) => Ok(()),
+                None => Err(MutationError::NoSuchAccount(name.clone())),
+            },
+            _ => return None,
+        };
+        Some(result.map(|()| new))
+    }
+
     /// The new data; an error when the change does not apply (no such index, name).
     pub fn apply(&self, current: &StoreData) -> Result<StoreData, MutationError> {
         let mut data = current.clone();

@@ -84,15 +84,37 @@ fn parse_object<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String>
     }
 }
 
-fn decode_routes(list: RouteList, items: &[String], problems: &mut Vec<Problem>) -> Vec<RouteSpec> {
+/// An entry that does not decode, where it is, and its text as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The route list and position, for route entries.
+    pub list: Option<(RouteList, usize)>,
+    /// `routes:global[1]`, `transports[NAME]`, ...
+    pub at: String,
+    pub raw: String,
+    pub why: String,
+}
+
+fn decode_routes(
+    list: RouteList,
+    items: &[String],
+    problems: &mut Vec<Problem>,
+    invalid: &mut Vec<Invalid>,
+) -> Vec<RouteSpec> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match parse_object::<RouteSpec>(item) {
             Ok(r) => out.push(r),
-            Err(e) => problems.push(Problem::new(
-                format!("{list}[{i}]"),
-                format!("not a route object: {e}"),
-            )),
+            Err(e) => {
+                let why = format!("not a route object: {e}");
+                problems.push(Problem::new(format!("{list}[{i}]"), why.clone()));
+                invalid.push(Invalid {
+                    list: Some((list.clone(), i)),
+                    at: format!("{list}[{i}]"),
+                    raw: item.clone(),
+                    why,
+                });
+            }
         }
     }
     out
@@ -101,17 +123,35 @@ fn decode_routes(list: RouteList, items: &[String], problems: &mut Vec<Problem>)
 impl RawStore {
     /// Parses every JSON value; all problems are reported together.
     pub fn decode(&self) -> Result<StoreData, Vec<Problem>> {
+        let (data, problems, _) = self.decode_lenient();
+        if problems.is_empty() {
+            Ok(data)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Everything that decodes, with the problems and the entries that do not (for
+    /// listing and repairing a store that gateways refuse).
+    pub fn decode_lenient(&self) -> (StoreData, Vec<Problem>, Vec<Invalid>) {
         let mut problems = Vec::new();
+        let mut invalid = Vec::new();
         let mut data = StoreData::default();
         for (name, json) in &self.transports {
             match parse_object::<TransportConfig>(json) {
                 Ok(t) => {
                     data.transports.insert(name.clone(), t);
                 }
-                Err(e) => problems.push(Problem::new(
-                    format!("transports[{name}]"),
-                    format!("not a transport object: {e}"),
-                )),
+                Err(e) => {
+                    let why = format!("not a transport object: {e}");
+                    problems.push(Problem::new(format!("transports[{name}]"), why.clone()));
+                    invalid.push(Invalid {
+                        list: None,
+                        at: format!("transports[{name}]"),
+                        raw: json.clone(),
+                        why,
+                    });
+                }
             }
         }
         for (name, json) in &self.accounts {
@@ -119,19 +159,35 @@ impl RawStore {
                 Ok(a) => {
                     data.accounts.insert(name.clone(), a);
                 }
-                Err(e) => problems.push(Problem::new(
-                    format!("accounts[{name}]"),
-                    format!("not an account object: {e}"),
-                )),
+                Err(e) => {
+                    let why = format!("not an account object: {e}");
+                    problems.push(Problem::new(format!("accounts[{name}]"), why.clone()));
+                    invalid.push(Invalid {
+                        list: None,
+                        at: format!("accounts[{name}]"),
+                        raw: "(hidden: account record)".into(),
+                        why,
+                    });
+                }
             }
         }
-        data.global = decode_routes(RouteList::Global, &self.global, &mut problems);
+        data.global = decode_routes(RouteList::Global, &self.global, &mut problems, &mut invalid);
         for (d, items) in &self.domains {
-            let routes = decode_routes(RouteList::Domain(d.clone()), items, &mut problems);
+            let routes = decode_routes(
+                RouteList::Domain(d.clone()),
+                items,
+                &mut problems,
+                &mut invalid,
+            );
             data.domains.insert(d.clone(), routes);
         }
         for (a, items) in &self.account_routes {
-            let routes = decode_routes(RouteList::Account(a.clone()), items, &mut problems);
+            let routes = decode_routes(
+                RouteList::Account(a.clone()),
+                items,
+                &mut problems,
+                &mut invalid,
+            );
             data.accounts_routes.insert(a.clone(), routes);
         }
         for (domain, items) in &self.dkim {
@@ -150,10 +206,15 @@ impl RawStore {
             }
         }
         data.prune_empty_lists();
-        if problems.is_empty() {
-            Ok(data)
-        } else {
-            Err(problems)
+        (data, problems, invalid)
+    }
+
+    /// The raw list a route list is stored in.
+    pub fn list_mut(&mut self, list: &RouteList) -> Option<&mut Vec<String>> {
+        match list {
+            RouteList::Global => Some(&mut self.global),
+            RouteList::Domain(d) => self.domains.get_mut(d),
+            RouteList::Account(a) => self.account_routes.get_mut(a),
         }
     }
 

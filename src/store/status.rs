@@ -65,6 +65,12 @@ impl StoreStatus {
                 detail: Mutex::new(Detail {
                     reported_up: up,
                     ever_up: up,
+                    // The file store is loaded with the config, now.
+                    loaded_at_ms: if kind == "file" {
+                        crate::model::now_ms()
+                    } else {
+                        0
+                    },
                     ..Default::default()
                 }),
             }),
@@ -145,8 +151,10 @@ impl StoreStatus {
     }
 
     /// `"ok"` or `"degraded"`.
+    /// `ok`, or `degraded` while Redis is unreachable or its content is refused (the
+    /// last good snapshot stays in force; `store_detail.rejected` says why).
     pub fn state(&self) -> &'static str {
-        if self.is_up() {
+        if self.is_up() && self.detail().rejected.is_none() {
             "ok"
         } else {
             "degraded"
@@ -155,10 +163,12 @@ impl StoreStatus {
 
     /// Details for `/healthz`.
     pub fn detail_json(&self) -> Value {
+        // `state` takes the detail lock itself: read it first.
+        let state = self.state();
         let d = self.detail();
         json!({
             "kind": self.inner.kind,
-            "state": self.state(),
+            "state": state,
             "source": self.inner.source,
             "version": self.version(),
             "subscribed": self.inner.sub_up.load(Ordering::SeqCst),
@@ -184,9 +194,13 @@ mod tests {
         assert_eq!(s.state(), "ok");
         s.set_data(false, None);
         assert_eq!(s.state(), "degraded");
+        s.set_data(true, None);
         assert!(s.set_rejected(Some("x".into())));
+        assert_eq!(s.state(), "degraded", "refused content is degraded too");
         assert!(!s.set_rejected(Some("x".into())));
         assert!(s.set_rejected(None));
+        assert_eq!(s.state(), "ok");
+        s.set_data(false, None);
         assert_eq!(StoreStatus::file().state(), "ok");
     }
 }

@@ -460,7 +460,8 @@ async fn snapshot_naming_a_missing_transport_is_refused() -> Result<()> {
         store_version(&h) == good,
         "the refused version is in force: {h}"
     );
-    ensure!(h["store"] == "ok", "{h}");
+    // Refused content makes the store degraded (issue 16 item 4), with the reason.
+    ensure!(h["store"] == "degraded" && h["status"] == "degraded", "{h}");
     let log = std::fs::read_to_string(gw.dir().join("stderr.log"))?;
     ensure!(
         log.lines()
@@ -482,7 +483,7 @@ async fn snapshot_naming_a_missing_transport_is_refused() -> Result<()> {
     let out = cli.ok(&["routes", "remove", "--global", "1"]).await?;
     let fixed = published_version(&out)?;
     wait_health(&gw, 10, "fixed", |h| {
-        store_version(h) == fixed && h["store_detail"]["rejected"].is_null()
+        store_version(h) == fixed && h["store_detail"]["rejected"].is_null() && h["store"] == "ok"
     })
     .await?;
 
@@ -770,5 +771,79 @@ async fn a_reset_store_is_refused_and_the_snapshot_stays() -> Result<()> {
         h["store_detail"]["rejected"].is_null()
     })
     .await?;
+    Ok(())
+}
+
+/// Entries written by hand that are not even JSON objects (issue 16 item 4): `routes
+/// list` shows them marked INVALID at their positions (it used to fail), `routes remove`
+/// and `transports remove` take them out, and the gateway is degraded (with the reason)
+/// until then. A removal that would add a problem is refused unless `--force`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_entries_written_by_hand_can_be_listed_and_removed() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let sink = Sink::start().await?;
+    let cli = StoreCli::new(&store_toml(&redis.url()))?;
+    cli.import(&format!(
+        "{}[[routes]]\nto_domain = [\"a.test\"]\ntransport = \"s\"\n\n[[routes]]\ntransport = \"s\"\n",
+        sink_transport("s", sink.port())
+    ))
+    .await?;
+    let gw = gateway(&redis.url(), "").await?;
+    wait_health(&gw, 10, "store ok", |h| h["store"] == "ok").await?;
+
+    // As redis-cli would: a route that is not JSON, in the middle of the list, and a
+    // transport that is not an object.
+    let key = format!("{PREFIX}routes:global");
+    redis
+        .cmd(&[
+            "LINSERT",
+            &key,
+            "BEFORE",
+            r#"{"transport":"s"}"#,
+            "not json",
+        ])
+        .await?;
+    redis
+        .cmd(&["HSET", &format!("{PREFIX}transports"), "bad", "[1,2]"])
+        .await?;
+    redis.cmd(&["INCR", &format!("{PREFIX}version")]).await?;
+    redis
+        .cmd(&["PUBLISH", &format!("{PREFIX}changed"), "x"])
+        .await?;
+    let h = wait_health(&gw, 10, "refused", |h| h["store"] == "degraded").await?;
+    ensure!(
+        h["store_detail"]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("routes:global[1]")),
+        "{h}"
+    );
+
+    let listed = cli.run(&["routes", "list"]).await?;
+    ensure!(
+        listed.code == Some(0),
+        "routes list fails on bad entries: {listed}"
+    );
+    ensure!(
+        listed.stdout.contains("[0] to_domain=[a.test]")
+            && listed.stdout.contains("[1] INVALID not json")
+            && listed.stdout.contains("[2] (any) -> s")
+            && listed.stdout.contains("transports[bad] INVALID"),
+        "{listed}"
+    );
+    // Removing the good transport would leave routes naming nothing: refused.
+    let out = cli.run(&["transports", "remove", "s"]).await?;
+    ensure!(out.code == Some(1), "{out}");
+    cli.ok(&["routes", "remove", "--global", "1"]).await?;
+    cli.ok(&["transports", "remove", "bad"]).await?;
+    wait_health(&gw, 10, "repaired", |h| h["store"] == "ok").await?;
+    let listed = cli.ok(&["routes", "list"]).await?;
+    ensure!(
+        !listed.contains("INVALID") && listed.contains("[1] (any) -> s"),
+        "{listed}"
+    );
+    // --force writes a change that leaves a problem.
+    let out = cli.run(&["transports", "remove", "s", "--force"]).await?;
+    ensure!(out.code == Some(0), "{out}");
+    wait_health(&gw, 10, "refused again", |h| h["store"] == "degraded").await?;
     Ok(())
 }
