@@ -43,12 +43,14 @@ enum Command {
     },
     /// Validate a config file; exit 0 when it is good, 1 with the errors otherwise.
     CheckConfig {
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
     /// The spool on disk: `check` verifies every record, `salvage` keeps every intact
     /// record of a damaged spool (with the gateway stopped).
     Spool {
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
         config: PathBuf,
         #[command(subcommand)]
@@ -61,6 +63,7 @@ enum Command {
     },
     /// Queue administration through the running gateway's admin API.
     Queue {
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
         config: PathBuf,
         /// Admin API base URL (default: from the config / the running gateway).
@@ -72,6 +75,7 @@ enum Command {
     /// Failed logins on the submission listener: list lockouts, clear them (through the
     /// running gateway's admin API).
     Lockouts {
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
         config: PathBuf,
         /// Admin API base URL (default: from the config / the running gateway).
@@ -82,6 +86,7 @@ enum Command {
     },
     /// Routes in the configured store (Redis, or the config file: list/explain only).
     Routes {
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
         config: PathBuf,
         #[command(subcommand)]
@@ -89,6 +94,7 @@ enum Command {
     },
     /// Transports in the configured store.
     Transports {
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
         config: PathBuf,
         #[command(subcommand)]
@@ -96,6 +102,7 @@ enum Command {
     },
     /// Accounts (SASL identities of submitting applications) in the configured store.
     Accounts {
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH, global = true)]
         config: PathBuf,
         #[command(subcommand)]
@@ -106,6 +113,7 @@ enum Command {
     AuthTest {
         /// The transport's name in the config.
         transport: String,
+        /// Config file (default: config/relaygate.toml).
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
@@ -133,6 +141,7 @@ enum AccountAction {
     /// Read a password (standard input, or --password-file) and print the verifiers to
     /// put in `[accounts.NAME]` instead of the password.
     Hash {
+        /// Read the password from this file (default: standard input).
         #[arg(long)]
         password_file: Option<String>,
     },
@@ -259,5 +268,37 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command has help text (`relaygate CMD --help` explains
+    /// each flag and positional argument).
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "relaygate", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without help:\n{}",
+            missing.join("\n")
+        );
     }
 }

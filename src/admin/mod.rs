@@ -364,6 +364,10 @@ pub struct ListFilter {
     pub after: Option<String>,
     /// Case-insensitive text searched in addresses, id and replies.
     pub q: Option<String>,
+    /// A recipient in this state: `pending`, `held`, `delivered` or `failed`.
+    pub status: Option<String>,
+    /// Received longer ago than this ("1h", "30m").
+    pub older_than: Option<String>,
     #[serde(default)]
     pub offset: usize,
     pub limit: Option<usize>,
@@ -471,6 +475,29 @@ impl ListFilter {
         if let Some(a) = &self.after {
             let t = parse_time(a).ok_or_else(|| format!("after: cannot parse time {a:?}"))?;
             if !next.iter().any(|&n| n > t) {
+                return Ok(false);
+            }
+        }
+        if let Some(want) = &self.status {
+            let want = want.trim().to_ascii_lowercase();
+            if !["pending", "held", "delivered", "failed"].contains(&want.as_str()) {
+                return Err(format!(
+                    "status: {want:?} is not pending, held, delivered or failed"
+                ));
+            }
+            let any = m.rcpts.iter().any(|r| {
+                let held = !r.state.is_final() && crate::queue::held_by(holds, m, r).is_some();
+                let name = if held { "held" } else { r.state.name() };
+                name == want
+            });
+            if !any {
+                return Ok(false);
+            }
+        }
+        if let Some(age) = &self.older_than {
+            let d = crate::config::units::parse_duration(age)
+                .map_err(|e| format!("older_than: {e}"))?;
+            if crate::model::now_ms() - m.received_at < d.as_millis() as i64 {
                 return Ok(false);
             }
         }

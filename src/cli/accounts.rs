@@ -23,13 +23,17 @@ pub enum AccountsAction {
     /// Set an account's password (stored as verifiers): from --password-file, else the
     /// first line of standard input.
     SetPassword {
+        /// Account name.
         name: String,
         /// File whose first line is the password.
         #[arg(long = "password-file")]
         password_file: Option<PathBuf>,
     },
     /// Remove an account (its routes stay until removed).
-    Remove { name: String },
+    Remove {
+        /// Account name.
+        name: String,
+    },
 }
 
 /// The first line of `reader`, without its line end.
@@ -64,7 +68,39 @@ fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
 }
 
 pub fn run(config_path: &Path, action: AccountsAction) -> anyhow::Result<()> {
-    let (_config, store) = open(config_path)?;
+    let (config, store) = open(config_path)?;
+    // The file store's accounts are the config's (their secrets are not read here).
+    if matches!(action, AccountsAction::List) && config.store.kind == crate::config::StoreKind::File
+    {
+        println!("store: {} (file)", config_path.display());
+        if config.accounts.is_empty() {
+            println!("no accounts");
+        }
+        for (name, a) in &config.accounts {
+            let secret = if !a.password_file.is_empty() {
+                format!("password_file {}", a.password_file)
+            } else if !a.password_env.is_empty() {
+                format!("password_env {}", a.password_env)
+            } else {
+                "verifiers".to_string()
+            };
+            let senders = if a.allowed_senders.is_empty() {
+                "any sender".to_string()
+            } else {
+                format!("senders {}", a.allowed_senders.join(", "))
+            };
+            let rate = if a.rate_limit.is_empty() {
+                String::new()
+            } else {
+                format!("; rate {}", a.rate_limit.join(", "))
+            };
+            println!(
+                "{name} ({secret}; {senders}{rate}; {} route(s))",
+                a.routes.len()
+            );
+        }
+        return Ok(());
+    }
     block_on(async move {
         match action {
             AccountsAction::List => {

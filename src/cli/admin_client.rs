@@ -110,8 +110,22 @@ pub fn http(
 }
 
 /// `relaygate queue list`.
-pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
-    let (status, body) = http(target, "GET", "/api/queue", None)?;
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass as they are).
+pub fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `relaygate queue list`: `query` is the API's filter and paging string.
+pub fn queue_list(target: &AdminTarget, as_json: bool, query: &str) -> anyhow::Result<()> {
+    let (status, body) = http(target, "GET", &format!("/api/queue?{query}"), None)?;
     if status != 200 {
         bail!(
             "admin API answered {status}: {}",
@@ -125,8 +139,14 @@ pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
     }
     let empty = Vec::new();
     let messages = v["messages"].as_array().unwrap_or(&empty);
+    let total = v["total"].as_u64().unwrap_or(0);
+    let offset = v["offset"].as_u64().unwrap_or(0);
     if messages.is_empty() {
-        println!("queue is empty");
+        if total == 0 {
+            println!("no message matches");
+        } else {
+            println!("{total} message(s) match; none after --offset {offset}");
+        }
         return Ok(());
     }
     for m in messages {
@@ -154,6 +174,19 @@ pub fn queue_list(target: &AdminTarget, as_json: bool) -> anyhow::Result<()> {
                 r["last_reply"].as_str().unwrap_or("-"),
             );
         }
+    }
+    let shown = messages.len() as u64;
+    if offset > 0 || offset + shown < total {
+        println!(
+            "-- messages {}-{} of {total}{}",
+            offset + 1,
+            offset + shown,
+            if offset + shown < total {
+                format!(" (--offset {} for more)", offset + shown)
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(())
 }

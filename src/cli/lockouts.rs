@@ -10,6 +10,7 @@ use super::admin_client::{call, AdminTarget};
 pub enum LockoutsAction {
     /// Addresses and (account, address) pairs with failed logins; locked ones first.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -65,7 +65,11 @@ pub enum RoutesAction {
     },
     /// Replace the store's routes, transports and accounts with those of a TOML config
     /// file (account passwords are turned into verifiers).
-    Import { file: PathBuf },
+    Import {
+        /// A TOML file with [transports.*], [[routes]], [domains.*], [accounts.*] and
+        /// [[dkim.keys]].
+        file: PathBuf,
+    },
     /// Dry run: which route and transport an attempt would use, and why earlier routes
     /// did not match.
     Explain {

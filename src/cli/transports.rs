@@ -24,6 +24,7 @@ pub enum TransportsAction {
     /// Each transport's health in the running gateway (up / down until T, why), through
     /// its admin API.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Admin API base URL (default: from the config / the running gateway).
@@ -38,6 +39,7 @@ pub enum TransportsAction {
     },
     /// Create or replace a transport.
     Set {
+        /// Transport name.
         name: String,
         /// The transport as a JSON object (the fields of a TOML transport).
         #[arg(long)]
@@ -48,6 +50,7 @@ pub enum TransportsAction {
     /// Remove a transport (refused while a route names it, unless --force), also one
     /// that does not decode.
     Remove {
+        /// Transport name.
         name: String,
         /// Write even if the store then has problems it did not have before.
         #[arg(long)]

@@ -347,3 +347,72 @@ async fn admin_token_is_required_off_loopback_and_checked() -> Result<()> {
     cli_ok(&gw.run_cli(&["queue", "list"]).await?)?;
     Ok(())
 }
+
+/// `queue list` filters and pages (issue 16 item 7), and `accounts list` shows the file
+/// store's accounts (it printed nothing).
+#[tokio::test]
+async fn queue_list_filters_and_pages() -> Result<()> {
+    let sink = Sink::start().await?;
+    sink.set_mode(Mode::RejectAll("451 4.3.0 not now".into()));
+    let dir = temp_dir("relaygate-ops-")?;
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n")?;
+    let mut opts = GatewayOptions::relay_to(sink.port());
+    opts.first_retry = "1h".into();
+    opts.extra_toml.push_str(&format!(
+        "\n[accounts.app]\npassword_file = {}\nallowed_senders = [\"@src.test\"]\n",
+        toml_str(&pw.to_string_lossy())
+    ));
+    let gw = Gateway::start(opts).await?;
+    for to in ["x@a.test", "y@b.test", "z@c.test"] {
+        submit(&gw, to, to).await?;
+    }
+    wait_until_async(deadline(30), "three attempted", || async {
+        let msgs = gw.queue_messages().await?;
+        Ok(msgs.len() == 3 && msgs.iter().all(|m| m["rcpts"][0]["attempts"] == 1))
+    })
+    .await?;
+    let list = |args: &'static [&'static str]| {
+        let gw = &gw;
+        async move {
+            let mut all = vec!["queue", "list"];
+            all.extend_from_slice(args);
+            gw.run_cli(&all).await
+        }
+    };
+    let out = list(&["--domain", "b.test"]).await?;
+    cli_ok(&out)?;
+    ensure!(
+        out.stdout.contains("<y@b.test>")
+            && !out.stdout.contains("<x@a.test>")
+            && !out.stdout.contains("<z@c.test>"),
+        "{out}"
+    );
+    let out = list(&["--status", "pending", "--limit", "1"]).await?;
+    cli_ok(&out)?;
+    ensure!(
+        out.stdout
+            .contains("-- messages 1-1 of 3 (--offset 1 for more)"),
+        "{out}"
+    );
+    let out = list(&["--status", "failed"]).await?;
+    cli_ok(&out)?;
+    ensure!(out.stdout.contains("no message matches"), "{out}");
+    let out = list(&["--older-than", "1h"]).await?;
+    ensure!(out.stdout.contains("no message matches"), "{out}");
+    let out = list(&["--transport", "sink", "--offset", "2"]).await?;
+    ensure!(out.stdout.contains("-- messages 3-3 of 3"), "{out}");
+    let out = list(&["--status", "bogus"]).await?;
+    ensure!(
+        out.code == Some(1) && out.stderr.contains("status"),
+        "{out}"
+    );
+
+    let out = gw.run_cli(&["accounts", "list"]).await?;
+    cli_ok(&out)?;
+    ensure!(
+        out.stdout.contains("app (password_file") && out.stdout.contains("senders @src.test"),
+        "{out}"
+    );
+    Ok(())
+}
