@@ -234,7 +234,7 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                 } else {
                     println!("{}", header(&store, &loaded));
                     for (name, t) in &loaded.data.transports {
-                        let users: Vec<String> = loaded
+                        let mut users: Vec<String> = loaded
                             .data
                             .lists()
                             .into_iter()
@@ -242,11 +242,21 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                                 routes
                                     .iter()
                                     .enumerate()
-                                    .filter(|(_, r)| &r.transport == name)
+                                    .filter(|(_, r)| &r.transport == name || r.fallback.contains(name))
                                     .map(move |(i, _)| format!("{list}[{i}]"))
                                     .collect::<Vec<_>>()
                             })
                             .collect();
+                        // A socks transport is also used by the smarthosts that go
+                        // through its proxy.
+                        users.extend(
+                            loaded
+                                .data
+                                .transports
+                                .iter()
+                                .filter(|(_, o)| &o.socks_proxy == name)
+                                .map(|(other, _)| format!("transport {other} (socks_proxy)")),
+                        );
                         let used = if users.is_empty() {
                             "no route".to_string()
                         } else {

@@ -230,7 +230,9 @@ impl Scheduler {
                 route = %job.route,
                 transport = %transport,
                 remote = r.info.remote.as_deref().unwrap_or("-"),
-                tls = %tls,
+                // A failure before a session result (a refused login after STARTTLS,
+                // for one) does not say which TLS mode it had: "-", not "none".
+                tls = r.info.tls.as_deref().unwrap_or("-"),
                 result,
                 reply = %r.info.reply,
                 duration_ms = elapsed.as_millis() as u64,
