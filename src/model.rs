@@ -50,6 +50,9 @@ pub struct AttemptInfo {
     /// written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultInfo>,
+    /// The SOCKS proxy the attempt went through: its transport and addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// One attempt's result as data: the reply's code and enhanced code, the command it

@@ -269,6 +269,7 @@ fn attempt_json(a: &AttemptInfo) -> Value {
         "at": rfc3339(a.at),
         "transport": a.transport,
         "remote": a.remote,
+        "via": a.via,
         "tls": a.tls,
         "reply": a.reply,
     });
@@ -343,6 +344,7 @@ pub fn message_json(m: &StoredMessage, holds: &[crate::queue::holds::HoldRule]) 
             "last_reason": r.last.as_ref().and_then(|l| l.result.as_ref()).and_then(|x| x.reason.clone()),
             "transport": r.last.as_ref().map(|l| l.transport.clone()),
             "remote": r.last.as_ref().and_then(|l| l.remote.clone()),
+            "via": r.last.as_ref().and_then(|l| l.via.clone()),
         })).collect::<Vec<_>>(),
     })
 }

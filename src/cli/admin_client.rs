@@ -244,8 +244,12 @@ pub fn queue_show(target: &AdminTarget, id: &str, as_json: bool) -> anyhow::Resu
                 (Some(reason), None) => format!(" [{reason}]"),
                 (None, _) => String::new(),
             };
+            let via = a["via"]
+                .as_str()
+                .map(|v| format!(" via={v}"))
+                .unwrap_or_default();
             println!(
-                "    {}  transport={} remote={} tls={}  {}{what}",
+                "    {}  transport={} remote={}{via} tls={}  {}{what}",
                 a["at"].as_str().unwrap_or("?"),
                 a["transport"].as_str().unwrap_or("-"),
                 a["remote"].as_str().unwrap_or("-"),

@@ -242,7 +242,9 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                                 routes
                                     .iter()
                                     .enumerate()
-                                    .filter(|(_, r)| &r.transport == name || r.fallback.contains(name))
+                                    .filter(|(_, r)| {
+                                        &r.transport == name || r.fallback.contains(name)
+                                    })
                                     .map(move |(i, _)| format!("{list}[{i}]"))
                                     .collect::<Vec<_>>()
                             })

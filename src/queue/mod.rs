@@ -634,6 +634,7 @@ mod tests {
 
     fn info() -> AttemptInfo {
         AttemptInfo {
+            via: None,
             at: 1,
             transport: "t".into(),
             remote: None,

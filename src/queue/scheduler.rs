@@ -230,6 +230,7 @@ impl Scheduler {
                 route = %job.route,
                 transport = %transport,
                 remote = r.info.remote.as_deref().unwrap_or("-"),
+                via = r.info.via.as_deref().unwrap_or("-"),
                 // A failure before a session result (a refused login after STARTTLS,
                 // for one) does not say which TLS mode it had: "-", not "none".
                 tls = r.info.tls.as_deref().unwrap_or("-"),
@@ -405,10 +406,15 @@ impl Scheduler {
                 "internal error: the transport lost track of recipients".into(),
             );
         }
+        let via = proxy_of(&snap, &used);
         job.rcpts
             .iter()
             .zip(&result.rcpts)
-            .map(|(&index, r)| record(&used, index, r, &result.dialed))
+            .map(|(&index, r)| {
+                let mut rec = record(&used, index, r, &result.dialed);
+                rec.info.via.clone_from(&via);
+                rec
+            })
             .collect()
     }
 }
@@ -464,6 +470,20 @@ impl Scheduler {
             .map(|&index| record(&job.transport, index, &r, &DialedIps::new()))
             .collect()
     }
+}
+
+/// The SOCKS proxy mail through `transport` goes through, for the attempt's record:
+/// a socks transport's own proxies, or those of a smarthost's `socks_proxy`.
+fn proxy_of(snap: &Snapshot, transport: &str) -> Option<String> {
+    let c = snap.configs.get(transport)?;
+    let (name, proxy) = if c.kind == crate::config::TransportKind::Socks {
+        (transport, c)
+    } else if !c.socks_proxy.is_empty() {
+        (c.socks_proxy.as_str(), snap.configs.get(&c.socks_proxy)?)
+    } else {
+        return None;
+    };
+    Some(format!("socks {name} ({})", proxy.address.join(", ")))
 }
 
 /// Whether mail through `transport` carries the DKIM signatures made at queueing
@@ -524,6 +544,7 @@ fn record(transport: &str, index: usize, r: &TransportResult, dialed: &DialedIps
         index,
         verdict,
         info: AttemptInfo {
+            via: None,
             at: now_ms(),
             transport: transport.to_string(),
             remote: r.remote.as_ref().map(ToString::to_string),

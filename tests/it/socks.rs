@@ -80,6 +80,16 @@ async fn delivers_through_the_proxy_with_its_ehlo_name() -> Result<()> {
         msgs[0].peer
     );
     ensure!(msgs[0].ehlo == "out.relay.test", "EHLO {}", msgs[0].ehlo);
+    // The attempt's log line names the proxy it went through (issue 16 item 3).
+    let want = format!("via=\"socks proxy ({})\"", proxy.addr);
+    crate::support::wait_until(deadline(10), "delivery logged", || {
+        std::fs::read_to_string(gw.dir().join("stderr.log")).is_ok_and(|l| {
+            l.lines()
+                .any(|l| l.contains("delivery attempt") && l.contains(&want))
+        })
+    })
+    .await
+    .with_context(|| gw.log_tails())?;
     Ok(())
 }
 
