@@ -417,11 +417,20 @@ mod tests {
 
     #[test]
     fn unreadable_secret_fails_the_build() {
-        let c = config(
+        // Readable when the config is loaded (validation checks that), gone at the build
+        // (a reload after the secret was removed).
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("relaygate-pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let mut c = config(&format!(
             "[dns]\nnameservers = [\"127.0.0.1:53\"]\n\
              [transports.p]\nkind = \"submissions\"\nhost = \"h\"\nusername = \"u\"\n\
-             password_file = \"/nonexistent/relaygate-pw\"\n",
-        );
+             password_file = {:?}\n",
+            pw.display().to_string()
+        ));
+        if let Some(t) = c.transports.get_mut("p") {
+            t.password_file = "/nonexistent/relaygate-pw".into();
+        }
         let data = StoreData::from_config(&c, true).unwrap();
         let err = build(&data, &c, &injected(&c)).err().unwrap();
         assert!(matches!(err, BuildError::Transport(_)), "{err:?}");

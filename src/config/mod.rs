@@ -870,7 +870,7 @@ mod tests {
         let e = parse("hostname = \"a\"\n\n[queue]\nmax_atempts = 3\n").unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert_eq!(e.0[0].line, Some(4));
-        assert_eq!(e.0[0].key.as_deref(), Some("max_atempts"));
+        assert_eq!(e.0[0].key.as_deref(), Some("queue.max_atempts"));
     }
 
     #[test]

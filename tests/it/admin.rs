@@ -42,7 +42,10 @@ async fn metrics_and_health_move_with_traffic() -> Result<()> {
     let delivered = text
         .lines()
         .find(|l| {
-            l.starts_with("relaygate_delivery_attempts_total") && l.contains("result=\"delivered\"")
+            // Every configured transport has its series (at 0 until used).
+            l.starts_with("relaygate_delivery_attempts_total")
+                && l.contains("result=\"delivered\"")
+                && l.contains("transport=\"sink\"")
         })
         .context("no delivered attempts metric")?;
     ensure!(
