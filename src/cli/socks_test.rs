@@ -10,6 +10,11 @@
 //! listener this command opens on 127.0.0.1 — so the test needs no network, and the
 //! tunnel is checked end to end by reading a token the listener sends.
 //!
+//! With `--domain`, the test goes the whole way delivery goes: through each proxy to
+//! the first MX, its greeting, and EHLO with the transport's `remote_hostname` (then
+//! QUIT, no mail): an MX that refuses the proxy's egress (a `554` greeting, a refused
+//! EHLO) fails the test with its reply.
+//!
 //! A line per proxy says ok or why not, with the SOCKS reason (RFC 1928 §6 reply code,
 //! RFC 1929 status). Exit status 0 only when every proxy works, 1 otherwise.
 
@@ -55,6 +60,8 @@ struct Target {
     what: String,
     /// For the command's own listener: the token it sends on every connection.
     token: Option<Vec<u8>>,
+    /// For an MX: the EHLO name to greet it with.
+    ehlo: Option<String>,
 }
 
 /// How one proxy did.
@@ -79,7 +86,13 @@ pub async fn test(args: &SocksTestArgs) -> anyhow::Result<(String, bool)> {
     let resolver = crate::runtime::resolver(&config).map_err(|e| anyhow!(e))?;
     let credentials = delivery.credentials.clone();
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let target = target(&config, args).await?;
+    // The EHLO name delivery uses through this proxy.
+    let ehlo_name = if t.remote_hostname.is_empty() {
+        config.hostname.clone()
+    } else {
+        t.remote_hostname.clone()
+    };
+    let target = target(&config, args, &ehlo_name).await?;
 
     let mut results = Vec::new();
     for proxy in &delivery.proxies {
@@ -194,7 +207,7 @@ async fn resolve_one(
         .ok_or_else(|| anyhow!("{host} has no addresses"))
 }
 
-async fn target(config: &Config, args: &SocksTestArgs) -> anyhow::Result<Target> {
+async fn target(config: &Config, args: &SocksTestArgs, ehlo_name: &str) -> anyhow::Result<Target> {
     if let Some(text) = &args.target {
         let (host, port) = split_host_port(text)?;
         let ip = match host.parse::<IpAddr>() {
@@ -208,6 +221,7 @@ async fn target(config: &Config, args: &SocksTestArgs) -> anyhow::Result<Target>
             addr: SocketAddr::new(ip, port),
             what: format!("--target {text}"),
             token: None,
+            ehlo: None,
         });
     }
     if let Some(domain) = &args.domain {
@@ -233,6 +247,7 @@ async fn target(config: &Config, args: &SocksTestArgs) -> anyhow::Result<Target>
             addr: SocketAddr::new(ip, port),
             what: format!("first MX host {} of {domain}", first.host),
             token: None,
+            ehlo: Some(ehlo_name.to_string()),
         });
     }
     loopback_target().await
@@ -260,6 +275,7 @@ async fn loopback_target() -> anyhow::Result<Target> {
         addr,
         what: "a listener opened by this command on loopback".into(),
         token: Some(token),
+        ehlo: None,
     })
 }
 
@@ -290,6 +306,22 @@ async fn try_proxy(
             return result(false, detail);
         }
     };
+    if let Some(name) = &target.ehlo {
+        return match tokio::time::timeout(timeout, smtp_hello(&mut io, name)).await {
+            Ok(Ok(said)) => result(true, format!("CONNECT to {} accepted; {said}", target.addr)),
+            Ok(Err(e)) => result(
+                false,
+                format!("CONNECT to {} accepted, but {e}", target.addr),
+            ),
+            Err(_) => result(
+                false,
+                format!(
+                    "CONNECT to {} accepted, but the MX did not answer in time",
+                    target.addr
+                ),
+            ),
+        };
+    }
     let Some(token) = &target.token else {
         return result(true, format!("CONNECT to {} accepted", target.addr));
     };
@@ -315,6 +347,57 @@ async fn try_proxy(
             "CONNECT accepted, but nothing came through the tunnel in time".into(),
         ),
     }
+}
+
+/// One SMTP reply: its code and its last line.
+async fn read_reply<R: tokio::io::AsyncRead + Unpin>(io: &mut R) -> Result<(u16, String), String> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut byte = [0u8; 1];
+        loop {
+            match io.read(&mut byte).await {
+                Ok(0) => return Err("the MX closed the connection".into()),
+                Ok(_) => {
+                    line.push(byte[0]);
+                    if byte[0] == b'\n' || line.len() > 1000 {
+                        break;
+                    }
+                }
+                Err(e) => return Err(format!("reading from the MX failed: {e}")),
+            }
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let code = text.get(..3).and_then(|c| c.parse::<u16>().ok());
+        match (code, text.as_bytes().get(3)) {
+            (Some(code), Some(b'-')) if code >= 200 => continue,
+            (Some(code), _) => return Ok((code, text)),
+            (None, _) => return Err(format!("the MX sent {text:?}, not an SMTP reply")),
+        }
+    }
+}
+
+/// Greeting, EHLO as `name`, QUIT (RFC 5321 §4.1.1.1): what the MX said, or why it
+/// would not take mail from this egress.
+async fn smtp_hello(
+    io: &mut Box<dyn relaygate_transports::stream::Io>,
+    name: &str,
+) -> Result<String, String> {
+    let (code, greeting) = read_reply(io).await?;
+    if code != 220 {
+        return Err(format!("the MX refused the session: {greeting}"));
+    }
+    io.write_all(format!("EHLO {name}\r\n").as_bytes())
+        .await
+        .map_err(|e| format!("writing EHLO failed: {e}"))?;
+    let (code, ehlo) = read_reply(io).await?;
+    let _ = io.write_all(b"QUIT\r\n").await;
+    if code != 250 {
+        return Err(format!("the MX refused EHLO {name}: {ehlo}"));
+    }
+    Ok(format!(
+        "greeting {greeting:?}, EHLO {name} answered {ehlo:?}"
+    ))
 }
 
 #[cfg(test)]

@@ -483,24 +483,41 @@ async fn socks_test_connects_to_the_first_mx_or_a_named_target() -> Result<()> {
     mx.set_nonblocking(true)?;
     let port = mx.local_addr()?.port();
 
+    // The real MX for --domain: an SMTP peer (socks-test greets it with EHLO).
+    let smtp = crate::support::sink::Sink::start().await?;
+
     let dir = temp_dir("relaygate-socks-test")?;
     let config = socks_config(dir.path(), &[proxy.addr], None)?;
     let mut text = std::fs::read_to_string(&config)?;
     text.push_str(&format!(
-        "\n[dns]\nnameservers = [{}]\n\n[direct]\nport = {port}\n",
-        toml_str(&dns.addr().to_string())
+        "\n[dns]\nnameservers = [{}]\n\n[direct]\nport = {port}\n\
+         port_overrides = {{ \"mx.example.org\" = {} }}\n",
+        toml_str(&dns.addr().to_string()),
+        smtp.port()
     ));
     std::fs::write(&config, text)?;
 
+    // --domain goes the whole way: proxy, first MX, greeting, EHLO as the proxy's name.
     let out = socks_test_with(&config, dir.path(), &["--domain", DOMAIN]).await?;
     ensure!(out.code == Some(0), "{out}");
     ensure!(
         out.stdout.contains(&format!(
-            "CONNECT to 127.0.0.1:{port} (first MX host mx.example.org of {DOMAIN})"
-        )),
+            "CONNECT to 127.0.0.1:{} (first MX host mx.example.org of {DOMAIN})",
+            smtp.port()
+        )) && out
+            .stdout
+            .contains(&format!("EHLO {REMOTE_HOSTNAME} answered")),
         "{out}"
     );
-    ensure!(mx.accept().is_ok(), "the MX saw no connection:\n{out}");
+    // An MX that refuses the proxy's egress fails the test, with its reply.
+    smtp.set_mode(crate::support::sink::Mode::Greeting(
+        "554 5.7.1 your IP is listed".into(),
+    ));
+    let out = socks_test_with(&config, dir.path(), &["--domain", DOMAIN]).await?;
+    ensure!(
+        out.code == Some(1) && out.stdout.contains("554 5.7.1 your IP is listed"),
+        "{out}"
+    );
 
     let target = format!("mx.example.org:{port}");
     let out = socks_test_with(&config, dir.path(), &["--target", &target]).await?;
