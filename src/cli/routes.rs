@@ -369,6 +369,19 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
                 if attempt == 0 {
                     bail!("--attempt counts from 1 (the first attempt)");
                 }
+                // An address, or "" / "<>" for the null sender; anything else is a
+                // mistake, not the null sender.
+                let is_address = |a: &str| {
+                    a.rsplit_once('@')
+                        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+                };
+                let from = if from == "<>" { String::new() } else { from };
+                if !from.is_empty() && !is_address(&from) {
+                    bail!("--from {from:?} is not an address (user@domain, or \"<>\" for the null sender)");
+                }
+                if !is_address(&to) {
+                    bail!("--to {to:?} is not an address (user@domain)");
+                }
                 let loaded = load(&store).await?;
                 let e = explain(&loaded.data, account.as_deref(), &from, &to, attempt)
                     .map_err(|e| anyhow!("{e}"))?;

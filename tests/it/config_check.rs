@@ -242,3 +242,35 @@ async fn every_error_at_once_with_its_key() -> Result<()> {
     );
     Ok(())
 }
+
+/// `routes explain --from bad` is refused instead of being explained as the null sender
+/// (issue 16); `<>` is the null sender.
+#[tokio::test]
+async fn explain_refuses_a_sender_that_is_not_an_address() -> Result<()> {
+    let root = project_dir();
+    let config = root.join("config/relaygate.toml");
+    let config = config.to_string_lossy();
+    let bad = run_relaygate(
+        &[
+            "routes", "explain", "--from", "bad", "--to", "x@y.test", "-c", &config,
+        ],
+        &root,
+    )
+    .await?;
+    ensure!(
+        bad.code == Some(1) && bad.stderr.contains("not an address"),
+        "{bad}"
+    );
+    let null = run_relaygate(
+        &[
+            "routes", "explain", "--from", "<>", "--to", "x@y.test", "-c", &config,
+        ],
+        &root,
+    )
+    .await?;
+    ensure!(
+        null.code == Some(0) && null.stdout.contains("(null sender)"),
+        "{null}"
+    );
+    Ok(())
+}
