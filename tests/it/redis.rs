@@ -478,6 +478,8 @@ async fn snapshot_naming_a_missing_transport_is_refused() -> Result<()> {
         out.code == Some(1) && out.stderr.contains("routes:global[1]"),
         "{out}"
     );
+    // Never OK and exit 1 together (issue 16 item 2).
+    ensure!(!out.stdout.contains("OK"), "check-config said OK: {out}");
     let out = cli.ok(&["routes", "list"]).await?;
     ensure!(out.contains("[1] (any) -> ghost"), "{out}");
     let out = cli.ok(&["routes", "remove", "--global", "1"]).await?;
