@@ -131,6 +131,7 @@ impl Queue {
             let work = Box::new(DueWork {
                 message: e.msg.clone(),
                 body: e.body,
+                cached: e.cached.clone(),
                 rcpts,
             });
             return Claim::Work(work, placement);

@@ -10,6 +10,7 @@
 //! DSN to the sender (never for a null sender). The scheduler (`scheduler.rs`) takes due
 //! recipients, groups them into transactions and runs them.
 
+pub mod body_cache;
 mod claim;
 mod dsn_out;
 pub mod health;
@@ -87,6 +88,8 @@ pub struct RcptResult {
 pub struct DueWork {
     pub message: StoredMessage,
     pub body: BodyRef,
+    /// The body itself, when it is still in memory from its acceptance.
+    pub cached: Option<Arc<body_cache::CachedBody>>,
     pub rcpts: Vec<usize>,
 }
 
@@ -104,13 +107,20 @@ enum Slot {
 struct Entry {
     msg: StoredMessage,
     body: BodyRef,
+    /// The body in memory until the first attempt is over (`body_cache`).
+    cached: Option<Arc<body_cache::CachedBody>>,
     slots: Vec<Slot>,
 }
 
 impl Entry {
     fn new(msg: StoredMessage, body: BodyRef) -> Entry {
         let slots = vec![Slot::Idle; msg.rcpts.len()];
-        Entry { msg, body, slots }
+        Entry {
+            msg,
+            body,
+            cached: None,
+            slots,
+        }
     }
 
     fn idle(&self) -> bool {
@@ -202,6 +212,8 @@ pub struct Queue {
     state: Mutex<State>,
     wake: Notify,
     last_id: AtomicU64,
+    /// Bodies of just-accepted messages, for their first attempt.
+    bodies: Arc<body_cache::BodyCache>,
 }
 
 /// What to do with a recipient after an attempt.
@@ -325,7 +337,13 @@ impl Queue {
             state: Mutex::new(state),
             wake: Notify::new(),
             last_id: AtomicU64::new(max_id),
+            bodies: body_cache::BodyCache::new(body_cache::BODY_CACHE_BYTES),
         }
+    }
+
+    /// Body bytes held in memory for first attempts.
+    pub fn cached_body_bytes(&self) -> usize {
+        self.bodies.used()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -387,9 +405,13 @@ impl Queue {
             dkim: new.dkim,
         };
         let body = self.spool.add_message(&msg, &new.body).await?;
+        // Kept in memory for the first attempt, when the budget allows.
+        let cached = self.bodies.admit(Arc::from(new.body));
         {
             let mut st = self.lock();
-            st.messages.insert(id, Entry::new(msg, body));
+            let mut entry = Entry::new(msg, body);
+            entry.cached = cached;
+            st.messages.insert(id, entry);
             st.index(id);
         }
         self.wake.notify_one();
@@ -485,6 +507,8 @@ impl Queue {
         }
         let done = e.msg.is_done();
         let body = e.body;
+        // The first attempt is over: retries read the spool.
+        e.cached = None;
         // Durability of these records is not awaited: losing them in a crash means an
         // extra attempt (at-least-once), never a lost message.
         if done && e.idle() {

@@ -61,6 +61,8 @@ pub struct Scheduler {
 struct Job {
     message: Arc<StoredMessage>,
     body: crate::spool::BodyRef,
+    /// The body in memory, for a first attempt (else it is read from the spool).
+    cached: Option<Arc<super::body_cache::CachedBody>>,
     rcpts: Vec<usize>,
     transport: String,
     /// Which route chose the transport ("global[0]", "account[1]", "override", "none").
@@ -128,6 +130,7 @@ impl Scheduler {
                     let job = Job {
                         message: Arc::new(work.message),
                         body: work.body,
+                        cached: work.cached,
                         rcpts: work.rcpts,
                         transport: placement.transport.to_string(),
                         route: placement.route.clone(),
@@ -285,15 +288,19 @@ impl Scheduler {
                 format!("transport {:?} is not configured", job.transport),
             );
         };
-        let body = match self.queue.spool().read_body(job.body).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(queue_id = %format_id(msg.id), error = %e, "cannot read message body");
-                return local(
-                    EnhancedCode::new(4, 3, 0),
-                    format!("local error reading the spool: {e}"),
-                );
-            }
+        let body: Arc<[u8]> = match &job.cached {
+            // Just accepted: sent from memory, no read-back of what was just fsynced.
+            Some(c) => Arc::clone(&c.bytes),
+            None => match self.queue.spool().read_body(job.body).await {
+                Ok(b) => Arc::from(b),
+                Err(e) => {
+                    tracing::error!(queue_id = %format_id(msg.id), error = %e, "cannot read message body");
+                    return local(
+                        EnhancedCode::new(4, 3, 0),
+                        format!("local error reading the spool: {e}"),
+                    );
+                }
+            },
         };
         let message = OutboundMessage {
             mail_from: msg.mail_from.clone(),
@@ -384,7 +391,7 @@ impl Scheduler {
                 "delivery attempt: falling back to the next transport");
             if msg.dkim.is_some() && signs(&snap, next) != signs(&snap, &used) {
                 // The next transport differs on `dkim`: the body with or without them.
-                let body = batch.message.body.to_vec();
+                let body = Arc::clone(&batch.message.body);
                 let body = match (signs(&snap, next), msg.dkim.as_deref()) {
                     (true, Some(h)) => with_dkim(Some(h), body, true),
                     _ => Arc::from(&body[msg.dkim.as_deref().map_or(0, str::len)..]),
@@ -495,7 +502,7 @@ fn signs(snap: &Snapshot, transport: &str) -> bool {
 }
 
 /// The body to send: with the signature fields in front when `sign`.
-fn with_dkim(dkim: Option<&str>, body: Vec<u8>, sign: bool) -> Arc<[u8]> {
+fn with_dkim(dkim: Option<&str>, body: Arc<[u8]>, sign: bool) -> Arc<[u8]> {
     match dkim {
         Some(h) if sign => {
             let mut out = Vec::with_capacity(h.len() + body.len());
@@ -503,7 +510,7 @@ fn with_dkim(dkim: Option<&str>, body: Vec<u8>, sign: bool) -> Arc<[u8]> {
             out.extend_from_slice(&body);
             Arc::from(out)
         }
-        _ => Arc::from(body),
+        _ => body,
     }
 }
 
