@@ -56,6 +56,7 @@
 //!   TLS policy per host (DANE, MTA-STS, REQUIRETLS, `TLS-Required: No`; otherwise
 //!   opportunistic STARTTLS with plaintext fallback), per-domain TLS status records.
 
+pub mod capped_body;
 pub mod command;
 pub mod ct;
 pub mod dane;

@@ -16,9 +16,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::body::Bytes;
-use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -359,36 +359,18 @@ impl HttpsFetcher {
             // RFC 8461 §3.2: the policy is served as text/plain.
             return Err(FetchError::ContentType { url, content_type });
         }
-        let declared = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body as u64) {
-            return Err(FetchError::TooLarge {
-                url,
-                limit: self.max_body,
-            });
-        }
-        let body = Limited::new(response.into_body(), self.max_body)
-            .collect()
+        let body = crate::capped_body::read_capped(response, self.max_body)
             .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    FetchError::TooLarge {
-                        url: url.clone(),
-                        limit: self.max_body,
-                    }
-                } else {
-                    FetchError::Http {
-                        url: url.clone(),
-                        message: e.to_string(),
-                    }
-                }
-            })?
-            .to_bytes();
+            .map_err(|e| match e {
+                crate::capped_body::BodyError::TooLarge => FetchError::TooLarge {
+                    url: url.clone(),
+                    limit: self.max_body,
+                },
+                crate::capped_body::BodyError::Http(message) => FetchError::Http {
+                    url: url.clone(),
+                    message,
+                },
+            })?;
         String::from_utf8(body.to_vec()).map_err(|_| FetchError::NotText { url })
     }
 }

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::Request;
@@ -147,36 +147,18 @@ impl HttpsTokenClient {
         let exchange = async {
             let response = sender.send_request(request).await.map_err(http)?;
             let status = response.status().as_u16();
-            let declared = response
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|len| len > self.max_answer as u64) {
-                return Err(TokenError::TooLarge {
-                    url: url.to_string(),
-                    limit: self.max_answer,
-                });
-            }
-            let body = Limited::new(response.into_body(), self.max_answer)
-                .collect()
+            let body = crate::capped_body::read_capped(response, self.max_answer)
                 .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        TokenError::TooLarge {
-                            url: url.to_string(),
-                            limit: self.max_answer,
-                        }
-                    } else {
-                        TokenError::Http {
-                            url: url.to_string(),
-                            message: e.to_string(),
-                        }
-                    }
-                })?
-                .to_bytes();
+                .map_err(|e| match e {
+                    crate::capped_body::BodyError::TooLarge => TokenError::TooLarge {
+                        url: url.to_string(),
+                        limit: self.max_answer,
+                    },
+                    crate::capped_body::BodyError::Http(message) => TokenError::Http {
+                        url: url.to_string(),
+                        message,
+                    },
+                })?;
             Ok(TokenResponse {
                 status,
                 body: body.to_vec(),
