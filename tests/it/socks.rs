@@ -194,26 +194,7 @@ async fn submissions_smarthost_through_the_proxy_with_auth() -> Result<()> {
     let pki = Pki::new()?;
     let sink = Sink::start().await?;
     let dir = crate::support::temp_dir("relaygate-socks-")?;
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, "via proxy\n")?;
-    let mut a_opts = GatewayOptions::relay_to(sink.port());
-    a_opts.trusted_networks = Some(vec!["192.0.2.0/24".into()]);
-    a_opts.submission_toml = format!(
-        "listen_tls = [\"127.0.0.1:0\"]\ntls_cert = {}\ntls_key = {}\n",
-        toml_str(&pki.chain_pem.to_string_lossy()),
-        toml_str(&pki.key_pem.to_string_lossy())
-    );
-    a_opts.extra_toml.push_str(&format!(
-        "\n[accounts.app]\npassword_file = {}\n",
-        toml_str(&pw.to_string_lossy())
-    ));
-    let a = Gateway::start(a_opts).await?;
-    let tls_port = a
-        .ready()
-        .submission_tls
-        .first()
-        .context("A's implicit TLS listener")?
-        .port();
+    let (a, tls_port, pw) = submissions_service(&pki, &sink, dir.path()).await?;
 
     // Gateway B: a submissions transport to A, reached through the proxy.
     let proxy = Microsocks::start(None)?;
@@ -251,26 +232,7 @@ async fn auth_test_goes_through_the_proxy() -> Result<()> {
     let pki = Pki::new()?;
     let sink = Sink::start().await?;
     let dir = crate::support::temp_dir("relaygate-socks-")?;
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, "via proxy\n")?;
-    let mut a_opts = GatewayOptions::relay_to(sink.port());
-    a_opts.trusted_networks = Some(vec!["192.0.2.0/24".into()]);
-    a_opts.submission_toml = format!(
-        "listen_tls = [\"127.0.0.1:0\"]\ntls_cert = {}\ntls_key = {}\n",
-        toml_str(&pki.chain_pem.to_string_lossy()),
-        toml_str(&pki.key_pem.to_string_lossy())
-    );
-    a_opts.extra_toml.push_str(&format!(
-        "\n[accounts.app]\npassword_file = {}\n",
-        toml_str(&pw.to_string_lossy())
-    ));
-    let a = Gateway::start(a_opts).await?;
-    let tls_port = a
-        .ready()
-        .submission_tls
-        .first()
-        .context("A's implicit TLS listener")?
-        .port();
+    let (_a, tls_port, pw) = submissions_service(&pki, &sink, dir.path()).await?;
     let proxy = Microsocks::start(Some(("relay", "s0cks")))?;
     let b_with = |proxy_pw: &str| -> Result<GatewayOptions> {
         let ppw = dir.path().join(format!("proxy-{proxy_pw}"));
@@ -310,4 +272,35 @@ async fn auth_test_goes_through_the_proxy() -> Result<()> {
         "{out}"
     );
     Ok(())
+}
+
+/// Gateway A: an implicit-TLS submission service relaying to `sink`, with an account
+/// `app` whose password is in `dir`/pw; loopback is not trusted. Returns it, its
+/// implicit-TLS port and the password file.
+async fn submissions_service(
+    pki: &Pki,
+    sink: &Sink,
+    dir: &std::path::Path,
+) -> Result<(Gateway, u16, std::path::PathBuf)> {
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "via proxy\n")?;
+    let mut a_opts = GatewayOptions::relay_to(sink.port());
+    a_opts.trusted_networks = Some(vec!["192.0.2.0/24".into()]);
+    a_opts.submission_toml = format!(
+        "listen_tls = [\"127.0.0.1:0\"]\ntls_cert = {}\ntls_key = {}\n",
+        toml_str(&pki.chain_pem.to_string_lossy()),
+        toml_str(&pki.key_pem.to_string_lossy())
+    );
+    a_opts.extra_toml.push_str(&format!(
+        "\n[accounts.app]\npassword_file = {}\n",
+        toml_str(&pw.to_string_lossy())
+    ));
+    let a = Gateway::start(a_opts).await?;
+    let tls_port = a
+        .ready()
+        .submission_tls
+        .first()
+        .context("A's implicit TLS listener")?
+        .port();
+    Ok((a, tls_port, pw))
 }
