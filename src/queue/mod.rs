@@ -36,7 +36,7 @@ use crate::model::{
     StoredMessage,
 };
 use crate::spool::record::{self, RecipientUpdate};
-use crate::spool::{BodyRef, RecoveredMessages, Spool, SpoolError};
+use crate::spool::{BodyRef, RecoveredMessages, Spool, SpoolError, WriteIntent};
 
 /// Queue behaviour from the config.
 #[derive(Debug, Clone)]
@@ -378,6 +378,22 @@ impl Queue {
 
     /// Stores a message durably, then queues its recipients for delivery now.
     pub async fn enqueue(&self, id: MsgId, new: NewMessage) -> Result<MsgId, SpoolError> {
+        self.enqueue_announced(id, new, None).await
+    }
+
+    /// Announces a message to be enqueued soon (a submission's open transaction), so the
+    /// spool may gather its flush with others (see [`crate::spool::WriteIntent`]).
+    pub fn announce(&self) -> WriteIntent {
+        self.spool.intent()
+    }
+
+    /// [`Queue::enqueue`] of a message announced with `intent`.
+    pub async fn enqueue_announced(
+        &self,
+        id: MsgId,
+        new: NewMessage,
+        intent: Option<WriteIntent>,
+    ) -> Result<MsgId, SpoolError> {
         let now = now_ms();
         let msg = StoredMessage {
             id,
@@ -404,7 +420,7 @@ impl Queue {
                 .collect(),
             dkim: new.dkim,
         };
-        let body = self.spool.add_message(&msg, &new.body).await?;
+        let body = self.spool.add_message(&msg, &new.body, intent).await?;
         // Kept in memory for the first attempt, when the budget allows.
         let cached = self.bodies.admit(Arc::from(new.body));
         {

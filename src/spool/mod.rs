@@ -37,7 +37,7 @@ use fs::{DiskFs, SpoolFs};
 use record::{Encoded, RecordError};
 pub use replay::{CheckReport, Finding};
 use writer::{Shared, WriteRequest, Writer};
-pub use writer::{SpoolHealth, WriteError, SEGMENT_LIMIT};
+pub use writer::{SpoolHealth, WriteError, WriteIntent, SEGMENT_LIMIT};
 
 /// Where a message body lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,16 +206,36 @@ impl Spool {
         Ok((spool, replayed.messages))
     }
 
-    /// Queues records for the writer; the receiver resolves once they are on disk.
-    fn submit(&self, records: Vec<Encoded>) -> oneshot::Receiver<writer::Reply> {
+    /// Queues records for the writer; the receiver resolves once they are written, and
+    /// for a `durable` request flushed.
+    fn submit(&self, records: Vec<Encoded>, durable: bool) -> oneshot::Receiver<writer::Reply> {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = guard.as_ref() {
             // If the writer is gone the request is dropped with its reply sender, and the
             // receiver reports that.
-            let _ = tx.send(WriteRequest { records, reply });
+            let _ = tx.send(WriteRequest {
+                records,
+                reply,
+                durable,
+            });
         }
         rx
+    }
+
+    /// Announces a durable write coming soon (see [`WriteIntent`]).
+    pub fn intent(&self) -> WriteIntent {
+        WriteIntent::new(&self.shared)
+    }
+
+    /// Changes how long a flush may wait for announced writes, and how long waiting
+    /// stops after such a wait ran out (defaults: [`writer::COMMIT_DELAY`],
+    /// [`writer::DELAY_BACKOFF`]).
+    pub fn set_group_commit(&self, delay: std::time::Duration, backoff: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.shared.commit_delay_us.store(us(delay), Relaxed);
+        self.shared.backoff_us.store(us(backoff), Relaxed);
     }
 
     async fn wait(
@@ -230,16 +250,19 @@ impl Spool {
 
     /// Appends records and waits until they are durable.
     pub async fn write(&self, records: Vec<Encoded>) -> Result<Vec<Option<BodyRef>>, SpoolError> {
-        Spool::wait(self.submit(records)).await
+        Spool::wait(self.submit(records, true)).await
     }
 
-    /// Stores a new message durably and counts it live in its segment.
+    /// Stores a new message durably and counts it live in its segment. `intent`, the
+    /// announcement of this write, is withdrawn just before the request goes out.
     pub async fn add_message(
         &self,
         meta: &StoredMessage,
         body: &[u8],
+        intent: Option<WriteIntent>,
     ) -> Result<BodyRef, SpoolError> {
         let rec = record::encode_message(meta, body)?;
+        drop(intent);
         let refs = self.write(vec![rec]).await?;
         let body_ref = refs
             .into_iter()
@@ -253,14 +276,14 @@ impl Spool {
     /// Appends state changes of live messages (recipient states, overrides) without
     /// waiting: losing them in a crash means an extra attempt, never a lost message.
     pub fn update(&self, records: Vec<Encoded>) {
-        drop(self.submit(records));
+        drop(self.submit(records, false));
     }
 
     /// Appends `records` and the removal of message `id`, whose body is at `body`; from
     /// now on the message no longer keeps that segment alive.
     pub fn remove(&self, id: MsgId, body: BodyRef, mut records: Vec<Encoded>) {
         records.push(record::encode_removal(id));
-        drop(self.submit(records));
+        drop(self.submit(records, false));
         self.count_live(body, -1);
     }
 
@@ -272,7 +295,7 @@ impl Spool {
         meta: &StoredMessage,
         body: &[u8],
     ) -> impl Future<Output = Result<BodyRef, SpoolError>> + use<> {
-        let rx = record::encode_message(meta, body).map(|rec| self.submit(vec![rec]));
+        let rx = record::encode_message(meta, body).map(|rec| self.submit(vec![rec], true));
         async move {
             Spool::wait(rx?)
                 .await?
@@ -410,5 +433,7 @@ impl Spool {
     }
 }
 
+#[cfg(test)]
+mod group_commit_tests;
 #[cfg(test)]
 mod tests;

@@ -76,8 +76,8 @@ async fn replay_applies_updates_and_removals() {
     {
         let (spool, rec) = open(dir.path());
         assert!(rec.is_empty());
-        let b1 = spool.add_message(&msg(1), b"body one").await.unwrap();
-        let b2 = spool.add_message(&msg(2), b"body two").await.unwrap();
+        let b1 = spool.add_message(&msg(1), b"body one", None).await.unwrap();
+        let b2 = spool.add_message(&msg(2), b"body two", None).await.unwrap();
         let mut r = msg(1).rcpts[0].clone();
         r.attempts = 3;
         spool
@@ -103,7 +103,7 @@ async fn torn_tail_is_cut_and_earlier_records_survive() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (spool, _) = open(dir.path());
-        spool.add_message(&msg(1), b"kept").await.unwrap();
+        spool.add_message(&msg(1), b"kept", None).await.unwrap();
         spool.close();
     }
     let seg = *list_segments(dir.path()).unwrap().last().unwrap();
@@ -134,7 +134,7 @@ async fn dead_segments_are_collected_in_order() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (spool, _) = open(dir.path());
-        spool.add_message(&msg(1), b"x").await.unwrap();
+        spool.add_message(&msg(1), b"x", None).await.unwrap();
         spool.close();
     }
     // Second run: message 1 lives in segment 1, segment 2 is current.
@@ -153,8 +153,14 @@ async fn dead_segments_are_collected_in_order() {
 async fn bookkeeping_follows_add_remove_and_relocation() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
-    let b1 = spool.add_message(&msg(1), &body(1, 100)).await.unwrap();
-    let b2 = spool.add_message(&msg(2), &body(2, 100)).await.unwrap();
+    let b1 = spool
+        .add_message(&msg(1), &body(1, 100), None)
+        .await
+        .unwrap();
+    let b2 = spool
+        .add_message(&msg(2), &body(2, 100), None)
+        .await
+        .unwrap();
     assert_eq!(spool.live_counts().get(&b1.segment), Some(&2));
     let moved = spool.relocate(&msg(1), &body(1, 100)).await.unwrap();
     assert_eq!(
@@ -181,17 +187,26 @@ async fn failed_write_cuts_back_and_rolls() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultFs::new();
         let (spool, _) = open_fault(dir.path(), &fs);
-        spool.add_message(&msg(1), &body(1, 3000)).await.unwrap();
+        spool
+            .add_message(&msg(1), &body(1, 3000), None)
+            .await
+            .unwrap();
         let seg_before = spool.current_segment();
         fs.fail_once(Fault::torn_write(errno, 1500));
-        let err = spool.add_message(&msg(2), &body(2, 3000)).await;
+        let err = spool.add_message(&msg(2), &body(2, 3000), None).await;
         assert!(err.is_err(), "errno {errno}: the torn write is refused");
         assert!(
             spool.health().degraded.is_some(),
             "degraded after a failure"
         );
-        let c = spool.add_message(&msg(3), &body(3, 3000)).await.unwrap();
-        let d = spool.add_message(&msg(4), &body(4, 3000)).await.unwrap();
+        let c = spool
+            .add_message(&msg(3), &body(3, 3000), None)
+            .await
+            .unwrap();
+        let d = spool
+            .add_message(&msg(4), &body(4, 3000), None)
+            .await
+            .unwrap();
         assert!(
             c.segment > seg_before,
             "no record follows the failure in its segment"
@@ -222,10 +237,19 @@ async fn failed_fsync_leaves_no_refused_message() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     let (spool, _) = open_fault(dir.path(), &fs);
-    spool.add_message(&msg(1), &body(1, 500)).await.unwrap();
+    spool
+        .add_message(&msg(1), &body(1, 500), None)
+        .await
+        .unwrap();
     fs.fail_once(Fault::new(FaultOp::SyncData, EIO));
-    assert!(spool.add_message(&msg(2), &body(2, 500)).await.is_err());
-    spool.add_message(&msg(3), &body(3, 500)).await.unwrap();
+    assert!(spool
+        .add_message(&msg(2), &body(2, 500), None)
+        .await
+        .is_err());
+    spool
+        .add_message(&msg(3), &body(3, 500), None)
+        .await
+        .unwrap();
     spool.close();
     assert_recovers(dir.path(), &[1, 3], 500).await;
 }
@@ -238,13 +262,22 @@ async fn uncuttable_segment_is_sealed() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     let (spool, _) = open_fault(dir.path(), &fs);
-    spool.add_message(&msg(1), &body(1, 800)).await.unwrap();
+    spool
+        .add_message(&msg(1), &body(1, 800), None)
+        .await
+        .unwrap();
     let sealed = spool.current_segment();
     // Message 2's record is written whole, then the flush fails and so does the cut.
     fs.fail_once(Fault::new(FaultOp::SyncData, EIO));
     fs.fail_once(Fault::new(FaultOp::Truncate, EIO));
-    assert!(spool.add_message(&msg(2), &body(2, 800)).await.is_err());
-    let c = spool.add_message(&msg(3), &body(3, 800)).await.unwrap();
+    assert!(spool
+        .add_message(&msg(2), &body(2, 800), None)
+        .await
+        .is_err());
+    let c = spool
+        .add_message(&msg(3), &body(3, 800), None)
+        .await
+        .unwrap();
     assert!(c.segment > sealed);
     spool.close();
     // The junk is still in the abandoned segment, and it is not the newest.
@@ -276,12 +309,18 @@ async fn cannot_roll_degrades_until_it_can() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultFs::new();
         let (spool, _) = open_fault(dir.path(), &fs);
-        spool.add_message(&msg(1), &body(1, 100)).await.unwrap();
+        spool
+            .add_message(&msg(1), &body(1, 100), None)
+            .await
+            .unwrap();
         fs.fail_always(Fault::new(FaultOp::Create, errno));
         fs.fail_once(Fault::torn_write(errno, 10));
-        assert!(spool.add_message(&msg(2), &body(2, 100)).await.is_err());
+        assert!(spool
+            .add_message(&msg(2), &body(2, 100), None)
+            .await
+            .is_err());
         for id in 3..6 {
-            let e = spool.add_message(&msg(id), &body(id, 100)).await;
+            let e = spool.add_message(&msg(id), &body(id, 100), None).await;
             assert!(
                 matches!(e, Err(SpoolError::Write(WriteError::NoSegment { .. }))),
                 "{e:?}"
@@ -308,7 +347,10 @@ async fn cannot_roll_degrades_until_it_can() {
         poll("the timer to start a segment", || {
             spool.health().degraded.is_none()
         });
-        spool.add_message(&msg(6), &body(6, 100)).await.unwrap();
+        spool
+            .add_message(&msg(6), &body(6, 100), None)
+            .await
+            .unwrap();
         spool.close();
         assert_recovers(dir.path(), &[1, 6], 100).await;
     }
@@ -321,11 +363,20 @@ async fn failed_directory_fsync_abandons_the_new_segment() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     let (spool, _) = open_fault(dir.path(), &fs);
-    spool.add_message(&msg(1), &body(1, 100)).await.unwrap();
+    spool
+        .add_message(&msg(1), &body(1, 100), None)
+        .await
+        .unwrap();
     fs.fail_once(Fault::torn_write(ENOSPC, 0));
     fs.fail_once(Fault::new(FaultOp::SyncDir, EIO));
-    assert!(spool.add_message(&msg(2), &body(2, 100)).await.is_err());
-    let c = spool.add_message(&msg(3), &body(3, 100)).await.unwrap();
+    assert!(spool
+        .add_message(&msg(2), &body(2, 100), None)
+        .await
+        .is_err());
+    let c = spool
+        .add_message(&msg(3), &body(3, 100), None)
+        .await
+        .unwrap();
     assert_eq!(spool.read_body(c).await.unwrap(), body(3, 100));
     spool.close();
     assert_recovers(dir.path(), &[1, 3], 100).await;
@@ -339,10 +390,16 @@ async fn repeated_failures_do_not_pile_up_segments() {
     let (spool, _) = open_fault(dir.path(), &fs);
     fs.fail_always(Fault::torn_write(ENOSPC, 7));
     for id in 1..30 {
-        assert!(spool.add_message(&msg(id), &body(id, 100)).await.is_err());
+        assert!(spool
+            .add_message(&msg(id), &body(id, 100), None)
+            .await
+            .is_err());
     }
     fs.heal();
-    spool.add_message(&msg(30), &body(30, 100)).await.unwrap();
+    spool
+        .add_message(&msg(30), &body(30, 100), None)
+        .await
+        .unwrap();
     spool.close();
     let n = list_segments(dir.path()).unwrap().len();
     assert!(n <= 2, "{n} segments left");
@@ -368,14 +425,20 @@ async fn damage_in_an_older_segment_refuses_start_and_salvage_recovers() {
     {
         let (spool, _) = open(&spool_dir);
         for id in 1..=5 {
-            spool.add_message(&msg(id), &body(id, 200)).await.unwrap();
+            spool
+                .add_message(&msg(id), &body(id, 200), None)
+                .await
+                .unwrap();
         }
         spool.close();
     }
     {
         // A second run, so the damaged segment is not the newest.
         let (spool, _) = open(&spool_dir);
-        spool.add_message(&msg(6), &body(6, 200)).await.unwrap();
+        spool
+            .add_message(&msg(6), &body(6, 200), None)
+            .await
+            .unwrap();
         spool.close();
     }
     let first = list_segments(&spool_dir).unwrap()[0];
@@ -410,7 +473,10 @@ async fn damage_before_intact_records_of_the_newest_segment_refuses_start() {
     {
         let (spool, _) = open(dir.path());
         for id in 1..=3 {
-            spool.add_message(&msg(id), &body(id, 200)).await.unwrap();
+            spool
+                .add_message(&msg(id), &body(id, 200), None)
+                .await
+                .unwrap();
         }
         spool.close();
     }
@@ -449,14 +515,19 @@ async fn only_a_mostly_dead_segment_is_relocated() {
     {
         let (spool, _) = open(dir.path());
         for id in 1..=20 {
-            refs.push(spool.add_message(&msg(id), &body(id, mb)).await.unwrap());
+            refs.push(
+                spool
+                    .add_message(&msg(id), &body(id, mb), None)
+                    .await
+                    .unwrap(),
+            );
         }
         spool.close();
     }
     for run in 0..2 {
         let (spool, _) = open(dir.path());
         spool
-            .add_message(&msg(100 + run), &body(100 + run, 10))
+            .add_message(&msg(100 + run), &body(100 + run, 10), None)
             .await
             .unwrap();
         spool.close();
@@ -481,7 +552,10 @@ async fn removals_in_a_segment_without_bodies_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (spool, _) = open(dir.path());
-        spool.add_message(&msg(1), &body(1, 100)).await.unwrap();
+        spool
+            .add_message(&msg(1), &body(1, 100), None)
+            .await
+            .unwrap();
         spool.close();
     }
     {

@@ -5,6 +5,14 @@
 //! `fdatasync` once, and only then answers them all. A new segment's directory entry is
 //! fsynced before anything in it is acknowledged.
 //!
+//! Group commit is helped along: while submissions with an open transaction are known to
+//! be on their way ([`WriteIntent`]), the writer waits a moment (at most
+//! [`COMMIT_DELAY`]) so that one `fdatasync` serves them all. When such a wait runs out,
+//! the writer stops waiting for a while: a client that idles in a transaction must not
+//! slow everyone down. Requests nobody waits for (state updates and removals: losing one
+//! in a crash costs an extra attempt, never a message) are written but not flushed on
+//! their own; the next flush, or one after [`IDLE_SYNC`] of quiet, covers them.
+//!
 //! A failed write or flush poisons the segment: nothing is ever appended to it again.
 //! The writer cuts it back to its last complete record (`ftruncate` + `fsync`); where even
 //! that fails, it remembers a seal, which goes first into the next segment and tells
@@ -14,9 +22,10 @@
 //! itself degraded, and the roll is retried on each new request and once a second.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -33,6 +42,12 @@ const BATCH_BYTES: usize = 16 << 20;
 const NO_SEGMENT: &str = "no writable segment";
 /// How often a writer without a segment tries to start one when nothing else asks.
 const RETRY_ROLL_EVERY: Duration = Duration::from_secs(1);
+/// Longest a durable request waits for announced siblings to join its flush.
+pub const COMMIT_DELAY: Duration = Duration::from_millis(1);
+/// After a wait for siblings ran out, how long the writer flushes without waiting.
+pub const DELAY_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest unflushed (non-durable) records stay unflushed while nothing else comes.
+pub const IDLE_SYNC: Duration = Duration::from_millis(50);
 
 /// Why records were not stored.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,6 +63,8 @@ pub(super) type Reply = Result<Vec<Option<BodyRef>>, WriteError>;
 pub(super) struct WriteRequest {
     pub records: Vec<Encoded>,
     pub reply: oneshot::Sender<Reply>,
+    /// The caller waits until the records are flushed (`false`: written, flushed later).
+    pub durable: bool,
 }
 
 /// Whether the spool can store new records, as `/healthz` shows it.
@@ -60,10 +77,58 @@ pub struct SpoolHealth {
 }
 
 /// State the writer shares with the [`super::Spool`] handle.
-#[derive(Default)]
 pub(super) struct Shared {
     pub table: Mutex<SegmentTable>,
     pub health: Mutex<SpoolHealth>,
+    /// Durable writes announced and not yet sent ([`WriteIntent`]s alive).
+    pub expected: AtomicUsize,
+    /// [`COMMIT_DELAY`] and [`DELAY_BACKOFF`], in µs (tests change them).
+    pub commit_delay_us: AtomicU64,
+    pub backoff_us: AtomicU64,
+    /// True while the writer holds a batch back for announced writes (tests watch it).
+    pub holding: AtomicBool,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            table: Mutex::default(),
+            health: Mutex::default(),
+            expected: AtomicUsize::new(0),
+            commit_delay_us: AtomicU64::new(COMMIT_DELAY.as_micros() as u64),
+            backoff_us: AtomicU64::new(DELAY_BACKOFF.as_micros() as u64),
+            holding: AtomicBool::new(false),
+        }
+    }
+}
+
+/// An announcement that a durable write is coming soon (a submission's open transaction):
+/// while one is alive, the writer may hold a flush back briefly for it. Dropping it
+/// withdraws the announcement; [`super::Spool::add_message`] drops it just before its
+/// request is sent, so the writer never waits for the request it holds.
+pub struct WriteIntent {
+    shared: Arc<Shared>,
+}
+
+impl WriteIntent {
+    pub(super) fn new(shared: &Arc<Shared>) -> WriteIntent {
+        shared.expected.fetch_add(1, Ordering::AcqRel);
+        WriteIntent {
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl Drop for WriteIntent {
+    fn drop(&mut self) {
+        self.shared.expected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for WriteIntent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteIntent")
+    }
 }
 
 impl Shared {
@@ -74,6 +139,14 @@ impl Shared {
     pub fn health(&self) -> std::sync::MutexGuard<'_, SpoolHealth> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The longest wait for announced writes, and the pause in waiting after one ran out.
+    pub fn group_commit(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.commit_delay_us.load(Ordering::Relaxed)),
+            Duration::from_micros(self.backoff_us.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 pub(super) struct Writer {
@@ -83,8 +156,12 @@ pub(super) struct Writer {
     segment: u64,
     /// `None`: no writable segment (poisoned, or a roll failed).
     file: Option<Box<dyn SegmentFile>>,
-    /// Bytes of complete, flushed records in the current segment.
+    /// Bytes of complete records written to the current segment (the append offset).
     size: u64,
+    /// Of those, the bytes known flushed: a failure cuts the segment back to here.
+    synced: u64,
+    /// No waiting for siblings before this instant (after a wait ran out).
+    no_delay_until: Option<Instant>,
     /// Abandoned segments whose torn tail could not be cut: written at the head of the
     /// next segment.
     seals: Vec<Seal>,
@@ -106,6 +183,8 @@ impl Writer {
             segment: last,
             file: None,
             size: 0,
+            synced: 0,
+            no_delay_until: None,
             seals: Vec::new(),
             emptied: None,
             shared,
@@ -123,23 +202,37 @@ impl Writer {
 
     pub fn run(mut self, rx: mpsc::Receiver<WriteRequest>) {
         loop {
-            let first = if self.file.is_none() {
-                match rx.recv_timeout(RETRY_ROLL_EVERY) {
-                    Ok(req) => req,
-                    Err(RecvTimeoutError::Timeout) => {
-                        let _ = self.roll();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            let wait = if self.file.is_none() {
+                Some(RETRY_ROLL_EVERY)
+            } else if self.size > self.synced {
+                Some(IDLE_SYNC)
             } else {
-                match rx.recv() {
-                    Ok(req) => req,
-                    Err(_) => break,
+                None
+            };
+            let received = match wait {
+                Some(limit) => rx.recv_timeout(limit),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let first = match received {
+                Ok(req) => req,
+                Err(RecvTimeoutError::Timeout) if self.file.is_none() => {
+                    let _ = self.roll();
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush_quiet();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush_quiet();
+                    break;
                 }
             };
+            let mut bytes: usize = first.records.iter().map(|r| r.bytes.len()).sum();
             let mut batch = vec![first];
-            let mut bytes: usize = batch[0].records.iter().map(|r| r.bytes.len()).sum();
+            if batch[0].durable {
+                self.wait_for_siblings(&rx, &mut batch, &mut bytes);
+            }
             while bytes < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(req) => {
@@ -153,7 +246,66 @@ impl Writer {
         }
     }
 
+    /// Holds a durable batch back while announced writes are on their way, at most
+    /// [`COMMIT_DELAY`]; one that runs out turns waiting off for [`DELAY_BACKOFF`].
+    fn wait_for_siblings(
+        &mut self,
+        rx: &mpsc::Receiver<WriteRequest>,
+        batch: &mut Vec<WriteRequest>,
+        bytes: &mut usize,
+    ) {
+        let start = Instant::now();
+        if self.file.is_none() || self.no_delay_until.is_some_and(|t| start < t) {
+            return;
+        }
+        let (delay, backoff) = self.shared.group_commit();
+        let deadline = start + delay;
+        self.shared.holding.store(true, Ordering::Release);
+        while *bytes < BATCH_BYTES && self.shared.expected.load(Ordering::Acquire) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(req) => {
+                    *bytes += req.records.iter().map(|r| r.bytes.len()).sum::<usize>();
+                    batch.push(req);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.no_delay_until = Some(Instant::now() + backoff);
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.shared.holding.store(false, Ordering::Release);
+    }
+
+    /// Flushes records written without a flush (quiet channel, or shutting down).
+    fn flush_quiet(&mut self) {
+        if self.size <= self.synced {
+            return;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        match file.sync_data() {
+            Ok(()) => self.synced = self.size,
+            Err(e) => {
+                let reason = format!("{e}");
+                tracing::error!(error = %e, segment = self.segment, "spool: flush failed; the segment is abandoned");
+                self.poison();
+                self.degrade(&format!("write failed: {reason}"));
+                if let Err(e) = self.roll() {
+                    tracing::error!(error = %e, "spool: cannot start a new segment; submissions get 451 until one can be started");
+                }
+            }
+        }
+    }
+
     fn handle(&mut self, batch: Vec<WriteRequest>) {
+        if self.file.is_some() && self.size >= SEGMENT_LIMIT {
+            // Only the newest segment may end torn (replay): the one left behind is
+            // flushed whole first.
+            self.flush_quiet();
+        }
         let mut roll_error = None;
         if self.file.is_none() || self.size >= SEGMENT_LIMIT {
             if let Err(reason) = self.roll() {
@@ -192,9 +344,16 @@ impl Writer {
             // One huge message must not pin its size in memory for the process's life.
             self.buf.shrink_to(1 << 20);
         }
-        match file.write_all(&self.buf).and_then(|_| file.sync_data()) {
+        // Only a batch someone waits for is flushed now (it also covers every record
+        // written before it); the others are flushed by the next one, or when quiet.
+        let durable = batch.iter().any(|r| r.durable);
+        let written = file.write_all(&self.buf);
+        match written.and_then(|_| if durable { file.sync_data() } else { Ok(()) }) {
             Ok(()) => {
                 self.size += self.buf.len() as u64;
+                if durable {
+                    self.synced = self.size;
+                }
                 self.recover();
                 for (req, refs) in batch.into_iter().zip(answers) {
                     let _ = req.reply.send(Ok(refs));
@@ -221,19 +380,21 @@ impl Writer {
         }
     }
 
-    /// Closes the current segment after a failed write: cut back to the last complete
-    /// record, or remember a seal where that fails too.
+    /// Closes the current segment after a failed write or flush: cut back to the last
+    /// flushed record, or remember a seal where that fails too. (Records written since
+    /// the last flush were acknowledged to nobody: losing them costs an extra attempt.)
     fn poison(&mut self) {
+        self.size = self.synced;
         if let Some(mut f) = self.file.take() {
-            match f.truncate(self.size) {
-                Ok(()) if self.size == 0 => self.emptied = Some(self.segment),
+            match f.truncate(self.synced) {
+                Ok(()) if self.synced == 0 => self.emptied = Some(self.segment),
                 Ok(()) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, segment = self.segment, valid_len = self.size,
+                    tracing::error!(error = %e, segment = self.segment, valid_len = self.synced,
                         "spool: cannot cut the abandoned segment back; the next segment seals it");
                     self.seals.push(Seal {
                         segment: self.segment,
-                        valid_len: self.size,
+                        valid_len: self.synced,
                     });
                 }
             }
@@ -284,6 +445,7 @@ impl Writer {
                 self.file = Some(f);
                 self.segment = n;
                 self.size = len;
+                self.synced = len;
                 if !self.seals.is_empty() {
                     tracing::warn!(segment = n, seals = ?self.seals, "spool: sealed abandoned segments");
                 }
@@ -326,6 +488,7 @@ impl Writer {
                     self.file = None;
                     self.segment = n;
                     self.size = 0;
+                    self.synced = 0;
                     let mut t = self.shared.table();
                     t.current = n;
                     t.live.entry(n).or_default();

@@ -26,6 +26,7 @@ use super::server::SubmissionSettings;
 use crate::message::{field_value, header_section, prepare, TraceInfo};
 use crate::model::{format_id, now_ms};
 use crate::queue::{NewMessage, Queue};
+use crate::spool::WriteIntent;
 
 mod auth_exchange;
 
@@ -84,6 +85,8 @@ struct Transaction {
     from: String,
     params: MailArgs,
     rcpts: Vec<(String, RcptParams)>,
+    /// Tells the spool a message may come soon, so its flush can wait for it.
+    announced: WriteIntent,
 }
 
 /// Where the session is.
@@ -503,6 +506,7 @@ impl Session {
             from,
             params,
             rcpts: Vec::new(),
+            announced: self.queue.announce(),
         };
         if let Some(account) = &self.account {
             let limits = self
@@ -691,6 +695,7 @@ impl Session {
         body: Vec<u8>,
         eight_bit: bool,
     ) -> Reply {
+        let tx_intent = tx.announced;
         let id = self.queue.next_id();
         let now = now_ms();
         let mut protocol = if tx.params.smtputf8 {
@@ -747,7 +752,7 @@ impl Session {
         };
         let nrcpt = new.rcpts.len();
         let size = new.body.len();
-        match self.queue.enqueue(id, new).await {
+        match self.queue.enqueue_announced(id, new, Some(tx_intent)).await {
             Ok(id) => {
                 metrics::counter!("relaygate_submissions_accepted_total").increment(1);
                 tracing::info!(queue_id = %format_id(id), client = %self.peer, rcpts = nrcpt, size, "submission: queued");

@@ -4,9 +4,10 @@
 //! A [`SmarthostTransport`] connects through its [`Connector`], runs implicit TLS or
 //! STARTTLS as configured (verifying the certificate unless told not to), says EHLO, and
 //! runs one transaction per [`SmarthostTransport::deliver`] call. After the transaction
-//! the session goes back to an idle pool; the next delivery probes it with RSET and
-//! connects fresh if the probe fails (or the connection dies before the end of data), so
-//! a stale connection never fails a delivery.
+//! the session goes back to an idle pool; the next delivery probes it with RSET (sent in
+//! the same write as MAIL, RCPT and DATA where the server allows PIPELINING, so reuse
+//! costs no round trip) and connects fresh if the probe fails (or the connection dies
+//! before the end of data), so a stale connection never fails a delivery.
 //!
 //! With credentials ([`SmarthostAuth`]) every new connection authenticates once, after
 //! TLS and the EHLO that follows it, before its first transaction (see
@@ -43,6 +44,19 @@ use crate::{
     stream::Connector,
     tls::{danger, verified_client_config, TlsInfo, TlsRoots},
 };
+
+/// Whether a transaction on a pooled connection failed in a way that shows the connection
+/// was stale, with nothing accepted: the delivery is tried again on a fresh connection.
+/// That is an I/O error before the end of data (nothing can have been delivered before
+/// it, RFC 5321 §4.1.1.4), or an RSET probe refused or unanswered.
+fn stale_reuse(e: &TransportError) -> bool {
+    match e {
+        TransportError::Io { stage, .. } => *stage != Stage::DataEnd,
+        TransportError::Protocol { command, .. } => *command == Stage::Rset,
+        TransportError::Timeout { stage, .. } => *stage == Stage::Rset,
+        _ => false,
+    }
+}
 
 /// Upper bound on the RSET probe of a pooled connection (a dead peer must not stall the
 /// delivery for the full command timeout).
@@ -281,12 +295,9 @@ impl SmarthostTransport {
         }
         if let Some(conn) = self.take_idle().await {
             match self.transact(conn, msg, true).await {
-                // The pooled connection died after answering the RSET probe. Nothing can
-                // have been delivered before the end of data (RFC 5321 §4.1.1.4), so a
-                // fresh connection is safe and a stale one never fails the delivery.
-                Err(TransportError::Io { stage, .. }) if stage != Stage::DataEnd => {
+                Err(e) if stale_reuse(&e) => {
                     tracing::debug!(transport = %self.config.name, host = %self.config.host,
-                        %stage, "pooled connection failed, retrying on a new connection");
+                        error = %e, "pooled connection failed, retrying on a new connection");
                 }
                 other => return other,
             }
@@ -334,6 +345,7 @@ impl SmarthostTransport {
                     addr = ?remote.addr, tls = remote.tls.mode(), reused,
                     rcpts = outcomes.len(), delivered, "smarthost transaction done");
             }
+            Err(e) if reused && stale_reuse(e) => {}
             Err(e) => {
                 tracing::warn!(transport = %self.config.name, host = %remote.host,
                     addr = ?remote.addr, tls = remote.tls.mode(), reused, error = %e,
@@ -352,7 +364,8 @@ impl SmarthostTransport {
         }
     }
 
-    /// Takes the most recently used idle session that still answers RSET.
+    /// Takes the most recently used idle session that is not stale: it gets an RSET
+    /// probe, pipelined with the next transaction where the server allows.
     async fn take_idle(&self) -> Option<Conn> {
         loop {
             let idle = lock(&self.pool).idle.pop()?;
@@ -362,7 +375,7 @@ impl SmarthostTransport {
             }
             let mut conn = idle.conn;
             let probe = self.config.timeouts.command.min(REUSE_PROBE_TIMEOUT);
-            match conn.session.rset_within(probe).await {
+            match conn.session.probe_reuse(probe).await {
                 Ok(()) => {
                     tracing::debug!(transport = %self.config.name, host = %self.config.host,
                         addr = ?conn.session.peer(), "reusing pooled connection");

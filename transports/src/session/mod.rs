@@ -125,6 +125,9 @@ pub struct Session {
     state: State,
     ehlo_name: String,
     greeting: Reply,
+    /// An RSET to send at the head of the next pipelined transaction, with the time its
+    /// reply may take: the liveness probe of a reused connection, without a round trip.
+    probe: Option<Duration>,
 }
 
 /// The TLS server name for `host` (a DNS name or an IP literal).
@@ -198,6 +201,7 @@ impl Session {
             state: State::Greeted,
             ehlo_name: String::new(),
             greeting: Reply::new(0, None, ""),
+            probe: None,
         };
         let reply = session
             .read_reply(Stage::Greeting, timeouts.greeting)
@@ -322,6 +326,7 @@ impl Session {
             State::Ready { caps } | State::InTransaction { caps } => caps.clone(),
             State::Greeted | State::Closed => return Err(self.misuse(Stage::Rset)),
         };
+        self.probe = None;
         self.send_with(command::RSET, Stage::Rset, limit).await?;
         let reply = self.read_reply(Stage::Rset, limit).await?;
         if !reply.is_completion() {
@@ -329,6 +334,20 @@ impl Session {
         }
         self.state = State::Ready { caps };
         Ok(())
+    }
+
+    /// Probes a reused connection with RSET: with PIPELINING the RSET goes out in the
+    /// same write as the next transaction's MAIL, RCPTs and DATA, and its reply is read
+    /// first (a refusal or a dead connection fails the transaction at stage RSET, before
+    /// anything could be accepted); without, it is sent and answered now.
+    pub async fn probe_reuse(&mut self, limit: Duration) -> Result<(), TransportError> {
+        match &self.state {
+            State::Ready { caps } if caps.pipelining => {
+                self.probe = Some(limit);
+                Ok(())
+            }
+            _ => self.rset_within(limit).await,
+        }
     }
 
     /// QUIT (RFC 5321 §4.1.1.10), best effort, then closes the connection.

@@ -176,12 +176,24 @@ impl Session {
         outcomes: &mut [Option<RcptOutcome>],
     ) -> Result<TxnEnd, TransportError> {
         // RFC 2920 §3.1: MAIL, RCPTs and DATA in one group, DATA last; replies in order.
-        let mut group = command::mail_from(msg, caps);
+        // RSET may come first in the group (§3.1 lets it anywhere): a pending probe.
+        let probe = self.probe.take();
+        let mut group = String::with_capacity(64 + 48 * batch.len());
+        if probe.is_some() {
+            group.push_str(command::RSET);
+        }
+        group.push_str(&command::mail_from(msg, caps));
         for &i in batch {
             group.push_str(&command::rcpt_to(&msg.rcpts[i], caps));
         }
         group.push_str(command::DATA);
         self.send_command(&group, Stage::Mail).await?;
+        if let Some(limit) = probe {
+            let reply = self.read_reply(Stage::Rset, limit).await?;
+            if !reply.is_completion() {
+                return Err(self.protocol(Stage::Rset, format!("unexpected reply {reply}")));
+            }
+        }
         let mail = self.read_reply(Stage::Mail, self.timeouts.command).await?;
         let mut rcpt_replies = Vec::with_capacity(batch.len());
         for _ in batch {
@@ -306,19 +318,25 @@ impl Session {
     }
 
     async fn send_body(&mut self, body: &[u8]) -> Result<(), TransportError> {
-        // RFC 5321 §4.5.2: transparency (dot-stuffing) and the final CRLF "." CRLF.
+        // RFC 5321 §4.5.2: transparency (dot-stuffing) and the final CRLF "." CRLF. The
+        // end of data goes out with the last piece: one write for a small message.
         let mut enc = command::DotStuffer::new();
-        let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 16);
-        for chunk in body.chunks(BODY_CHUNK) {
+        let mut out = Vec::with_capacity(body.len().min(BODY_CHUNK) + BODY_CHUNK / 16);
+        let mut rest = body;
+        loop {
+            let (piece, tail) = rest.split_at(rest.len().min(BODY_CHUNK));
             out.clear();
-            enc.encode(chunk, &mut out);
+            enc.encode(piece, &mut out);
+            if tail.is_empty() {
+                enc.finish(&mut out);
+                return self
+                    .send_with(&out, Stage::DataBlock, self.timeouts.data_block)
+                    .await;
+            }
             self.send_with(&out, Stage::DataBlock, self.timeouts.data_block)
                 .await?;
+            rest = tail;
         }
-        out.clear();
-        enc.finish(&mut out);
-        self.send_with(&out, Stage::DataBlock, self.timeouts.data_block)
-            .await
     }
 }
 

@@ -249,6 +249,51 @@ async fn two_deliveries_share_one_connection() {
     assert_eq!(connector.connects.load(Ordering::SeqCst), 1);
 }
 
+/// The reuse probe goes out with the transaction: the server sees RSET, MAIL, RCPT and
+/// DATA before it answers anything (a probe waiting for its reply first never gets one
+/// here, and times out).
+#[tokio::test]
+async fn pooled_connection_probe_costs_no_round_trip() {
+    let mut script = plain_session();
+    script.extend(txn());
+    script.extend([
+        rx("RSET\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        tx("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        rx("x\r\n.\r\n"),
+        tx("250 2.0.0 queued\r\n"),
+    ]);
+    let server = FakeServer::start(vec![script]).await;
+    let (t, connector) = transport(&server, config(SmarthostTls::None), &no_roots());
+    t.deliver(&message(&["a@x.test"], "x")).await.unwrap();
+    let second = t.deliver(&message(&["a@x.test"], "x")).await.unwrap();
+    server.finish().await.unwrap();
+    assert!(second.remote.reused && delivered(&second));
+    assert_eq!(connector.connects.load(Ordering::SeqCst), 1);
+}
+
+/// A pooled connection the server closed with 421 (its idle timeout) answers the
+/// pipelined probe with that 421: the delivery goes to a fresh connection and the 421 is
+/// nobody's outcome.
+#[tokio::test]
+async fn pooled_connection_refusing_the_pipelined_probe_is_replaced() {
+    let mut first = plain_session();
+    first.extend(txn());
+    first.extend([
+        rx("RSET\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        tx("421 4.4.2 idle too long, closing\r\n"),
+        Step::Close,
+    ]);
+    let mut second = plain_session();
+    second.extend(txn());
+    let server = FakeServer::start(vec![first, second]).await;
+    let (t, connector) = transport(&server, config(SmarthostTls::None), &no_roots());
+    t.deliver(&message(&["a@x.test"], "x")).await.unwrap();
+    let d = t.deliver(&message(&["a@x.test"], "x")).await.unwrap();
+    server.finish().await.unwrap();
+    assert!(delivered(&d) && !d.remote.reused, "{d:?}");
+    assert_eq!(connector.connects.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn stale_pooled_connection_is_replaced() {
     let mut first = plain_session();
