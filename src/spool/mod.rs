@@ -254,7 +254,7 @@ impl Spool {
     }
 
     /// Stores a new message durably and counts it live in its segment. `intent`, the
-    /// announcement of this write, is withdrawn just before the request goes out.
+    /// announcement of this write, is withdrawn once the request is out.
     pub async fn add_message(
         &self,
         meta: &StoredMessage,
@@ -262,8 +262,9 @@ impl Spool {
         intent: Option<WriteIntent>,
     ) -> Result<BodyRef, SpoolError> {
         let rec = record::encode_message(meta, body)?;
+        let sent = self.submit(vec![rec], true);
         drop(intent);
-        let refs = self.write(vec![rec]).await?;
+        let refs = Spool::wait(sent).await?;
         let body_ref = refs
             .into_iter()
             .next()

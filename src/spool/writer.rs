@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -87,6 +87,8 @@ pub(super) struct Shared {
     pub backoff_us: AtomicU64,
     /// True while the writer holds a batch back for announced writes (tests watch it).
     pub holding: AtomicBool,
+    /// The writer thread, unparked when the last announced write arrives.
+    pub writer: OnceLock<std::thread::Thread>,
 }
 
 impl Default for Shared {
@@ -98,14 +100,15 @@ impl Default for Shared {
             commit_delay_us: AtomicU64::new(COMMIT_DELAY.as_micros() as u64),
             backoff_us: AtomicU64::new(DELAY_BACKOFF.as_micros() as u64),
             holding: AtomicBool::new(false),
+            writer: OnceLock::new(),
         }
     }
 }
 
 /// An announcement that a durable write is coming soon (a submission's open transaction):
 /// while one is alive, the writer may hold a flush back briefly for it. Dropping it
-/// withdraws the announcement; [`super::Spool::add_message`] drops it just before its
-/// request is sent, so the writer never waits for the request it holds.
+/// withdraws the announcement ([`super::Spool::add_message`] drops it right after its
+/// request is sent); dropping the last one wakes a holding writer.
 pub struct WriteIntent {
     shared: Arc<Shared>,
 }
@@ -121,7 +124,15 @@ impl WriteIntent {
 
 impl Drop for WriteIntent {
     fn drop(&mut self) {
-        self.shared.expected.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst pairs with the writer's store of `holding` and load of `expected`:
+        // either it sees the count at zero or this sees it holding (and an unpark
+        // before its park is kept).
+        let last = self.shared.expected.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last && self.shared.holding.load(Ordering::SeqCst) {
+            if let Some(t) = self.shared.writer.get() {
+                t.unpark();
+            }
+        }
     }
 }
 
@@ -201,6 +212,7 @@ impl Writer {
     }
 
     pub fn run(mut self, rx: mpsc::Receiver<WriteRequest>) {
+        let _ = self.shared.writer.set(std::thread::current());
         loop {
             let wait = if self.file.is_none() {
                 Some(RETRY_ROLL_EVERY)
@@ -231,7 +243,7 @@ impl Writer {
             let mut bytes: usize = first.records.iter().map(|r| r.bytes.len()).sum();
             let mut batch = vec![first];
             if batch[0].durable {
-                self.wait_for_siblings(&rx, &mut batch, &mut bytes);
+                self.wait_for_siblings();
             }
             while bytes < BATCH_BYTES {
                 match rx.try_recv() {
@@ -246,36 +258,27 @@ impl Writer {
         }
     }
 
-    /// Holds a durable batch back while announced writes are on their way, at most
-    /// [`COMMIT_DELAY`]; one that runs out turns waiting off for [`DELAY_BACKOFF`].
-    fn wait_for_siblings(
-        &mut self,
-        rx: &mpsc::Receiver<WriteRequest>,
-        batch: &mut Vec<WriteRequest>,
-        bytes: &mut usize,
-    ) {
+    /// Holds a durable batch back while announced writes are on their way, at most the
+    /// commit delay; one that runs out turns waiting off for the backoff. The writer
+    /// sleeps through the hold: arrivals do not wake it, the last announcement's end
+    /// does, and everything that arrived meanwhile joins the batch.
+    fn wait_for_siblings(&mut self) {
         let start = Instant::now();
         if self.file.is_none() || self.no_delay_until.is_some_and(|t| start < t) {
             return;
         }
         let (delay, backoff) = self.shared.group_commit();
         let deadline = start + delay;
-        self.shared.holding.store(true, Ordering::Release);
-        while *bytes < BATCH_BYTES && self.shared.expected.load(Ordering::Acquire) > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(req) => {
-                    *bytes += req.records.iter().map(|r| r.bytes.len()).sum::<usize>();
-                    batch.push(req);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.no_delay_until = Some(Instant::now() + backoff);
-                    break;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
+        self.shared.holding.store(true, Ordering::SeqCst);
+        while self.shared.expected.load(Ordering::SeqCst) > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                self.no_delay_until = Some(now + backoff);
+                break;
             }
+            std::thread::park_timeout(deadline - now);
         }
-        self.shared.holding.store(false, Ordering::Release);
+        self.shared.holding.store(false, Ordering::SeqCst);
     }
 
     /// Flushes records written without a flush (quiet channel, or shutting down).
