@@ -28,7 +28,7 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -103,7 +103,6 @@ pub(crate) struct SegmentTable {
 /// Handle to the spool; cheap to share behind an `Arc`.
 pub struct Spool {
     dir: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     shared: Arc<Shared>,
     files: Mutex<HashMap<u64, Arc<File>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -191,14 +190,14 @@ impl Spool {
         }
         let mut writer = Writer::new(dir, fs, shared.table().current, Arc::clone(&shared));
         writer.start();
-        let (tx, rx) = mpsc::channel::<WriteRequest>();
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run())
             .map_err(io_err(dir, "start writer thread"))?;
+        // Before anything can be submitted: submissions wake the writer through it.
+        let _ = shared.writer.set(handle.thread().clone());
         let spool = Spool {
             dir: dir.to_path_buf(),
-            tx: Mutex::new(Some(tx)),
             shared,
             files: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(handle)),
@@ -210,16 +209,13 @@ impl Spool {
     /// for a `durable` request flushed.
     fn submit(&self, records: Vec<Encoded>, durable: bool) -> oneshot::Receiver<writer::Reply> {
         let (reply, rx) = oneshot::channel();
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = guard.as_ref() {
-            // If the writer is gone the request is dropped with its reply sender, and the
-            // receiver reports that.
-            let _ = tx.send(WriteRequest {
-                records,
-                reply,
-                durable,
-            });
-        }
+        // Once the spool is closed the request is dropped with its reply sender, and the
+        // receiver reports that.
+        self.shared.push(WriteRequest {
+            records,
+            reply,
+            durable,
+        });
         rx
     }
 
@@ -427,10 +423,18 @@ impl Spool {
 
     /// Stops the writer after it has flushed what it was given.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.shared.close();
         if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = handle.join();
         }
+    }
+}
+
+impl Drop for Spool {
+    /// A spool dropped without [`Spool::close`] still has what it was given stored and
+    /// flushed (the writer finishes on its own).
+    fn drop(&mut self) {
+        self.shared.close();
     }
 }
 

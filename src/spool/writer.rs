@@ -1,8 +1,8 @@
 //! The spool's one writer thread: group commit, segment rolling, and what happens after
 //! a write error.
 //!
-//! It takes every request waiting in its channel, writes them with one `write`, calls
-//! `fdatasync` once, and only then answers them all. A new segment's directory entry is
+//! It takes every request waiting in its inbox (in the order they were made), writes them
+//! with one `write`, calls `fdatasync` once, and only then answers them all. A new segment's directory entry is
 //! fsynced before anything in it is acknowledged.
 //!
 //! Group commit is helped along: while submissions with an open transaction are known to
@@ -11,7 +11,9 @@
 //! the writer stops waiting for a while: a client that idles in a transaction must not
 //! slow everyone down. Requests nobody waits for (state updates and removals: losing one
 //! in a crash costs an extra attempt, never a message) are written but not flushed on
-//! their own; the next flush, or one after [`IDLE_SYNC`] of quiet, covers them.
+//! their own; the next flush, or one after [`IDLE_SYNC`] of quiet, covers them. They do
+//! not wake a writer that already has a timer set: under load they ride along with the
+//! next submission's batch, so the writer wakes about once per flush, not per record.
 //!
 //! A failed write or flush poisons the segment: nothing is ever appended to it again.
 //! The writer cuts it back to its last complete record (`ftruncate` + `fsync`); where even
@@ -21,9 +23,9 @@
 //! new segment at once. While it cannot, every request gets an error, the spool reports
 //! itself degraded, and the roll is retried on each new request and once a second.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -77,8 +79,33 @@ pub struct SpoolHealth {
 }
 
 /// State the writer shares with the [`super::Spool`] handle.
+/// How the writer sleeps, which decides who wakes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Sleep {
+    /// Working (or about to look at the inbox again).
+    #[default]
+    Awake,
+    /// Until a timer (a pending or unflushed record, a segment to retry): only a
+    /// durable request wakes it earlier.
+    Timed,
+    /// Nothing pending: any request wakes it.
+    Untimed,
+}
+
+/// Requests waiting for the writer, in the order they were made.
+#[derive(Default)]
+pub(super) struct Inbox {
+    pub reqs: VecDeque<WriteRequest>,
+    /// How many of them someone waits for.
+    pub durable: usize,
+    pub sleep: Sleep,
+    /// The spool is closing: the writer stores what is left, flushes and stops.
+    pub closed: bool,
+}
+
 pub(super) struct Shared {
     pub table: Mutex<SegmentTable>,
+    pub inbox: Mutex<Inbox>,
     pub health: Mutex<SpoolHealth>,
     /// Durable writes announced and not yet sent ([`WriteIntent`]s alive).
     pub expected: AtomicUsize,
@@ -95,6 +122,7 @@ impl Default for Shared {
     fn default() -> Shared {
         Shared {
             table: Mutex::default(),
+            inbox: Mutex::default(),
             health: Mutex::default(),
             expected: AtomicUsize::new(0),
             commit_delay_us: AtomicU64::new(COMMIT_DELAY.as_micros() as u64),
@@ -149,6 +177,64 @@ impl Shared {
 
     pub fn health(&self) -> std::sync::MutexGuard<'_, SpoolHealth> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a request; wakes the writer when it sleeps and this request cannot wait
+    /// for its timer. Returns `false` (the request dropped) once the spool is closed.
+    pub fn push(&self, req: WriteRequest) -> bool {
+        let wake = {
+            let mut inbox = self.inbox();
+            if inbox.closed {
+                return false;
+            }
+            let wake = match inbox.sleep {
+                Sleep::Awake => false,
+                Sleep::Timed => req.durable,
+                Sleep::Untimed => true,
+            };
+            if wake {
+                inbox.sleep = Sleep::Awake;
+            }
+            inbox.durable += usize::from(req.durable);
+            inbox.reqs.push_back(req);
+            wake
+        };
+        if wake {
+            self.wake_writer();
+        }
+        true
+    }
+
+    /// Tells the writer to store what is left and stop.
+    pub fn close(&self) {
+        self.inbox().closed = true;
+        self.wake_writer();
+    }
+
+    fn wake_writer(&self) {
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+
+    /// Takes requests from the front, up to [`BATCH_BYTES`] (at least one).
+    fn take_batch(&self) -> Vec<WriteRequest> {
+        let mut inbox = self.inbox();
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while bytes < BATCH_BYTES {
+            let Some(req) = inbox.reqs.pop_front() else {
+                break;
+            };
+            inbox.durable -= usize::from(req.durable);
+            bytes += req.records.iter().map(|r| r.bytes.len()).sum::<usize>();
+            batch.push(req);
+        }
+        batch
     }
 
     /// The longest wait for announced writes, and the pause in waiting after one ran out.
@@ -211,50 +297,65 @@ impl Writer {
         }
     }
 
-    pub fn run(mut self, rx: mpsc::Receiver<WriteRequest>) {
-        let _ = self.shared.writer.set(std::thread::current());
+    pub fn run(mut self) {
+        // When the current timer fires (set on going to sleep with something pending).
+        let mut deadline: Option<Instant> = None;
         loop {
-            let wait = if self.file.is_none() {
-                Some(RETRY_ROLL_EVERY)
-            } else if self.size > self.synced {
-                Some(IDLE_SYNC)
-            } else {
-                None
-            };
-            let received = match wait {
-                Some(limit) => rx.recv_timeout(limit),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            let first = match received {
-                Ok(req) => req,
-                Err(RecvTimeoutError::Timeout) if self.file.is_none() => {
+            let mut inbox = self.shared.inbox();
+            inbox.sleep = Sleep::Awake;
+            let now = Instant::now();
+            let due = deadline.is_some_and(|d| now >= d);
+            // Records nobody waits for are written at once when no timer is set (the
+            // first after a flush); later ones wait for the timer or the next flush.
+            let lazy_now = deadline.is_none() && !inbox.reqs.is_empty();
+            if inbox.durable == 0 && !inbox.closed && !due && !lazy_now {
+                let timer = if self.file.is_none() {
+                    Some(RETRY_ROLL_EVERY)
+                } else if !inbox.reqs.is_empty() || self.size > self.synced {
+                    Some(IDLE_SYNC)
+                } else {
+                    None
+                };
+                if deadline.is_none() {
+                    deadline = timer.map(|t| now + t);
+                }
+                inbox.sleep = if deadline.is_some() {
+                    Sleep::Timed
+                } else {
+                    Sleep::Untimed
+                };
+                drop(inbox);
+                // An unpark that came before this park is kept: no wake is lost.
+                match deadline {
+                    Some(d) => std::thread::park_timeout(d.saturating_duration_since(now)),
+                    None => std::thread::park(),
+                }
+                continue;
+            }
+            deadline = None;
+            let (durable, closed, empty) = (inbox.durable > 0, inbox.closed, inbox.reqs.is_empty());
+            drop(inbox);
+            if empty {
+                // The timer (or the close) with nothing queued.
+                if self.file.is_none() && !closed {
                     let _ = self.roll();
-                    continue;
-                }
-                Err(RecvTimeoutError::Timeout) => {
+                } else {
                     self.flush_quiet();
-                    continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush_quiet();
+                if closed {
                     break;
                 }
-            };
-            let mut bytes: usize = first.records.iter().map(|r| r.bytes.len()).sum();
-            let mut batch = vec![first];
-            if batch[0].durable {
+                continue;
+            }
+            if durable {
                 self.wait_for_siblings();
             }
-            while bytes < BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(req) => {
-                        bytes += req.records.iter().map(|r| r.bytes.len()).sum::<usize>();
-                        batch.push(req);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = self.shared.take_batch();
             self.handle(batch);
+            if due || closed {
+                // Records that waited their time (or a closing spool): flushed now.
+                self.flush_quiet();
+            }
         }
     }
 
