@@ -381,7 +381,7 @@ impl Queue {
         self.enqueue_announced(id, new, None).await
     }
 
-    /// Announces a message to be enqueued soon (a submission's open transaction), so the
+    /// Announces a message to be enqueued soon (a submission receiving its body), so the
     /// spool may gather its flush with others (see [`crate::spool::WriteIntent`]).
     pub fn announce(&self) -> WriteIntent {
         self.spool.intent()

@@ -5,11 +5,11 @@
 //! with one `write`, calls `fdatasync` once, and only then answers them all. A new segment's directory entry is
 //! fsynced before anything in it is acknowledged.
 //!
-//! Group commit is helped along: while submissions with an open transaction are known to
-//! be on their way ([`WriteIntent`]), the writer waits a moment (at most
+//! Group commit is helped along: while submissions receiving their body are known to be
+//! on their way ([`WriteIntent`]), the writer waits a moment (at most
 //! [`COMMIT_DELAY`]) so that one `fdatasync` serves them all. When such a wait runs out,
-//! the writer stops waiting for a while: a client that idles in a transaction must not
-//! slow everyone down. Requests nobody waits for (state updates and removals: losing one
+//! the writer stops waiting for a while: a client that uploads slowly must not slow
+//! everyone down. Requests nobody waits for (state updates and removals: losing one
 //! in a crash costs an extra attempt, never a message) are written but not flushed on
 //! their own; the next flush, or one after [`IDLE_SYNC`] of quiet, covers them. They do
 //! not wake a writer that already has a timer set: under load they ride along with the
@@ -133,7 +133,7 @@ impl Default for Shared {
     }
 }
 
-/// An announcement that a durable write is coming soon (a submission's open transaction):
+/// An announcement that a durable write is coming soon (a submission receiving its body):
 /// while one is alive, the writer may hold a flush back briefly for it. Dropping it
 /// withdraws the announcement ([`super::Spool::add_message`] drops it right after its
 /// request is sent); dropping the last one wakes a holding writer.

@@ -85,8 +85,9 @@ struct Transaction {
     from: String,
     params: MailArgs,
     rcpts: Vec<(String, RcptParams)>,
-    /// Tells the spool a message may come soon, so its flush can wait for it.
-    announced: WriteIntent,
+    /// From the 354 on: tells the spool this message is coming, so a flush can wait for
+    /// it (the body of a small message follows within one round trip).
+    announced: Option<WriteIntent>,
 }
 
 /// Where the session is.
@@ -506,7 +507,7 @@ impl Session {
             from,
             params,
             rcpts: Vec::new(),
-            announced: self.queue.announce(),
+            announced: None,
         };
         if let Some(account) = &self.account {
             let limits = self
@@ -615,8 +616,9 @@ impl Session {
     }
 
     fn data_command(&mut self) -> Next {
-        match &self.phase {
+        match &mut self.phase {
             Phase::Mail(_, tx) if !tx.rcpts.is_empty() => {
+                tx.announced = Some(self.queue.announce());
                 self.reply(Reply::plain(354, "end data with <CR><LF>.<CR><LF>"));
                 Next::Data
             }
@@ -752,7 +754,7 @@ impl Session {
         };
         let nrcpt = new.rcpts.len();
         let size = new.body.len();
-        match self.queue.enqueue_announced(id, new, Some(tx_intent)).await {
+        match self.queue.enqueue_announced(id, new, tx_intent).await {
             Ok(id) => {
                 metrics::counter!("relaygate_submissions_accepted_total").increment(1);
                 tracing::info!(queue_id = %format_id(id), client = %self.peer, rcpts = nrcpt, size, "submission: queued");
