@@ -12,8 +12,9 @@
 //! everyone down. Requests nobody waits for (state updates and removals: losing one
 //! in a crash costs an extra attempt, never a message) are written but not flushed on
 //! their own; the next flush, or one after [`IDLE_SYNC`] of quiet, covers them. They do
-//! not wake a writer that already has a timer set: under load they ride along with the
-//! next submission's batch, so the writer wakes about once per flush, not per record.
+//! not wake a writer that already has a timer set (they wait in the inbox for it, at
+//! most [`IDLE_SYNC`]): under load they ride along with the next submission's batch, so
+//! the writer wakes about once per flush, not per record.
 //!
 //! A failed write or flush poisons the segment: nothing is ever appended to it again.
 //! The writer cuts it back to its last complete record (`ftruncate` + `fsync`); where even
