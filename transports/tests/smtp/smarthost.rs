@@ -60,6 +60,11 @@ pub fn txn() -> Vec<Step> {
     ]
 }
 
+/// A reused connection's first step: the RSET probe pipelined with the transaction.
+fn probed_group() -> Step {
+    rx("RSET\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n")
+}
+
 fn plain_session() -> Vec<Step> {
     let mut s = vec![greeting()];
     s.extend(ehlo(&["PIPELINING"]));
@@ -257,7 +262,7 @@ async fn pooled_connection_probe_costs_no_round_trip() {
     let mut script = plain_session();
     script.extend(txn());
     script.extend([
-        rx("RSET\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        probed_group(),
         tx("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
         rx("x\r\n.\r\n"),
         tx("250 2.0.0 queued\r\n"),
@@ -279,7 +284,7 @@ async fn pooled_connection_refusing_the_pipelined_probe_is_replaced() {
     let mut first = plain_session();
     first.extend(txn());
     first.extend([
-        rx("RSET\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        probed_group(),
         tx("421 4.4.2 idle too long, closing\r\n"),
         Step::Close,
     ]);
