@@ -2,7 +2,9 @@
 //! when missing, the Date and Message-ID fields (RFC 5322 §3.6). Also small header
 //! helpers shared with DSN generation.
 
-use crate::model::{format_id, rfc5322_date, MsgId};
+use std::fmt::Write as _;
+
+use crate::model::{push_rfc5322_date, MsgId};
 
 /// Facts for the Received header.
 pub struct TraceInfo<'a> {
@@ -22,25 +24,39 @@ pub struct TraceInfo<'a> {
 
 /// Builds the Received header (CRLF terminated, folded).
 pub fn received_header(t: &TraceInfo<'_>) -> String {
-    let helo: String = t
-        .helo
-        .chars()
-        .filter(|c| !c.is_control() && *c != '(' && *c != ')')
-        .take(255)
-        .collect();
-    let mut h = format!(
-        "Received: from {helo} ([{}])\r\n\tby {}",
-        t.client_ip, t.hostname
-    );
-    if let Some(tls) = t.tls {
-        h.push_str(&format!(" ({tls})"));
-    }
-    h.push_str(&format!(" with {} id {}", t.protocol, format_id(t.id)));
-    if let Some(rcpt) = t.single_rcpt {
-        h.push_str(&format!("\r\n\tfor <{rcpt}>"));
-    }
-    h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(t.now_ms)));
+    let mut h = String::with_capacity(256);
+    push_received(&mut h, t);
     h
+}
+
+fn push_received(h: &mut String, t: &TraceInfo<'_>) {
+    h.push_str("Received: from ");
+    h.extend(
+        t.helo
+            .chars()
+            .filter(|c| !c.is_control() && *c != '(' && *c != ')')
+            .take(255),
+    );
+    let _ = write!(h, " ([{}])\r\n\tby {}", t.client_ip, t.hostname);
+    if let Some(tls) = t.tls {
+        let _ = write!(h, " ({tls})");
+    }
+    let _ = write!(h, " with {} id {}", t.protocol, IdDisplay(t.id));
+    if let Some(rcpt) = t.single_rcpt {
+        let _ = write!(h, "\r\n\tfor <{rcpt}>");
+    }
+    h.push_str(";\r\n\t");
+    push_rfc5322_date(h, t.now_ms);
+    h.push_str("\r\n");
+}
+
+/// A queue id as [`crate::model::format_id`] prints it, without allocating.
+struct IdDisplay(MsgId);
+
+impl std::fmt::Display for IdDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 /// The header section of a message: bytes up to (not including) the empty line, or
@@ -98,23 +114,24 @@ pub fn field_value(headers: &[u8], name: &str) -> Option<String> {
 
 /// Prepends the trace header and any missing Date/Message-ID to a submitted message.
 pub fn prepare(body: &[u8], trace: &TraceInfo<'_>) -> Vec<u8> {
-    let received = received_header(trace);
     let headers = header_section(body);
-    let mut out = Vec::with_capacity(body.len() + received.len() + 128);
-    out.extend_from_slice(received.as_bytes());
+    let mut head = String::with_capacity(384);
+    push_received(&mut head, trace);
     if !has_field(headers, "Date") {
-        out.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(trace.now_ms)).as_bytes());
+        head.push_str("Date: ");
+        push_rfc5322_date(&mut head, trace.now_ms);
+        head.push_str("\r\n");
     }
     if !has_field(headers, "Message-ID") {
-        out.extend_from_slice(
-            format!(
-                "Message-ID: <{}@{}>\r\n",
-                format_id(trace.id),
-                trace.hostname
-            )
-            .as_bytes(),
+        let _ = write!(
+            head,
+            "Message-ID: <{}@{}>\r\n",
+            IdDisplay(trace.id),
+            trace.hostname
         );
     }
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(body);
     out
 }

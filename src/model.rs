@@ -242,11 +242,23 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// RFC 5322 date text for a unix-ms time, in UTC, e.g. "Sun, 29 Nov 2026 12:00:00 +0000".
 pub fn rfc5322_date(ms: i64) -> String {
+    let mut out = String::with_capacity(32);
+    push_rfc5322_date(&mut out, ms);
+    out
+}
+
+/// Appends [`rfc5322_date`] to `out`.
+pub fn push_rfc5322_date(out: &mut String, ms: i64) {
+    use std::fmt::Write as _;
     let secs = ms.div_euclid(1000);
-    httpdate::fmt_http_date(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
-    )
-    .replace(" GMT", " +0000")
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    let start = out.len();
+    let _ = write!(out, "{}", httpdate::HttpDate::from(at));
+    // HTTP dates end in "GMT"; RFC 5322 §3.3 wants a numeric zone.
+    if out[start..].ends_with(" GMT") {
+        out.truncate(out.len() - " GMT".len());
+        out.push_str(" +0000");
+    }
 }
 
 // Days since 1970-01-01 to (year, month, day), proleptic Gregorian.

@@ -18,6 +18,7 @@ use rustls_pki_types::PrivateKeyDer;
 use sha2::{Digest, Sha256};
 
 use crate::config::{DkimConfig, DkimKeyConfig};
+use crate::model::{format_id, MsgId};
 
 /// Header fields signed when present, in this order.
 const SIGNED: &[&str] = &[
@@ -422,10 +423,12 @@ impl Signer {
 
 /// Signs a message being queued: the signature fields, or `None` (logged: no key for
 /// its From domain while keys are configured, or a signing error).
-pub fn sign_for_queue(signer: &Signer, message: &[u8], queue_id: &str) -> Option<String> {
+pub fn sign_for_queue(signer: &Signer, message: &[u8], id: MsgId) -> Option<String> {
     if signer.is_empty() {
         return None;
     }
+    let queue_id = format_id(id);
+    let queue_id = queue_id.as_str();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

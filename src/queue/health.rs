@@ -301,10 +301,17 @@ impl Health {
         let mut states = self.states();
         let handover_failed = failure.is_some();
         let (why, quota) = failure.map_or(("", false), |f| (f.why.as_str(), f.quota));
-        let state = states
-            .entry(transport.to_string())
-            .or_insert(State::Up { failures: 0 });
+        let known = states.contains_key(transport);
+        if !known {
+            states.insert(transport.to_string(), State::Up { failures: 0 });
+        }
+        let Some(state) = states.get_mut(transport) else {
+            return false;
+        };
         if !handover_failed {
+            // The gauge changes only with the state (or when first seen): a delivery
+            // costs no metrics lookup.
+            let changed = !known || !matches!(state, State::Up { failures: 0 });
             if !matches!(state, State::Up { failures: 0 }) {
                 let was_down = !matches!(state, State::Up { .. });
                 *state = State::Up { failures: 0 };
@@ -321,8 +328,10 @@ impl Health {
                     );
                 }
             }
-            metrics::gauge!("relaygate_transport_up", "transport" => transport.to_string())
-                .set(1.0);
+            if changed {
+                metrics::gauge!("relaygate_transport_up", "transport" => transport.to_string())
+                    .set(1.0);
+            }
             return false;
         }
         let (hold, went_down) = match state.clone() {

@@ -10,6 +10,7 @@
 //! DSN to the sender (never for a null sender). The scheduler (`scheduler.rs`) takes due
 //! recipients, groups them into transactions and runs them.
 
+mod attempt_metrics;
 pub mod body_cache;
 mod claim;
 mod dsn_out;

@@ -19,6 +19,7 @@ use relaygate_transports::transport::RcptResult as TransportResult;
 use relaygate_transports::{Batch, EnhancedCode, OutboundMessage, OutboundRcpt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::attempt_metrics::{Attempt, AttemptMetrics, Outcome};
 use super::{Claim, Placement, Queue, RcptResult, Verdict};
 use crate::address::{address_domain, orcpt_xtext};
 use crate::model::{format_id, now_ms, AttemptInfo, MailParams, ResultInfo, StoredMessage};
@@ -55,6 +56,7 @@ pub struct Scheduler {
     global: Arc<Semaphore>,
     limits: Limits,
     running: Mutex<Running>,
+    metrics: AttemptMetrics,
 }
 
 /// One transaction to run.
@@ -86,6 +88,7 @@ impl Scheduler {
             global: Arc::new(Semaphore::new(limits.global)),
             limits,
             running: Mutex::new(Running::default()),
+            metrics: AttemptMetrics::new(),
         })
     }
 
@@ -212,13 +215,12 @@ impl Scheduler {
         for r in &results {
             let rcpt = &job.message.rcpts[r.index];
             let result = match r.verdict {
-                Verdict::Delivered => "delivered",
-                Verdict::Temporary => "temporary",
-                Verdict::Permanent => "permanent",
+                Verdict::Delivered => Outcome::Delivered,
+                Verdict::Temporary => Outcome::Temporary,
+                Verdict::Permanent => Outcome::Permanent,
                 // Held back by a rate limit: not an attempt.
                 Verdict::Deferred(_) => continue,
             };
-            let tls = r.info.tls.clone().unwrap_or_else(|| "none".into());
             // The transport that took this attempt: a fallback's, when the route's
             // could not.
             let transport = if r.info.transport.is_empty() {
@@ -237,27 +239,21 @@ impl Scheduler {
                 // A failure before a session result (a refused login after STARTTLS,
                 // for one) does not say which TLS mode it had: "-", not "none".
                 tls = r.info.tls.as_deref().unwrap_or("-"),
-                result,
+                result = result.as_str(),
                 reply = %r.info.reply,
                 duration_ms = elapsed.as_millis() as u64,
                 "delivery attempt"
             );
-            metrics::counter!("relaygate_delivery_attempts_total",
-                "transport" => transport.to_string(), "result" => result)
-            .increment(1);
-            if r.verdict == Verdict::Delivered {
+            self.metrics.record(&Attempt {
+                transport,
+                tls: r.info.tls.as_deref().unwrap_or("none"),
+                result,
+                attempt: rcpt.attempts + 1,
                 // From acceptance to delivery (docs/operations.md).
-                let latency = (now_ms() - job.message.received_at).max(0) as f64 / 1000.0;
-                metrics::histogram!("relaygate_delivery_latency_seconds",
-                    "transport" => transport.to_string())
-                .record(latency);
-            }
-            metrics::histogram!("relaygate_queue_delivery_duration_seconds",
-                "attempt" => attempt_label(rcpt.attempts + 1),
-                "transport" => transport.to_string(),
-                "tlsmode" => tls,
-                "result" => result)
-            .record(elapsed.as_secs_f64());
+                latency: (result == Outcome::Delivered)
+                    .then(|| (now_ms() - job.message.received_at).max(0) as f64 / 1000.0),
+                duration: elapsed.as_secs_f64(),
+            });
         }
         self.queue.finish(job.message.id, results).await;
         self.release(&job.placement);
@@ -648,13 +644,5 @@ fn placement(
         route,
         fallback,
         max_rcpts,
-    }
-}
-
-fn attempt_label(n: u32) -> String {
-    if n >= 5 {
-        "5+".into()
-    } else {
-        n.to_string()
     }
 }

@@ -59,7 +59,9 @@ impl DataReceiver {
     pub fn new(max: usize) -> DataReceiver {
         DataReceiver {
             state: State::LineStart { crlf: true },
-            out: Vec::with_capacity(max.min(64 * 1024)),
+            // Small to start: most mail is a few KiB, and a large block allocated and
+            // freed per message makes the allocator trim and refault its heap.
+            out: Vec::with_capacity(max.min(16 * 1024)),
             max,
             size: 0,
             overflow: false,

@@ -3,7 +3,7 @@
 //! NOTIFY, ORCPT). Replies are built by [`Reply`].
 
 use crate::address::xtext_decode;
-use std::fmt::Write as _;
+use std::borrow::Cow;
 
 /// Longest command line we accept, CRLF included. RFC 5321 §4.5.3.1.4 sets 512 octets as
 /// the minimum a server must accept; SMTP extensions add parameters (§4.5.3.1.4 allows
@@ -73,23 +73,30 @@ pub struct ParseError(pub Reply);
 pub struct Reply {
     pub code: u16,
     pub enhanced: Option<&'static str>,
-    pub lines: Vec<String>,
+    text: Text,
+}
+
+/// A reply's text: most replies are one fixed line, which costs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Text {
+    One(Cow<'static, str>),
+    Many(Vec<String>),
 }
 
 impl Reply {
-    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Reply {
+    pub fn new(code: u16, enhanced: &'static str, text: impl Into<Cow<'static, str>>) -> Reply {
         Reply {
             code,
             enhanced: Some(enhanced),
-            lines: vec![text.into()],
+            text: Text::One(text.into()),
         }
     }
 
-    pub fn plain(code: u16, text: impl Into<String>) -> Reply {
+    pub fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Reply {
         Reply {
             code,
             enhanced: None,
-            lines: vec![text.into()],
+            text: Text::One(text.into()),
         }
     }
 
@@ -97,24 +104,44 @@ impl Reply {
         Reply {
             code,
             enhanced: None,
-            lines,
+            text: Text::Many(lines),
+        }
+    }
+
+    fn lines(&self) -> impl Iterator<Item = &str> {
+        let (one, many): (Option<&str>, &[String]) = match &self.text {
+            Text::One(t) => (Some(t), &[]),
+            Text::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+
+    /// Appends the wire form, CRLF terminated, with continuation lines (RFC 5321 §4.2.1).
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        let code = [
+            b'0' + (self.code / 100 % 10) as u8,
+            b'0' + (self.code / 10 % 10) as u8,
+            b'0' + (self.code % 10) as u8,
+        ];
+        let n = self.lines().count().max(1);
+        let mut lines = self.lines();
+        for i in 0..n {
+            out.extend_from_slice(&code);
+            out.push(if i + 1 < n { b'-' } else { b' ' });
+            if let Some(e) = self.enhanced {
+                out.extend_from_slice(e.as_bytes());
+                out.push(b' ');
+            }
+            out.extend_from_slice(lines.next().unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 
     /// Wire form, CRLF terminated, with continuation lines (RFC 5321 §4.2.1).
     pub fn to_wire(&self) -> String {
-        let mut out = String::new();
-        let n = self.lines.len().max(1);
-        for i in 0..n {
-            let sep = if i + 1 < n { '-' } else { ' ' };
-            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            let _ = write!(out, "{}{}", self.code, sep);
-            if let Some(e) = self.enhanced {
-                let _ = write!(out, "{e} ");
-            }
-            let _ = write!(out, "{text}\r\n");
-        }
-        out
+        let mut out = Vec::new();
+        self.write_wire(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// One line for logs and the queue: "550 5.1.1 text".
@@ -124,7 +151,7 @@ impl Reply {
             s.push(' ');
             s.push_str(e);
         }
-        for l in &self.lines {
+        for l in self.lines() {
             s.push(' ');
             s.push_str(l);
         }
@@ -132,7 +159,7 @@ impl Reply {
     }
 }
 
-fn err(code: u16, enhanced: &'static str, text: &str) -> ParseError {
+fn err(code: u16, enhanced: &'static str, text: impl Into<Cow<'static, str>>) -> ParseError {
     ParseError(Reply::new(code, enhanced, text))
 }
 

@@ -153,7 +153,7 @@ impl Session {
     }
 
     fn reply(&mut self, r: Reply) {
-        self.out.extend_from_slice(r.to_wire().as_bytes());
+        r.write_wire(&mut self.out);
     }
 
     /// Writes the pending replies. A client that does not read them within
@@ -727,8 +727,7 @@ impl Session {
                 now_ms: now,
             },
         );
-        let dkim =
-            crate::dkim::sign_for_queue(&self.settings.snapshot.get().dkim, &body, &format_id(id));
+        let dkim = crate::dkim::sign_for_queue(&self.settings.snapshot.get().dkim, &body, id);
         let tls_required_header = field_value(header_section(&body), "TLS-Required")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"));
         let new = NewMessage {
@@ -758,7 +757,7 @@ impl Session {
             Ok(id) => {
                 metrics::counter!("relaygate_submissions_accepted_total").increment(1);
                 tracing::info!(queue_id = %format_id(id), client = %self.peer, rcpts = nrcpt, size, "submission: queued");
-                Reply::new(250, "2.0.0", format!("OK queued as {}", format_id(id)))
+                Reply::new(250, "2.0.0", format!("OK queued as {id:016x}"))
             }
             Err(e) => {
                 metrics::counter!("relaygate_submissions_refused_total", "reason" => "spool")

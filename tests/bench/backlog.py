@@ -26,7 +26,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORK = "/tmp/relaygate-backlog"
 SUBMIT, ADMIN, SINK = 30036, 30037, 30038
-BIN = os.path.join(ROOT, "target", "release", "relaygate")
+BIN = os.environ.get("RELAYGATE_BIN") or os.path.join(ROOT, "target", "release", "relaygate")
 
 CONFIG = f"""hostname = "bench.relaygate.test"
 data_dir = "{WORK}/data"

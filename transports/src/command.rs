@@ -8,6 +8,7 @@ use crate::{
     ehlo::Capabilities,
     message::{OutboundMessage, OutboundRcpt},
 };
+use std::fmt::Write as _;
 
 /// `STARTTLS` (RFC 3207 §4).
 pub const STARTTLS: &str = "STARTTLS\r\n";
@@ -32,9 +33,18 @@ pub fn helo(name: &str) -> String {
 /// SIZE (RFC 1870 §6), BODY=8BITMIME (RFC 6152 §2), SMTPUTF8 (RFC 6531 §3.4),
 /// REQUIRETLS (RFC 8689 §4.1), RET and ENVID (RFC 3461 §4.3/§4.4, only with DSN).
 pub fn mail_from(msg: &OutboundMessage, caps: &Capabilities) -> String {
-    let mut line = format!("MAIL FROM:<{}>", msg.mail_from);
+    let mut line = String::with_capacity(64);
+    push_mail_from(&mut line, msg, caps);
+    line
+}
+
+/// Appends [`mail_from`] to `line` (a pipelined group is built in one buffer).
+pub fn push_mail_from(line: &mut String, msg: &OutboundMessage, caps: &Capabilities) {
+    line.push_str("MAIL FROM:<");
+    line.push_str(&msg.mail_from);
+    line.push('>');
     if caps.size.is_some() {
-        line.push_str(&format!(" SIZE={}", msg.body.len()));
+        let _ = write!(line, " SIZE={}", msg.body.len());
     }
     let p = &msg.params;
     if p.eight_bit && caps.eight_bit_mime {
@@ -58,13 +68,21 @@ pub fn mail_from(msg: &OutboundMessage, caps: &Capabilities) -> String {
         }
     }
     line.push_str("\r\n");
-    line
 }
 
 /// `RCPT TO:<address>` with NOTIFY and ORCPT when the server offers DSN (RFC 3461 §4.1,
 /// §4.2; a client must not send them otherwise).
 pub fn rcpt_to(rcpt: &OutboundRcpt, caps: &Capabilities) -> String {
-    let mut line = format!("RCPT TO:<{}>", rcpt.address);
+    let mut line = String::with_capacity(48);
+    push_rcpt_to(&mut line, rcpt, caps);
+    line
+}
+
+/// Appends [`rcpt_to`] to `line`.
+pub fn push_rcpt_to(line: &mut String, rcpt: &OutboundRcpt, caps: &Capabilities) {
+    line.push_str("RCPT TO:<");
+    line.push_str(&rcpt.address);
+    line.push('>');
     if caps.dsn {
         if let Some(notify) = &rcpt.notify {
             line.push_str(" NOTIFY=");
@@ -76,7 +94,6 @@ pub fn rcpt_to(rcpt: &OutboundRcpt, caps: &Capabilities) -> String {
         }
     }
     line.push_str("\r\n");
-    line
 }
 
 /// A mailbox may not contain control characters (CR/LF would inject commands).

@@ -195,7 +195,10 @@ pub enum ReplyError {
 #[derive(Debug, Default)]
 pub struct ReplyParser {
     buf: Vec<u8>,
+    /// Where the unparsed bytes in `buf` start (parsed lines are dropped on `push`).
+    start: usize,
     code: Option<u16>,
+    enhanced: Option<EnhancedCode>,
     lines: Vec<String>,
 }
 
@@ -207,20 +210,23 @@ impl ReplyParser {
 
     /// Appends bytes received from the server.
     pub fn push(&mut self, data: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         self.buf.extend_from_slice(data);
     }
 
     /// True when bytes are buffered that are not yet part of a returned reply. Used to
     /// refuse data the server sent ahead of the TLS handshake (RFC 3207 §4.2 / §6).
     pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty() || self.code.is_some()
+        self.start < self.buf.len() || self.code.is_some()
     }
 
     /// Returns the next complete reply, `Ok(None)` when more bytes are needed.
     pub fn next_reply(&mut self) -> Result<Option<Reply>, ReplyError> {
         loop {
-            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
-                if self.buf.len() > MAX_LINE_LEN {
+            let pending = &self.buf[self.start..];
+            let Some(nl) = pending.iter().position(|&b| b == b'\n') else {
+                if pending.len() > MAX_LINE_LEN {
                     return Err(ReplyError::LineTooLong);
                 }
                 return Ok(None);
@@ -228,8 +234,7 @@ impl ReplyParser {
             if nl + 1 > MAX_LINE_LEN {
                 return Err(ReplyError::LineTooLong);
             }
-            let raw: Vec<u8> = self.buf.drain(..=nl).collect();
-            let mut line = &raw[..raw.len() - 1];
+            let mut line = &pending[..nl];
             if let Some(stripped) = line.strip_suffix(b"\r") {
                 line = stripped;
             }
@@ -246,18 +251,37 @@ impl ReplyParser {
             if self.lines.len() >= MAX_LINES {
                 return Err(ReplyError::TooManyLines);
             }
+            // An enhanced code of the reply's class is taken off each line; the first
+            // line's is the reply's (RFC 2034 §4).
+            let class = u8::try_from(code / 100).unwrap_or(0);
+            let text = String::from_utf8_lossy(text);
+            let text = match EnhancedCode::parse_prefix(&text) {
+                Some((ec, rest)) if ec.class == class => {
+                    if self.lines.is_empty() {
+                        self.enhanced = Some(ec);
+                    }
+                    rest.to_string()
+                }
+                _ => text.into_owned(),
+            };
+            self.start += nl + 1;
             self.lines.push(text);
             if last {
                 self.code = None;
-                let lines = std::mem::take(&mut self.lines);
-                return Ok(Some(finish(code, lines)));
+                return Ok(Some(Reply {
+                    code,
+                    enhanced: self.enhanced.take(),
+                    lines: std::mem::take(&mut self.lines),
+                    stage: None,
+                    origin: Origin::Remote,
+                }));
             }
         }
     }
 }
 
 /// Parses "NNN-text", "NNN text" or "NNN" (RFC 5321 §4.2: Reply-line).
-fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
+fn parse_line(line: &[u8]) -> Result<(u16, bool, &[u8]), ReplyError> {
     let malformed = || ReplyError::Malformed {
         line: String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned(),
     };
@@ -276,35 +300,10 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
         Some(b'-') => (false, &line[4..]),
         Some(_) => return Err(malformed()),
     };
-    Ok((code, last, String::from_utf8_lossy(text).into_owned()))
+    Ok((code, last, text))
 }
 
 /// Strips enhanced codes whose class matches the reply code (RFC 3463 §2, RFC 2034 §4).
-fn finish(code: u16, lines: Vec<String>) -> Reply {
-    let class = u8::try_from(code / 100).unwrap_or(0);
-    let mut enhanced = None;
-    let lines = lines
-        .into_iter()
-        .enumerate()
-        .map(|(i, line)| match EnhancedCode::parse_prefix(&line) {
-            Some((ec, rest)) if ec.class == class => {
-                if i == 0 {
-                    enhanced = Some(ec);
-                }
-                rest.to_string()
-            }
-            _ => line,
-        })
-        .collect();
-    Reply {
-        code,
-        enhanced,
-        lines,
-        stage: None,
-        origin: Origin::Remote,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +477,16 @@ mod tests {
         p.push(b"250-partial\r\n");
         assert_eq!(p.next_reply(), Ok(None));
         assert!(p.has_buffered());
+        // More bytes arrive while earlier ones of the same push are not read yet.
+        let mut p = ReplyParser::new();
+        p.push(b"250 a\r\n251 b\r\n25");
+        let code = |p: &mut ReplyParser| p.next_reply().ok().flatten().map(|r| r.code);
+        assert_eq!(code(&mut p), Some(250));
+        p.push(b"2 c\r\n");
+        assert_eq!(code(&mut p), Some(251));
+        assert_eq!(code(&mut p), Some(252));
+        assert_eq!(code(&mut p), None);
+        assert!(!p.has_buffered());
     }
 
     #[test]

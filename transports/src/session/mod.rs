@@ -88,8 +88,9 @@ pub enum SessionState {
 #[derive(Debug)]
 enum State {
     Greeted,
-    Ready { caps: Capabilities },
-    InTransaction { caps: Capabilities },
+    // Shared: every transaction moves them between states (no copy per message).
+    Ready { caps: Arc<Capabilities> },
+    InTransaction { caps: Arc<Capabilities> },
     Closed,
 }
 
@@ -243,7 +244,9 @@ impl Session {
             return Err(self.rejected_ehlo(reply));
         };
         self.ehlo_name = name.to_string();
-        self.state = State::Ready { caps: caps.clone() };
+        self.state = State::Ready {
+            caps: Arc::new(caps.clone()),
+        };
         Ok(caps)
     }
 

@@ -182,9 +182,9 @@ impl Session {
         if probe.is_some() {
             group.push_str(command::RSET);
         }
-        group.push_str(&command::mail_from(msg, caps));
+        command::push_mail_from(&mut group, msg, caps);
         for &i in batch {
-            group.push_str(&command::rcpt_to(&msg.rcpts[i], caps));
+            command::push_rcpt_to(&mut group, &msg.rcpts[i], caps);
         }
         group.push_str(command::DATA);
         self.send_command(&group, Stage::Mail).await?;
