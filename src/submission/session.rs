@@ -727,7 +727,24 @@ impl Session {
                 now_ms: now,
             },
         );
-        let dkim = crate::dkim::sign_for_queue(&self.settings.snapshot.get().dkim, &body, id);
+        let signer = Arc::clone(&self.settings.snapshot.get().dkim);
+        let (body, dkim) = if signer.is_empty() {
+            (body, None)
+        } else {
+            // Signing is CPU work (about a millisecond with RSA): not on an async worker,
+            // where it would stall every session that worker serves.
+            let sign = move || {
+                let dkim = crate::dkim::sign_for_queue(&signer, &body, id);
+                (body, dkim)
+            };
+            match tokio::task::spawn_blocking(sign).await {
+                Ok(signed) => signed,
+                Err(e) => {
+                    tracing::error!(error = %e, "submission: DKIM signing failed");
+                    return Reply::new(451, "4.3.0", "local error, try again later");
+                }
+            }
+        };
         let tls_required_header = field_value(header_section(&body), "TLS-Required")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"));
         let new = NewMessage {
