@@ -7,6 +7,8 @@
 //! `\n.\r\n` are content. That is what makes SMTP smuggling impossible through us: no
 //! next hop can see an end of data where we did not.
 
+use relaygate_transports::command::ordinary_run_end;
+
 /// Where the receiver is within the current line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -71,7 +73,7 @@ impl DataReceiver {
 
     fn emit(&mut self, bytes: &[u8]) {
         self.size += bytes.len();
-        if !self.eight_bit && bytes.iter().any(|&b| b >= 0x80) {
+        if !self.eight_bit && !bytes.is_ascii() {
             self.eight_bit = true;
         }
         if self.overflow {
@@ -92,15 +94,12 @@ impl DataReceiver {
             let b = input[i];
             match self.state {
                 State::Middle => {
-                    // Fast path: copy up to the next CR or LF in one go.
-                    let rest = &input[i..];
-                    let n = rest
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(rest.len());
-                    if n > 0 {
-                        self.emit(&rest[..n]);
-                        i += n;
+                    // Fast path: the rest of this line and every ordinary line after it
+                    // (CRLF ended, not starting with "." or a bare line end) in one go.
+                    let end = ordinary_run_end(input, i);
+                    if end > i {
+                        self.emit(&input[i..end]);
+                        i = end;
                         continue;
                     }
                     if b == b'\r' {
@@ -183,6 +182,52 @@ mod tests {
         let mut r = DataReceiver::new(max);
         let f = r.feed(input);
         (f, r.finish())
+    }
+
+    /// Fed one byte at a time, the receiver never sees a run of lines at once: what it
+    /// does then is the state machine alone, which whole-buffer feeding must match.
+    #[test]
+    fn whole_buffers_match_byte_at_a_time() {
+        let tokens: [&[u8]; 10] = [
+            b"ab\r\n",
+            b"x\r\n",
+            b".",
+            b"\r\n",
+            b"\r",
+            b"\n",
+            b"a",
+            b".y\r\n",
+            b"\xc3\xa9",
+            b"\r\n.\r\n",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..400 {
+            let input: Vec<u8> = (0..len)
+                .flat_map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    tokens[(seed % tokens.len() as u64) as usize]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let (whole, whole_rx) = run(&input, 1 << 20);
+            let mut r = DataReceiver::new(1 << 20);
+            let mut single = Feed::NeedMore;
+            for (i, b) in input.iter().enumerate() {
+                if let Feed::Done { .. } = r.feed(std::slice::from_ref(b)) {
+                    single = Feed::Done { consumed: i + 1 };
+                    break;
+                }
+            }
+            let single_rx = r.finish();
+            let shown = String::from_utf8_lossy(&input);
+            assert_eq!(whole, single, "{shown:?}");
+            assert_eq!(whole_rx.body, single_rx.body, "{shown:?}");
+            assert_eq!(whole_rx.eight_bit, single_rx.eight_bit, "{shown:?}");
+            assert_eq!(whole_rx.size, single_rx.size, "{shown:?}");
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ cell() {
   rm -rf /tmp/relaygate-bench && mkdir -p /tmp/relaygate-bench
   "$SHARED/relay_bench.sh" "$@" -n "$N" -c "$conc" -l 1024 --modes "$mode" --runs 1 \
     --warmup "$WARMUP" --label "$label" --outdir "$OUT/$label.$mode.$conc.$round" \
-    | grep -E "^$label " || true
+    | grep -E "^${label:0:14} " || true
 }
 
 for round in $(seq 1 "$RUNS"); do

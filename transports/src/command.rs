@@ -161,10 +161,7 @@ impl DotStuffer {
                     if self.at_line_start && b == b'.' {
                         out.push(b'.');
                     }
-                    let end = input[i..]
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .map_or(input.len(), |n| i + n);
+                    let end = ordinary_run_end(input, i);
                     out.extend_from_slice(&input[i..end]);
                     self.at_line_start = false;
                     i = end;
@@ -185,6 +182,25 @@ impl DotStuffer {
         }
         out.extend_from_slice(b".\r\n");
     }
+}
+
+/// Where a run of ordinary text from `from` on ends: at the first CR or LF that is not
+/// a CRLF followed by an ordinary line start (any byte but ".", CR and LF), else at the
+/// end of `input`. Such a run needs no dot-stuffing, un-stuffing or line-end repair, so
+/// the DATA encoder here and the gateway's DATA receiver copy it whole.
+pub fn ordinary_run_end(input: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while let Some(p) = input
+        .get(at..)
+        .and_then(|rest| memchr::memchr2(b'\r', b'\n', rest))
+    {
+        let end = at + p;
+        match (input[end], input.get(end + 1), input.get(end + 2)) {
+            (b'\r', Some(b'\n'), Some(c)) if !matches!(c, b'.' | b'\r' | b'\n') => at = end + 2,
+            _ => return end,
+        }
+    }
+    input.len()
 }
 
 /// The whole body encoded for DATA, including the final ".\r\n".
@@ -399,6 +415,37 @@ mod tests {
                 .collect();
             assert_eq!(dot_stuff(&input), dot_stuff_bytewise(&input), "{input:?}");
         }
+        // Whole lines too, so that runs of several ordinary lines are copied at once.
+        let tokens: [&[u8]; 8] = [
+            b"ab\r\n", b"x\r\n", b".", b"\r\n", b"\r", b"\n", b"a", b".y\r\n",
+        ];
+        for len in 0..300 {
+            let input: Vec<u8> = (0..len)
+                .flat_map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    tokens[(seed % tokens.len() as u64) as usize]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            assert_eq!(dot_stuff(&input), dot_stuff_bytewise(&input), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_runs_end_where_lines_need_care() {
+        let end = |s: &[u8]| ordinary_run_end(s, 0);
+        assert_eq!(end(b"abc"), 3);
+        assert_eq!(end(b"ab\r\ncd\r\nef"), 10);
+        assert_eq!(end(b"ab\r\n.cd"), 2);
+        assert_eq!(end(b"ab\r\n\r\n"), 2);
+        assert_eq!(end(b"ab\r\n"), 2);
+        assert_eq!(end(b"ab\ncd"), 2);
+        assert_eq!(end(b"ab\rcd"), 2);
+        assert_eq!(ordinary_run_end(b"ab\r\ncd", 4), 6);
+        assert_eq!(ordinary_run_end(b"ab", 2), 2);
     }
 
     #[test]
