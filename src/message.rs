@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{push_rfc5322_date, MsgId};
+use crate::model::{push_rfc5322_date, MsgId, ShowId};
 
 /// Facts for the Received header.
 pub struct TraceInfo<'a> {
@@ -41,22 +41,13 @@ fn push_received(h: &mut String, t: &TraceInfo<'_>) {
     if let Some(tls) = t.tls {
         let _ = write!(h, " ({tls})");
     }
-    let _ = write!(h, " with {} id {}", t.protocol, IdDisplay(t.id));
+    let _ = write!(h, " with {} id {}", t.protocol, ShowId(t.id));
     if let Some(rcpt) = t.single_rcpt {
         let _ = write!(h, "\r\n\tfor <{rcpt}>");
     }
     h.push_str(";\r\n\t");
     push_rfc5322_date(h, t.now_ms);
     h.push_str("\r\n");
-}
-
-/// A queue id as [`crate::model::format_id`] prints it, without allocating.
-struct IdDisplay(MsgId);
-
-impl std::fmt::Display for IdDisplay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
 }
 
 /// The header section of a message: bytes up to (not including) the empty line, or
@@ -126,7 +117,7 @@ pub fn prepare(body: &[u8], trace: &TraceInfo<'_>) -> Vec<u8> {
         let _ = write!(
             head,
             "Message-ID: <{}@{}>\r\n",
-            IdDisplay(trace.id),
+            ShowId(trace.id),
             trace.hostname
         );
     }

@@ -13,7 +13,16 @@ pub type MsgId = u64;
 
 /// Formats an id for people and logs (16 hex digits).
 pub fn format_id(id: MsgId) -> String {
-    format!("{id:016x}")
+    ShowId(id).to_string()
+}
+
+/// A queue id as text (16 hex digits), for formatting without a `String` of its own.
+pub struct ShowId(pub MsgId);
+
+impl std::fmt::Display for ShowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 /// Parses an id as printed by [`format_id`].

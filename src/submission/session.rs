@@ -24,7 +24,7 @@ use super::limits::{self, SessionCounters, OUT_FLUSH_BYTES, READ_BUFFER};
 use super::proto::{self, Body, Command, MailArgs, RcptParams, Reply};
 use super::server::SubmissionSettings;
 use crate::message::{field_value, header_section, prepare, TraceInfo};
-use crate::model::{format_id, now_ms};
+use crate::model::{format_id, now_ms, ShowId};
 use crate::queue::{NewMessage, Queue};
 use crate::spool::WriteIntent;
 
@@ -774,7 +774,7 @@ impl Session {
             Ok(id) => {
                 metrics::counter!("relaygate_submissions_accepted_total").increment(1);
                 tracing::info!(queue_id = %format_id(id), client = %self.peer, rcpts = nrcpt, size, "submission: queued");
-                Reply::new(250, "2.0.0", format!("OK queued as {id:016x}"))
+                Reply::new(250, "2.0.0", format!("OK queued as {}", ShowId(id)))
             }
             Err(e) => {
                 metrics::counter!("relaygate_submissions_refused_total", "reason" => "spool")

@@ -401,37 +401,33 @@ mod tests {
 
     #[test]
     fn dot_stuffing_matches_the_bytewise_encoder() {
-        // A fixed pseudo-random walk over the bytes that matter, in many lengths.
-        let alphabet = b".\r\nab";
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        for len in 0..400 {
-            let input: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    alphabet[(seed % alphabet.len() as u64) as usize]
-                })
-                .collect();
-            assert_eq!(dot_stuff(&input), dot_stuff_bytewise(&input), "{input:?}");
-        }
-        // Whole lines too, so that runs of several ordinary lines are copied at once.
-        let tokens: [&[u8]; 8] = [
+        // Fixed pseudo-random walks, in many lengths: over the bytes that matter, and over
+        // whole lines, so that runs of several ordinary lines are copied at once.
+        let bytes: [&[u8]; 5] = [b".", b"\r", b"\n", b"a", b"b"];
+        let lines: [&[u8]; 8] = [
             b"ab\r\n", b"x\r\n", b".", b"\r\n", b"\r", b"\n", b"a", b".y\r\n",
         ];
-        for len in 0..300 {
-            let input: Vec<u8> = (0..len)
-                .flat_map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    tokens[(seed % tokens.len() as u64) as usize]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            assert_eq!(dot_stuff(&input), dot_stuff_bytewise(&input), "{input:?}");
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for (tokens, lengths) in [(&bytes[..], 400), (&lines[..], 300)] {
+            for len in 0..lengths {
+                let input = token_walk(&mut seed, tokens, len);
+                assert_eq!(dot_stuff(&input), dot_stuff_bytewise(&input), "{input:?}");
+            }
         }
+    }
+
+    /// `len` tokens picked by a xorshift generator.
+    fn token_walk(seed: &mut u64, tokens: &[&[u8]], len: usize) -> Vec<u8> {
+        (0..len)
+            .flat_map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                tokens[(*seed % tokens.len() as u64) as usize]
+                    .iter()
+                    .copied()
+            })
+            .collect()
     }
 
     #[test]
