@@ -32,21 +32,22 @@ pub fn normalize_domain(domain: &str) -> Result<String, DomainError> {
         || ascii
             .split('.')
             .any(|label| label.is_empty() || label.len() > 63)
-        || !ascii
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        || !ascii.bytes().all(is_domain_byte)
     {
         return Err(DomainError::Invalid(domain.to_string()));
     }
     Ok(ascii)
 }
 
+/// What a domain in ASCII form may contain: letters, digits, `-`, `_` and `.`.
+fn is_domain_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
+}
+
 /// Letters, digits, `-`, `_` and `.` only, and no label in IDNA's ACE form (`xn--`,
 /// which IDNA must decode to check): IDNA only lowercases such a name.
 fn is_plain_ascii(domain: &str) -> bool {
-    domain
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    domain.bytes().all(is_domain_byte)
         && !domain.split('.').any(|label| {
             label
                 .get(..4)
