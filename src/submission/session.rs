@@ -36,6 +36,18 @@ pub enum Conn {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+impl Conn {
+    /// Ends the connection after the last reply was flushed. TLS sends its close_notify
+    /// (RFC 8446 §6.1); plain TCP needs nothing more: dropping the socket closes it, and
+    /// the kernel sends the flushed replies before its FIN (a `shutdown` would only add
+    /// a system call per session).
+    async fn finish(&mut self) {
+        if let Conn::Tls(s) = self {
+            let _ = s.shutdown().await;
+        }
+    }
+}
+
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -186,7 +198,7 @@ impl Session {
     async fn close_with(&mut self, reader: &mut BufReader<Conn>, reply: Reply) {
         self.reply(reply);
         let _ = self.flush(reader).await;
-        let _ = reader.get_mut().shutdown().await;
+        reader.get_mut().finish().await;
     }
 
     /// A syntax or protocol error: at the limit, 421.
@@ -271,7 +283,7 @@ impl Session {
                 Next::Continue => {}
                 Next::Close => {
                     let _ = self.flush(&mut reader).await;
-                    let _ = reader.get_mut().shutdown().await;
+                    reader.get_mut().finish().await;
                     return;
                 }
                 Next::Auth { mechanism, initial } => {

@@ -656,6 +656,8 @@ async fn run_session(
             "QUIT" => {
                 out.push_str("221 2.0.0 bye\r\n");
                 send(conn.get_mut(), &out).await?;
+                // Over TLS, close_notify first (a clean end for the client).
+                let _ = conn.get_mut().shutdown().await;
                 return Ok(());
             }
             _ => out.push_str("500 5.5.2 unknown command\r\n"),

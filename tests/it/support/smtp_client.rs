@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -171,9 +171,20 @@ impl SmtpClient {
         self.send_data(body).await
     }
 
-    /// QUIT; expects 221.
+    /// QUIT; expects 221, then the end of the connection: a clean one (over TLS, the
+    /// server's close_notify first; without it the read fails), with nothing after 221.
     pub async fn quit(mut self) -> Result<()> {
         self.expect("QUIT", 221).await?;
+        let mut rest = Vec::new();
+        tokio::time::timeout(REPLY_TIMEOUT, self.conn.read_to_end(&mut rest))
+            .await
+            .context("the server did not close the connection after 221")?
+            .context("the connection did not end cleanly after 221")?;
+        ensure!(
+            rest.is_empty(),
+            "data after 221: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
         Ok(())
     }
 }
