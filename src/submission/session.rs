@@ -36,18 +36,6 @@ pub enum Conn {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-impl Conn {
-    /// Ends the connection after the last reply was flushed. TLS sends its close_notify
-    /// (RFC 8446 §6.1); plain TCP needs nothing more: dropping the socket closes it, and
-    /// the kernel sends the flushed replies before its FIN (a `shutdown` would only add
-    /// a system call per session).
-    async fn finish(&mut self) {
-        if let Conn::Tls(s) = self {
-            let _ = s.shutdown().await;
-        }
-    }
-}
-
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -174,6 +162,12 @@ impl Session {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.send(reader).await
+    }
+
+    /// Writes `out` (possibly nothing) and flushes the connection, which over TLS also
+    /// writes the records the session holds; `command_timeout` bounds it.
+    async fn send(&mut self, reader: &mut BufReader<Conn>) -> io::Result<()> {
         let conn = reader.get_mut();
         let write = async {
             conn.write_all(&self.out).await?;
@@ -194,11 +188,39 @@ impl Session {
         Ok(())
     }
 
+    /// Sends the last replies and ends the connection (the caller then drops it).
+    ///
+    /// Over TLS the replies and the close_notify alert (RFC 8446 §6.1) leave in one
+    /// write. Plain TCP needs only the replies: dropping the socket closes it, and the
+    /// kernel sends what was written before its FIN (a `shutdown` would only add a
+    /// system call to every session).
+    async fn close(&mut self, reader: &mut BufReader<Conn>) {
+        let mut notified = false;
+        if let Conn::Tls(s) = reader.get_mut() {
+            let tls = s.get_mut().1;
+            // Taken whole (a TLS session buffers far more than a few replies), the
+            // replies become records, and the alert follows them.
+            if let Ok(n) = io::Write::write(&mut tls.writer(), &self.out) {
+                self.out.drain(..n);
+                if self.out.is_empty() {
+                    tls.send_close_notify();
+                    notified = true;
+                }
+            }
+        }
+        if self.send(reader).await.is_err() || notified {
+            return;
+        }
+        if let Conn::Tls(s) = reader.get_mut() {
+            let limit = self.settings.limits.command_timeout;
+            let _ = tokio::time::timeout(limit, s.shutdown()).await;
+        }
+    }
+
     /// Closes after a limit's reply.
     async fn close_with(&mut self, reader: &mut BufReader<Conn>, reply: Reply) {
         self.reply(reply);
-        let _ = self.flush(reader).await;
-        reader.get_mut().finish().await;
+        self.close(reader).await;
     }
 
     /// A syntax or protocol error: at the limit, 421.
@@ -255,7 +277,7 @@ impl Session {
                 r = tokio::time::timeout(wait, read_line(&mut reader, &mut line, proto::MAX_COMMAND_LINE)) => r,
                 _ = shutdown.changed() => {
                     self.reply(Reply::new(421, "4.3.2", "service shutting down, try again later"));
-                    let _ = self.flush(&mut reader).await;
+                    self.close(&mut reader).await;
                     return;
                 }
             };
@@ -282,8 +304,7 @@ impl Session {
             match next {
                 Next::Continue => {}
                 Next::Close => {
-                    let _ = self.flush(&mut reader).await;
-                    reader.get_mut().finish().await;
+                    self.close(&mut reader).await;
                     return;
                 }
                 Next::Auth { mechanism, initial } => {
