@@ -198,8 +198,9 @@ impl Session {
         let mut notified = false;
         if let Conn::Tls(s) = reader.get_mut() {
             let tls = s.get_mut().1;
-            // Taken whole (a TLS session buffers far more than a few replies), the
-            // replies become records, and the alert follows them.
+            // The replies become records in the session's buffer, which holds far more
+            // than a few replies (a remainder would go out the usual way, and the alert
+            // after it), and the alert follows them.
             if let Ok(n) = io::Write::write(&mut tls.writer(), &self.out) {
                 self.out.drain(..n);
                 if self.out.is_empty() {
