@@ -252,7 +252,10 @@ fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::PrintDefault,
         } => {
-            print!("{}", relaygate::config::EMBEDDED_DEFAULT);
+            relaygate::cli::out::write(
+                format_args!("{}", relaygate::config::EMBEDDED_DEFAULT),
+                false,
+            );
             ExitCode::SUCCESS
         }
         Command::Dkim { action } => exit_code(relaygate::cli::dkim::run(action)),

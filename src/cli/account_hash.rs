@@ -31,7 +31,7 @@ pub fn run(password_file: Option<&str>) -> anyhow::Result<()> {
         ("cram_md5", &r.cram_md5),
     ] {
         if let Some(v) = value {
-            println!("{key} = \"{v}\"");
+            outln!("{key} = \"{v}\"");
         }
     }
     Ok(())

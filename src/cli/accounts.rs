@@ -72,9 +72,9 @@ pub fn run(config_path: &Path, action: AccountsAction) -> anyhow::Result<()> {
     // The file store's accounts are the config's (their secrets are not read here).
     if matches!(action, AccountsAction::List) && config.store.kind == crate::config::StoreKind::File
     {
-        println!("store: {} (file)", config_path.display());
+        outln!("store: {} (file)", config_path.display());
         if config.accounts.is_empty() {
-            println!("no accounts");
+            outln!("no accounts");
         }
         for (name, a) in &config.accounts {
             let secret = if !a.password_file.is_empty() {
@@ -94,7 +94,7 @@ pub fn run(config_path: &Path, action: AccountsAction) -> anyhow::Result<()> {
             } else {
                 format!("; rate {}", a.rate_limit.join(", "))
             };
-            println!(
+            outln!(
                 "{name} ({secret}; {senders}{rate}; {} route(s))",
                 a.routes.len()
             );
@@ -105,7 +105,7 @@ pub fn run(config_path: &Path, action: AccountsAction) -> anyhow::Result<()> {
         match action {
             AccountsAction::List => {
                 let loaded = load(&store).await?;
-                println!("{}", header(&store, &loaded));
+                outln!("{}", header(&store, &loaded));
                 for (name, r) in &loaded.data.accounts {
                     let mut kinds = Vec::new();
                     if r.scram_sha256.is_some() {
@@ -123,7 +123,7 @@ pub fn run(config_path: &Path, action: AccountsAction) -> anyhow::Result<()> {
                         .get(name)
                         .map(Vec::len)
                         .unwrap_or(0);
-                    println!("{name} ({}; {routes} route(s))", kinds.join(", "));
+                    outln!("{name} ({}; {routes} route(s))", kinds.join(", "));
                 }
                 warn_problems(&loaded);
             }

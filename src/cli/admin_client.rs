@@ -134,7 +134,7 @@ pub fn queue_list(target: &AdminTarget, as_json: bool, query: &str) -> anyhow::R
     }
     let v: Value = serde_json::from_slice(&body).context("admin API sent invalid JSON")?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let empty = Vec::new();
@@ -143,9 +143,9 @@ pub fn queue_list(target: &AdminTarget, as_json: bool, query: &str) -> anyhow::R
     let offset = v["offset"].as_u64().unwrap_or(0);
     if messages.is_empty() {
         if total == 0 {
-            println!("no message matches");
+            outln!("no message matches");
         } else {
-            println!("{total} message(s) match; none after --offset {offset}");
+            outln!("{total} message(s) match; none after --offset {offset}");
         }
         return Ok(());
     }
@@ -155,7 +155,7 @@ pub fn queue_list(target: &AdminTarget, as_json: bool, query: &str) -> anyhow::R
         } else {
             ""
         };
-        println!(
+        outln!(
             "{}  {}  {} bytes  from <{}>{}",
             m["id"].as_str().unwrap_or("?"),
             m["received"].as_str().unwrap_or("?"),
@@ -164,7 +164,7 @@ pub fn queue_list(target: &AdminTarget, as_json: bool, query: &str) -> anyhow::R
             held
         );
         for r in m["rcpts"].as_array().unwrap_or(&empty) {
-            println!(
+            outln!(
                 "    <{}> {} attempts={} next={} transport={} last={}",
                 r["address"].as_str().unwrap_or(""),
                 r["status"].as_str().unwrap_or(""),
@@ -177,7 +177,7 @@ pub fn queue_list(target: &AdminTarget, as_json: bool, query: &str) -> anyhow::R
     }
     let shown = messages.len() as u64;
     if offset > 0 || offset + shown < total {
-        println!(
+        outln!(
             "-- messages {}-{} of {total}{}",
             offset + 1,
             offset + shown,
@@ -215,22 +215,22 @@ pub fn call(
 pub fn queue_show(target: &AdminTarget, id: &str, as_json: bool) -> anyhow::Result<()> {
     let m = call(target, "GET", &format!("/api/queue/{id}"), None)?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
+        outln!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
     }
-    println!("id:        {}", m["id"].as_str().unwrap_or("?"));
-    println!("from:      <{}>", m["from"].as_str().unwrap_or(""));
-    println!("received:  {}", m["received"].as_str().unwrap_or("?"));
-    println!("size:      {} bytes", m["size"]);
-    println!("client:    {}", m["client"].as_str().unwrap_or("-"));
-    println!("account:   {}", m["account"].as_str().unwrap_or("-"));
-    println!("held:      {}", m["held"]);
+    outln!("id:        {}", m["id"].as_str().unwrap_or("?"));
+    outln!("from:      <{}>", m["from"].as_str().unwrap_or(""));
+    outln!("received:  {}", m["received"].as_str().unwrap_or("?"));
+    outln!("size:      {} bytes", m["size"]);
+    outln!("client:    {}", m["client"].as_str().unwrap_or("-"));
+    outln!("account:   {}", m["account"].as_str().unwrap_or("-"));
+    outln!("held:      {}", m["held"]);
     if let Some(t) = m["transport_override"].as_str() {
-        println!("transport: {t} (forced)");
+        outln!("transport: {t} (forced)");
     }
     let empty = Vec::new();
     for r in m["rcpts"].as_array().unwrap_or(&empty) {
-        println!(
+        outln!(
             "<{}> {} attempts={} next={}",
             r["address"].as_str().unwrap_or(""),
             r["status"].as_str().unwrap_or(""),
@@ -248,7 +248,7 @@ pub fn queue_show(target: &AdminTarget, id: &str, as_json: bool) -> anyhow::Resu
                 .as_str()
                 .map(|v| format!(" via={v}"))
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "    {}  transport={} remote={}{via} tls={}  {}{what}",
                 a["at"].as_str().unwrap_or("?"),
                 a["transport"].as_str().unwrap_or("-"),
@@ -288,14 +288,14 @@ pub fn queue_action(
         (None, Some(body)) => call(target, "POST", &format!("/api/queue/{action}"), Some(&body))?,
         _ => bail!("give a message ID, or one of --all, --domain, --account"),
     };
-    println!("{action}: {} recipient(s)", v["recipients"]);
+    outln!("{action}: {} recipient(s)", v["recipients"]);
     let held = v["held"].as_u64().unwrap_or(0);
     if held > 0 {
         let by: Vec<&str> = v["held_by"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        println!(
+        outln!(
             "{held} recipient(s) not retried: held ({}); `relaygate queue release` first",
             by.join(", ")
         );

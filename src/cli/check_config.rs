@@ -66,7 +66,7 @@ pub fn run(path: &Path) -> ExitCode {
             .values()
             .map(|a| a.routes.len())
             .sum::<usize>();
-    println!(
+    outln!(
         "{}: OK ({} transports, {} routes, store {:?})",
         path.display(),
         config.transports.len(),
@@ -74,7 +74,7 @@ pub fn run(path: &Path) -> ExitCode {
         config.store.kind
     );
     for n in &notes {
-        println!("{n}");
+        outln!("{n}");
     }
     ExitCode::SUCCESS
 }

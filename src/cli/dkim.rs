@@ -51,19 +51,19 @@ pub fn run(action: DkimAction) -> anyhow::Result<()> {
             let pem = keygen::generate(algorithm).map_err(|e| anyhow!(e))?;
             let line = keygen::zone_line(&domain, &selector, &pem).map_err(|e| anyhow!(e))?;
             write_new(&path, pem.as_bytes())?;
-            println!("key written to {} (mode 0600)", path.display());
-            println!();
-            println!("Publish this record in the DNS of {domain}:");
-            println!("{line}");
-            println!();
-            println!("and add to the config:");
-            println!("[[dkim.keys]]");
-            println!("domain = \"{domain}\"");
-            println!("selector = \"{selector}\"");
-            println!("key_file = \"{}\"", path.display());
-            println!("algorithm = \"{}\"", algorithm.as_str());
-            println!();
-            println!("`relaygate dnscheck {domain}` tells when the record is published.");
+            outln!("key written to {} (mode 0600)", path.display());
+            outln!();
+            outln!("Publish this record in the DNS of {domain}:");
+            outln!("{line}");
+            outln!();
+            outln!("and add to the config:");
+            outln!("[[dkim.keys]]");
+            outln!("domain = \"{domain}\"");
+            outln!("selector = \"{selector}\"");
+            outln!("key_file = \"{}\"", path.display());
+            outln!("algorithm = \"{}\"", algorithm.as_str());
+            outln!();
+            outln!("`relaygate dnscheck {domain}` tells when the record is published.");
             Ok(())
         }
     }

@@ -87,14 +87,14 @@ pub fn run(args: DnscheckArgs) -> ExitCode {
     };
     if args.json {
         match serde_json::to_string_pretty(&report.json()) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => {
                 eprintln!("relaygate: dnscheck: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        print!("{}", report.human());
+        out!("{}", report.human());
     }
     if report.verdict() == Verdict::Fail {
         ExitCode::FAILURE

@@ -35,9 +35,9 @@ pub fn run(target: &AdminTarget, action: LockoutsAction) -> anyhow::Result<()> {
         LockoutsAction::List { json } => {
             let v = call(target, "GET", "/api/auth/lockouts", None)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", table(&v));
+                out!("{}", table(&v));
             }
             Ok(())
         }
@@ -55,7 +55,7 @@ pub fn run(target: &AdminTarget, action: LockoutsAction) -> anyhow::Result<()> {
                 "/api/auth/lockouts/clear",
                 Some(&json!({ "address": address, "account": account, "all": all })),
             )?;
-            println!("cleared {} entr(y/ies)", v["cleared"]);
+            outln!("cleared {} entr(y/ies)", v["cleared"]);
             Ok(())
         }
     }

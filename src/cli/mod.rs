@@ -1,6 +1,23 @@
 //! Command-line front ends. Each subcommand family lives in its own module with its clap
 //! definitions and a `run` function; `main.rs` only dispatches.
 
+/// `println!` for the CLI, without its panic when standard output fails (see [`out`]).
+macro_rules! outln {
+    () => {
+        $crate::cli::out::write(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::write(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` for the CLI, without its panic when standard output fails (see [`out`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out::write(format_args!($($arg)*), false)
+    };
+}
+
 pub mod account_hash;
 pub mod accounts;
 pub mod admin_client;
@@ -9,6 +26,7 @@ pub mod check_config;
 pub mod dkim;
 pub mod dnscheck;
 pub mod lockouts;
+pub mod out;
 pub mod queue;
 pub mod routes;
 pub mod sendmail;
@@ -34,7 +52,7 @@ pub fn run_report(
 ) -> std::process::ExitCode {
     match block_on(fut) {
         Ok((report, passed)) => {
-            print!("{report}");
+            out!("{report}");
             if passed {
                 std::process::ExitCode::SUCCESS
             } else {

@@ -141,12 +141,12 @@ pub fn run(target: &AdminTarget, action: QueueAction) -> anyhow::Result<()> {
         QueueAction::Holds { json } => {
             let v = call(target, "GET", "/api/queue/holds", None)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             let rules = v["holds"].as_array().cloned().unwrap_or_default();
             if rules.is_empty() {
-                println!("no hold rules");
+                outln!("no hold rules");
             }
             for r in rules {
                 let mut parts = Vec::new();
@@ -156,7 +156,7 @@ pub fn run(target: &AdminTarget, action: QueueAction) -> anyhow::Result<()> {
                 if let Some(a) = r["account"].as_str() {
                     parts.push(format!("account={a}"));
                 }
-                println!("hold {}", parts.join(" "));
+                outln!("hold {}", parts.join(" "));
             }
             Ok(())
         }
@@ -199,7 +199,7 @@ pub fn run(target: &AdminTarget, action: QueueAction) -> anyhow::Result<()> {
                 &format!("/api/queue/{id}/drop"),
                 Some(&serde_json::json!({ "dsn": dsn })),
             )?;
-            println!(
+            outln!(
                 "dropped {id} ({} recipient(s) not delivered{})",
                 v["recipients"],
                 if dsn { ", DSN sent" } else { "" }
@@ -213,7 +213,7 @@ pub fn run(target: &AdminTarget, action: QueueAction) -> anyhow::Result<()> {
                 &format!("/api/queue/{id}/requiretls"),
                 Some(&serde_json::json!({ "value": value })),
             )?;
-            println!("{id}: REQUIRETLS {value}");
+            outln!("{id}: REQUIRETLS {value}");
             Ok(())
         }
         QueueAction::SetTransport { id, name } => {
@@ -223,7 +223,7 @@ pub fn run(target: &AdminTarget, action: QueueAction) -> anyhow::Result<()> {
                 &format!("/api/queue/{id}/transport"),
                 Some(&serde_json::json!({ "value": name })),
             )?;
-            println!("{id}: transport {name}");
+            outln!("{id}: transport {name}");
             Ok(())
         }
     }

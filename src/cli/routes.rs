@@ -177,9 +177,9 @@ pub fn warn_problems(loaded: &Loaded) {
 /// Reports a written change.
 pub fn report(w: Written, what: &str) {
     if w.writes == 0 {
-        println!("{what}: nothing to change (version {})", w.version);
+        outln!("{what}: nothing to change (version {})", w.version);
     } else {
-        println!("{what}; store version {} published", w.version);
+        outln!("{what}; store version {} published", w.version);
     }
 }
 
@@ -296,9 +296,9 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
             RoutesAction::List { json } => {
                 let loaded = load(&store).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&list_json(&loaded))?);
+                    outln!("{}", serde_json::to_string_pretty(&list_json(&loaded))?);
                 } else {
-                    print!("{}", list_text(&store, &loaded));
+                    out!("{}", list_text(&store, &loaded));
                 }
                 warn_problems(&loaded);
             }
@@ -385,9 +385,9 @@ pub fn run(config_path: &Path, action: RoutesAction) -> anyhow::Result<()> {
                 let loaded = load(&store).await?;
                 let e = explain(&loaded.data, account.as_deref(), &from, &to, attempt)
                     .map_err(|e| anyhow!("{e}"))?;
-                println!("{}", header(&store, &loaded));
-                print!("{}", render(&e));
-                println!("transport: {}", transport_line(&loaded.data, e.transport()));
+                outln!("{}", header(&store, &loaded));
+                out!("{}", render(&e));
+                outln!("transport: {}", transport_line(&loaded.data, e.transport()));
                 warn_problems(&loaded);
             }
         }

@@ -61,11 +61,11 @@ pub fn run(config_path: &Path, action: SpoolAction) -> anyhow::Result<bool> {
     match action {
         SpoolAction::Check => {
             let r = replay::check(&dir).map_err(|e| anyhow!("{e}"))?;
-            print!("{}", report_text(&dir.display().to_string(), &r));
+            out!("{}", report_text(&dir.display().to_string(), &r));
             if r.damaged() {
-                println!("damaged: the gateway will not start on this spool; `relaygate spool salvage` keeps every intact record");
+                outln!("damaged: the gateway will not start on this spool; `relaygate spool salvage` keeps every intact record");
             } else {
-                println!("ok");
+                outln!("ok");
             }
             Ok(!r.damaged())
         }
@@ -77,8 +77,8 @@ pub fn run(config_path: &Path, action: SpoolAction) -> anyhow::Result<bool> {
                 .unwrap_or(0);
             let backup = config.data_dir.join(format!("spool-salvage-{stamp}"));
             let r = replay::salvage(&dir, &backup).map_err(|e| anyhow!("{e}"))?;
-            print!("{}", report_text(&dir.display().to_string(), &r));
-            println!(
+            out!("{}", report_text(&dir.display().to_string(), &r));
+            outln!(
                 "salvaged: {} intact records kept; the original segments are in {}",
                 r.records,
                 backup.display()

@@ -175,12 +175,12 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
         let target = super::admin_target(config_path, admin.as_deref())?;
         let v = super::call(&target, "GET", "/api/transports", None)?;
         if *json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
         let rows = v["transports"].as_array().cloned().unwrap_or_default();
         if rows.is_empty() {
-            println!("no transport has been used yet: all up");
+            outln!("no transport has been used yet: all up");
         }
         for r in rows {
             let state = r["state"].as_str().unwrap_or("?");
@@ -192,19 +192,19 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                 } else {
                     format!("the next message waits {wait} ms")
                 };
-                println!(
+                outln!(
                     "{:<20} rate limit {}: {now}",
                     r["transport"].as_str().unwrap_or("?"),
                     limits.join(", ")
                 );
             }
             match state {
-                "up" => println!(
+                "up" => outln!(
                     "{:<20} up ({} consecutive failures)",
                     r["transport"].as_str().unwrap_or("?"),
                     r["consecutive_failures"]
                 ),
-                _ => println!(
+                _ => outln!(
                     "{:<20} {state} for {} s more, since {}: {}",
                     r["transport"].as_str().unwrap_or("?"),
                     r["down_for_secs"],
@@ -230,9 +230,9 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                             (k.clone(), v)
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&Value::Object(map))?);
+                    outln!("{}", serde_json::to_string_pretty(&Value::Object(map))?);
                 } else {
-                    println!("{}", header(&store, &loaded));
+                    outln!("{}", header(&store, &loaded));
                     for (name, t) in &loaded.data.transports {
                         let mut users: Vec<String> = loaded
                             .data
@@ -264,7 +264,7 @@ pub fn run(config_path: &Path, action: TransportsAction) -> anyhow::Result<()> {
                         } else {
                             users.join(", ")
                         };
-                        println!("{name} {} (used by: {used})", transport_json(t));
+                        outln!("{name} {} (used by: {used})", transport_json(t));
                     }
                 }
                 warn_problems(&loaded);

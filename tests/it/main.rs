@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod auth_client;
 mod auth_server;
+mod cli_output;
 mod config_check;
 mod dane;
 mod dashboard;

@@ -33,6 +33,7 @@ pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
 pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
+pub const EX_IOERR: u8 = 74;
 pub const EX_TEMPFAIL: u8 = 75;
 pub const EX_CONFIG: u8 = 78;
 
@@ -459,6 +460,20 @@ fn transport(config: &SendmailConfig) -> Result<SmarthostTransport, String> {
 }
 
 /// Runs `sendmail` with its arguments (without the program name); returns the exit code.
+/// Writes to standard output: `EX_OK`, or `EX_IOERR` when it fails (said on stderr
+/// unless the reader has gone).
+fn print(text: std::fmt::Arguments<'_>) -> u8 {
+    match crate::cli::out::try_write(text, false) {
+        Ok(()) => EX_OK,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("sendmail: cannot write to standard output: {e}");
+            }
+            EX_IOERR
+        }
+    }
+}
+
 pub fn run(args: &[String]) -> u8 {
     let args = match parse_args(args) {
         Ok(a) => a,
@@ -475,15 +490,11 @@ pub fn run(args: &[String]) -> u8 {
         }
     };
     if args.help {
-        print!("{HELP}");
-        return EX_OK;
+        return print(format_args!("{HELP}"));
     }
     if args.list_unsent {
         return match unsent::list() {
-            Ok(saved) => {
-                print!("{}", unsent::render(&saved));
-                EX_OK
-            }
+            Ok(saved) => print(format_args!("{}", unsent::render(&saved))),
             Err(e) => {
                 eprintln!("sendmail -bp: {e}");
                 EX_SOFTWARE
