@@ -5,35 +5,13 @@
 //! sysexits(3), says `EX_IOERR` (74) in both cases.
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 
-use crate::support::gateway::binary;
+use crate::support::gateway::run_relaygate_into;
+use crate::support::temp_dir;
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relaygate.toml");
-
-/// Runs relaygate with `stdout` as its standard output; returns its status and stderr.
-async fn run_into(args: &[&str], stdout: Stdio) -> Result<(Option<i32>, String)> {
-    // Not `output()`: tokio's would replace `stdout` with a pipe of its own.
-    let child = tokio::process::Command::new(binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("running relaygate {args:?}"))?;
-    let out = child.wait_with_output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .with_context(|| format!("relaygate {args:?} did not finish within 60 s"))?
-        .with_context(|| format!("running relaygate {args:?}"))?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
 
 /// A command, and its status with a full disk and with a closed pipe.
 const CASES: [(&[&str], i32, i32); 3] = [
@@ -44,14 +22,16 @@ const CASES: [(&[&str], i32, i32); 3] = [
 
 #[tokio::test]
 async fn a_full_disk_is_an_error_not_a_panic() -> Result<()> {
+    let dir = temp_dir("relaygate-cli-output-")?;
     for (args, status, _) in CASES {
         let full = std::fs::OpenOptions::new().write(true).open("/dev/full")?;
-        let (code, stderr) = run_into(args, Stdio::from(full)).await?;
-        ensure!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        ensure!(code == Some(status), "{args:?}: status {code:?}: {stderr}");
+        let out = run_relaygate_into(args, dir.path(), Stdio::from(full)).await?;
+        ensure!(!out.stderr.contains("panicked"), "{args:?}: {out}");
+        ensure!(out.code == Some(status), "{args:?}: {out}");
         ensure!(
-            stderr.contains("cannot write to standard output") && stderr.contains("No space left"),
-            "{args:?}: {stderr}"
+            out.stderr.contains("cannot write to standard output")
+                && out.stderr.contains("No space left"),
+            "{args:?}: {out}"
         );
     }
     Ok(())
@@ -59,12 +39,15 @@ async fn a_full_disk_is_an_error_not_a_panic() -> Result<()> {
 
 #[tokio::test]
 async fn a_reader_that_went_away_stops_it_quietly() -> Result<()> {
+    let dir = temp_dir("relaygate-cli-output-")?;
     for (args, _, status) in CASES {
         let (reader, writer) = std::io::pipe()?;
         drop(reader);
-        let (code, stderr) = run_into(args, Stdio::from(writer)).await?;
-        ensure!(stderr.is_empty(), "{args:?}: {stderr}");
-        ensure!(code == Some(status), "{args:?}: status {code:?}");
+        let out = run_relaygate_into(args, dir.path(), Stdio::from(writer)).await?;
+        ensure!(
+            out.stderr.is_empty() && out.code == Some(status),
+            "{args:?}: {out}"
+        );
     }
     Ok(())
 }

@@ -218,12 +218,23 @@ impl std::fmt::Display for CliOutput {
 
 /// Runs `relaygate ARGS...` in `cwd` (60 s limit).
 pub async fn run_relaygate(args: &[&str], cwd: &Path) -> Result<CliOutput> {
-    let mut cmd = tokio::process::Command::new(binary());
-    cmd.args(args)
+    run_relaygate_into(args, cwd, Stdio::piped()).await
+}
+
+/// [`run_relaygate`] with `stdout` as the command's standard output (the result's
+/// `stdout` is what a pipe caught, empty otherwise).
+pub async fn run_relaygate_into(args: &[&str], cwd: &Path, stdout: Stdio) -> Result<CliOutput> {
+    // Not `output()`: tokio's would put a pipe of its own in place of `stdout`.
+    let child = tokio::process::Command::new(binary())
+        .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("running relaygate {args:?}"))?;
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .with_context(|| format!("relaygate {args:?} did not finish within 60 s"))?
         .with_context(|| format!("running relaygate {args:?}"))?;
