@@ -459,7 +459,6 @@ fn transport(config: &SendmailConfig) -> Result<SmarthostTransport, String> {
     ))
 }
 
-/// Runs `sendmail` with its arguments (without the program name); returns the exit code.
 /// Writes to standard output: `EX_OK`, or `EX_IOERR` when it fails (said on stderr
 /// unless the reader has gone).
 fn print(text: std::fmt::Arguments<'_>) -> u8 {
@@ -474,6 +473,7 @@ fn print(text: std::fmt::Arguments<'_>) -> u8 {
     }
 }
 
+/// Runs `sendmail` with its arguments (without the program name); returns the exit code.
 pub fn run(args: &[String]) -> u8 {
     let args = match parse_args(args) {
         Ok(a) => a,
